@@ -1,0 +1,142 @@
+"""`dmlops run | compile`: run a pipeline locally, or write the component and pipeline YAML."""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def _parse_params(pairs: list[str]) -> dict[str, object]:
+    """``name=value`` pairs; values are parsed as JSON when they can be, else kept as strings."""
+    params: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--param {pair!r}: expected NAME=VALUE")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
+def run_pipeline(name: str, params: dict[str, object], output_dir: Path) -> Path:
+    """Run a registered pipeline with kfp.local's SubprocessRunner; return the run's folder."""
+    from kfp import local
+
+    from dmlops.pipelines import PIPELINES
+
+    if name not in PIPELINES:
+        raise SystemExit(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
+    root = output_dir.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    started = time.monotonic()
+    PIPELINES[name](**params)
+    new_runs = sorted(set(root.iterdir()) - before, key=lambda path: path.stat().st_mtime)
+    run_dir = new_runs[-1]
+    print_summary(run_dir, time.monotonic() - started)
+    return run_dir
+
+
+def print_summary(run_dir: Path, seconds: float) -> None:
+    """A table of every task's output artifacts, their row counts and where they are."""
+    table = Table(title=f"{run_dir.name}: finished in {seconds:.1f} s")
+    for column in ("step", "output", "rows", "location"):
+        table.add_column(column)
+    steps = sorted(run_dir.rglob("executor_output.json"), key=lambda path: path.stat().st_mtime)
+    for output_file in steps:
+        outputs = json.loads(output_file.read_text()).get("artifacts", {})
+        for output_name, entry in sorted(outputs.items()):
+            for artifact in entry.get("artifacts", []):
+                rows = artifact.get("metadata", {}).get("rows", "")
+                table.add_row(output_file.parent.name, output_name, str(rows), artifact["uri"])
+    console.print(table)
+    console.print(f"{len(steps)} steps; artifacts under {run_dir}")
+
+
+def compile_all(out_dir: Path) -> list[Path]:
+    """Write components/<area>/<name>.yaml and pipelines/<name>.yaml under ``out_dir``."""
+    from kfp import compiler
+
+    from dmlops.components import COMPONENTS
+    from dmlops.pipelines import PIPELINES
+
+    written = []
+    for area, components in COMPONENTS.items():
+        for component in components:
+            path = out_dir / "components" / area / f"{component.python_func.__name__}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            compiler.Compiler().compile(component, str(path))
+            written.append(path)
+    for name, pipeline in PIPELINES.items():
+        path = out_dir / "pipelines" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(pipeline, str(path))
+        written.append(path)
+    return written
+
+
+def check_compiled(repo: Path) -> list[str]:
+    """Names of generated files that are missing, stale or no longer generated in ``repo``."""
+    with tempfile.TemporaryDirectory() as fresh_dir:
+        fresh = Path(fresh_dir)
+        written = {path.relative_to(fresh) for path in compile_all(fresh)}
+        problems = [
+            f"{relative} is stale or missing"
+            for relative in sorted(written)
+            if not (repo / relative).exists() or not filecmp.cmp(fresh / relative, repo / relative, shallow=False)
+        ]
+    checked_in = {path.relative_to(repo) for folder in ("components", "pipelines") for path in (repo / folder).rglob("*.yaml")}
+    problems += [f"{relative} is no longer generated; delete it" for relative in sorted(checked_in - written)]
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dmlops", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a pipeline locally with kfp.local")
+    run.add_argument("pipeline", help="pipeline name, e.g. flights")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+    run.add_argument("--output-dir", type=Path, default=Path("local_outputs"), help="where runs keep artifacts")
+
+    compile_ = commands.add_parser("compile", help="write components/ and pipelines/ YAML")
+    compile_.add_argument("--check", action="store_true", help="fail when checked-in YAML is stale")
+    compile_.add_argument("--repo", type=Path, default=Path("."), help="repository root")
+    compile_.add_argument("--registry", help="image registry to compile against (default ghcr.io/dmlops)")
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run_pipeline(args.pipeline, _parse_params(args.param), args.output_dir)
+        return 0
+    if args.registry:
+        os.environ["DMLOPS_REGISTRY"] = args.registry
+    if args.check:
+        problems = check_compiled(args.repo)
+        for problem in problems:
+            console.print(f"[red]{problem}[/red]")
+        if problems:
+            console.print("run `dmlops compile` and commit components/ and pipelines/")
+            return 1
+        console.print("generated YAML is up to date")
+        return 0
+    for path in compile_all(args.repo):
+        console.print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
