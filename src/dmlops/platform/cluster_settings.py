@@ -1,0 +1,101 @@
+"""Cluster settings applied to every task of a pipeline at compile time, with kfp-kubernetes.
+
+Credentials come from Kubernetes Secrets as environment variables or volumes, never from pipeline
+parameters. Settings live in a YAML file a platform team keeps beside the cluster::
+
+    secret_env:            # Secret keys as environment variables of every task
+      - secret: gcs-credentials
+        keys: {GOOGLE_APPLICATION_CREDENTIALS_JSON: GOOGLE_APPLICATION_CREDENTIALS_JSON}
+    secret_volumes:        # Secrets mounted as files
+      - {secret: aws-credentials, mount_path: /var/secrets/aws}
+    pvc_mounts:
+      - {pvc: dmlops-checkpoints, mount_path: /checkpoints}
+    node_selector: {cloud.google.com/gke-nodepool: cpu-pool}
+    tolerations:
+      - {key: dedicated, operator: Equal, value: ml, effect: NoSchedule}
+    gpu:                   # per component name: accelerator limit (and type) of that task's pod
+      train: {limit: 1, type: nvidia.com/gpu}
+    retries: 2
+
+Pipelines call :func:`apply_to_current_pipeline` as their last statement; :func:`build_pipeline` re-traces a
+pipeline with settings active.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from kfp import dsl, kubernetes
+from kfp.dsl import pipeline_context
+
+_active: list["ClusterSettings"] = []
+
+
+@dataclass
+class ClusterSettings:
+    """Kubernetes settings for every task of a pipeline (see the module docstring for the YAML form)."""
+
+    secret_env: list[dict[str, Any]] = field(default_factory=list)
+    secret_volumes: list[dict[str, str]] = field(default_factory=list)
+    pvc_mounts: list[dict[str, str]] = field(default_factory=list)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    gpu: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retries: int = 0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ClusterSettings":
+        """Settings from a YAML file; unknown keys are an error naming the file and the allowed keys."""
+        document = yaml.safe_load(Path(path).read_text()) or {}
+        allowed = {item.name for item in fields(cls)}
+        unknown = set(document) - allowed
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**document)
+
+    def apply(self, task: dsl.PipelineTask) -> None:
+        """Apply these settings to one task."""
+        for entry in self.secret_env:
+            kubernetes.use_secret_as_env(task, secret_name=entry["secret"], secret_key_to_env=entry["keys"])
+        for entry in self.secret_volumes:
+            kubernetes.use_secret_as_volume(task, secret_name=entry["secret"], mount_path=entry["mount_path"])
+        for entry in self.pvc_mounts:
+            kubernetes.mount_pvc(task, pvc_name=entry["pvc"], mount_path=entry["mount_path"])
+        for key, value in self.node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for toleration in self.tolerations:
+            kubernetes.add_toleration(task, **toleration)
+        accelerator = self.gpu.get(task.component_spec.name.replace("-", "_"))
+        if accelerator:
+            task.set_accelerator_type(accelerator.get("type", "nvidia.com/gpu"))
+            task.set_accelerator_limit(int(accelerator["limit"]))
+        if self.retries:
+            task.set_retry(num_retries=self.retries)
+
+
+def apply_to_current_pipeline() -> None:
+    """Apply the active settings (if any) to every task of the pipeline being traced."""
+    if not _active:
+        return
+    for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
+        _active[-1].apply(task)
+
+
+@contextlib.contextmanager
+def active(settings: ClusterSettings) -> Iterator[None]:
+    """Make ``settings`` the ones :func:`apply_to_current_pipeline` applies."""
+    _active.append(settings)
+    try:
+        yield
+    finally:
+        _active.pop()
+
+
+def build_pipeline(pipeline: Any, settings: ClusterSettings) -> Any:
+    """Re-trace a ``@dsl.pipeline`` with ``settings`` applied to each of its tasks."""
+    with active(settings):
+        return dsl.pipeline(name=pipeline.name, description=pipeline.description)(pipeline.pipeline_func)
