@@ -4,12 +4,10 @@
 ``components/<area>/<name>.yaml``.
 """
 
-from dmlops.components.ingest import ingest
 from dmlops.components.transform import derive_columns, split_by_time
-from dmlops.components.validation import compare, infer_schema, validate
 
 COMPONENTS = {
-    "data": [ingest, derive_columns, split_by_time, infer_schema, validate, compare],
+    "data": [derive_columns, split_by_time],
 }
 
-__all__ = ["COMPONENTS", "compare", "derive_columns", "infer_schema", "ingest", "split_by_time", "validate"]
+__all__ = ["COMPONENTS", "derive_columns", "split_by_time"]
