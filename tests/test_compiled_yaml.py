@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from dmlops.cli import check_compiled, compile_all
+from dmlops.catalog import check_compiled, compile_all
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def test_cli_check_exit_codes(tmp_path):
 
 def test_registry_override_changes_every_image(tmp_path):
     script = (
-        "import sys; from pathlib import Path; from dmlops.cli import compile_all; "
+        "import sys; from pathlib import Path; from dmlops.catalog import compile_all; "
         "compile_all(Path(sys.argv[1]))"
     )
     env = {"DMLOPS_REGISTRY": "registry.example.com/ml", "PATH": "/usr/bin:/bin"}

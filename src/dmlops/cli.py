@@ -4,7 +4,6 @@ submit a pipeline to Kubeflow Pipelines."""
 from __future__ import annotations
 
 import argparse
-import filecmp
 import json
 import os
 import sys
@@ -66,43 +65,6 @@ def print_summary(run_dir: Path, seconds: float) -> None:
                 table.add_row(output_file.parent.name, output_name, str(rows), artifact["uri"])
     console.print(table)
     console.print(f"{len(steps)} steps; artifacts under {run_dir}")
-
-
-def compile_all(out_dir: Path) -> list[Path]:
-    """Write components/<area>/<name>.yaml and pipelines/<name>.yaml under ``out_dir``."""
-    from kfp import compiler
-
-    from dmlops.components import COMPONENTS
-    from dmlops.pipelines import PIPELINES
-
-    written = []
-    for area, components in COMPONENTS.items():
-        for component in components:
-            path = out_dir / "components" / area / f"{component.python_func.__name__}.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            compiler.Compiler().compile(component, str(path))
-            written.append(path)
-    for name, pipeline in PIPELINES.items():
-        path = out_dir / "pipelines" / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        compiler.Compiler().compile(pipeline, str(path))
-        written.append(path)
-    return written
-
-
-def check_compiled(repo: Path) -> list[str]:
-    """Names of generated files that are missing, stale or no longer generated in ``repo``."""
-    with tempfile.TemporaryDirectory() as fresh_dir:
-        fresh = Path(fresh_dir)
-        written = {path.relative_to(fresh) for path in compile_all(fresh)}
-        problems = [
-            f"{relative} is stale or missing"
-            for relative in sorted(written)
-            if not (repo / relative).exists() or not filecmp.cmp(fresh / relative, repo / relative, shallow=False)
-        ]
-    checked_in = {path.relative_to(repo) for folder in ("components", "pipelines") for path in (repo / folder).rglob("*.yaml")}
-    problems += [f"{relative} is no longer generated; delete it" for relative in sorted(checked_in - written)]
-    return problems
 
 
 def cron_with_seconds(expression: str) -> str:
@@ -183,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.registry:
         os.environ["DMLOPS_REGISTRY"] = args.registry
+    from dmlops.catalog import check_compiled, compile_all
+
     if args.check:
         problems = check_compiled(args.repo)
         for problem in problems:
