@@ -5,7 +5,9 @@
 #   scripts/build_horovod.sh [PYTHON]      (default: .venv/bin/python)
 #
 # horovod 0.28.1 is the last release; against torch 2.x and TensorFlow 2.21 it compiles only as C++17,
-# so CMAKE_CXX_STANDARD is patched to 17 in its CMakeLists.txt files before building.
+# so CMAKE_CXX_STANDARD is patched to 17 in its CMakeLists.txt files before building. Its XLA custom-call
+# ops (xla_mpi_ops.cc, for XLA-compiled GPU graphs) need headers the TensorFlow wheel no longer ships
+# (highwayhash), so they are left out of the build.
 set -euo pipefail
 
 VERSION=0.28.1
@@ -33,6 +35,7 @@ if [ -z "$wheel" ] || [ ! -f "$marker" ]; then
                     "$src/horovod/tensorflow/CMakeLists.txt"; do
     sed -i -E 's/CMAKE_CXX_STANDARD [0-9]+/CMAKE_CXX_STANDARD 17/' "$cmakelists"
   done
+  sed -i '/xla_mpi_ops.cc/d' "$src/horovod/tensorflow/CMakeLists.txt"
   with_tf=HOROVOD_WITHOUT_TENSORFLOW
   [ "$frameworks" = torch-tf ] && with_tf=HOROVOD_WITH_TENSORFLOW
   echo "building horovod $VERSION for $frameworks (a few minutes)"

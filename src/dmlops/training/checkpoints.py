@@ -1,0 +1,54 @@
+"""Periodic training checkpoints under a URI (local path, gs://, s3://, any fsspec URL).
+
+A checkpoint is one opaque payload named by its global step, ``ckpt-000000001200.bin``. A payload is
+written under a temporary name and then moved into place, so a worker killed mid-write never leaves a
+checkpoint that looks complete. The newest ``keep`` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import re
+
+import fsspec
+
+_NAME = re.compile(r"ckpt-(\d{12})\.bin$")
+
+
+class CheckpointStore:
+    """Save and find checkpoints under one URI."""
+
+    def __init__(self, uri: str, keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.uri = uri.rstrip("/")
+        self.keep = keep
+        self.fs, self.path = fsspec.core.url_to_fs(self.uri)
+
+    def _file(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoints, oldest first."""
+        self.fs.invalidate_cache(self.path)
+        if not self.fs.exists(self.path):
+            return []
+        names = (entry.rsplit("/", 1)[-1] for entry in self.fs.ls(self.path, detail=False))
+        return sorted(int(match.group(1)) for match in map(_NAME.match, names) if match)
+
+    def save(self, step: int, payload: bytes) -> str:
+        """Write the checkpoint of ``step`` and drop the ones beyond ``keep``; returns its URI."""
+        self.fs.makedirs(self.path, exist_ok=True)
+        name = f"ckpt-{step:012d}.bin"
+        temporary = self._file(f".{name}.partial")
+        self.fs.pipe_file(temporary, payload)
+        self.fs.mv(temporary, self._file(name))
+        for old in self.steps()[: -self.keep]:
+            self.fs.rm(self._file(f"ckpt-{old:012d}.bin"))
+        return f"{self.uri}/{name}"
+
+    def latest(self) -> tuple[int, bytes] | None:
+        """The newest checkpoint as (step, payload), or None when there is none."""
+        steps = self.steps()
+        if not steps:
+            return None
+        return steps[-1], self.fs.cat_file(self._file(f"ckpt-{steps[-1]:012d}.bin"))

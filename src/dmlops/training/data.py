@@ -1,0 +1,223 @@
+"""Tabular training data: read Parquet from a URI, pick features, fit and apply preprocessing.
+
+Preprocessing statistics (numeric mean/std, categorical vocabularies) are fitted on the training split
+only and travel with the exported model as a plain dict, so evaluation and serving encode rows the same
+way. Nothing here knows a particular data set: the label and feature columns are arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dmlops.data.errors import DataError
+
+UNKNOWN_CATEGORY = 0  # index of unseen and null categories; vocabularies start at 1
+
+
+@dataclass
+class FeatureSpec:
+    """Which columns are the label, the numeric features and the categorical features."""
+
+    label: str
+    numeric: list[str]
+    categorical: list[str]
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.label, *self.numeric, *self.categorical]
+
+
+@dataclass
+class Preprocessing:
+    """Fitted statistics: numeric columns are standardised (nulls become the mean), categorical
+    columns map to 1-based vocabulary indices (0 for null or unseen values)."""
+
+    label: str
+    numeric: dict[str, dict[str, float]] = field(default_factory=dict)
+    categorical: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(label=data["label"], numeric=dict(data["numeric"]), categorical=dict(data["categorical"]))
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Embedding table sizes: vocabulary plus the unknown index."""
+        return [len(vocabulary) + 1 for vocabulary in self.categorical.values()]
+
+    def embedding_sizes(self, embedding_dim: int) -> list[int]:
+        """Embedding width per categorical column: ``embedding_dim``, or less for tiny vocabularies."""
+        return [max(1, min(embedding_dim, cardinality)) for cardinality in self.cardinalities]
+
+    def encode(self, table: pa.Table, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """Numeric features as float32 [rows, numeric] and categorical indices as int64 [rows, categorical]."""
+        missing = [name for name in [*self.numeric, *self.categorical] if name not in table.column_names]
+        if missing:
+            raise DataError(
+                f"{source}: feature columns {missing} are missing; the model was trained with "
+                f"{[*self.numeric, *self.categorical]}"
+            )
+        numeric = np.zeros((table.num_rows, len(self.numeric)), dtype=np.float32)
+        for index, (name, stats) in enumerate(self.numeric.items()):
+            values = pc.cast(table[name], pa.float64()).to_numpy(zero_copy_only=False)
+            values = np.where(np.isnan(values), stats["mean"], values)
+            numeric[:, index] = (values - stats["mean"]) / stats["std"]
+        categorical = np.zeros((table.num_rows, len(self.categorical)), dtype=np.int64)
+        for index, (name, vocabulary) in enumerate(self.categorical.items()):
+            values = pc.cast(table[name], pa.string())
+            positions = pc.index_in(values, value_set=pa.array(vocabulary, pa.string()))
+            categorical[:, index] = pc.fill_null(pc.add(positions, 1), UNKNOWN_CATEGORY).to_numpy()
+        return numeric, categorical
+
+
+def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file or directory from a local path or an fsspec URI (gs://, s3://, ...)."""
+    filesystem, path = fsspec.core.url_to_fs(uri)
+    if not filesystem.exists(path):
+        raise DataError(f"training data {uri} does not exist; pass the URI of a Parquet file or directory")
+    try:
+        return pq.read_table(path, filesystem=filesystem, columns=columns)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{uri}: cannot read as Parquet ({error}); pass a Parquet file or directory") from None
+
+
+def read_schema(uri: str) -> pa.Schema:
+    """The Arrow schema of a Parquet file or directory."""
+    filesystem, path = fsspec.core.url_to_fs(uri)
+    if not filesystem.exists(path):
+        raise DataError(f"training data {uri} does not exist; pass the URI of a Parquet file or directory")
+    return pq.ParquetDataset(path, filesystem=filesystem).schema
+
+
+def _is_categorical(data_type: pa.DataType) -> bool:
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type) or pa.types.is_dictionary(data_type)
+
+
+def _is_numeric(data_type: pa.DataType) -> bool:
+    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_boolean(data_type)
+
+
+def resolve_features(
+    schema: pa.Schema,
+    label: str,
+    numeric: list[str] | None = None,
+    categorical: list[str] | None = None,
+    exclude: list[str] | None = None,
+    source: str = "training data",
+) -> FeatureSpec:
+    """Feature columns named explicitly, or inferred from the schema when both lists are empty:
+    strings are categorical, numbers and booleans numeric; other types and ``exclude`` are skipped."""
+    names = set(schema.names)
+    if label not in names:
+        raise DataError(f"{source}: label column {label!r} not found; columns are {schema.names}")
+    excluded = set(exclude or [])
+    unknown = sorted((set(numeric or []) | set(categorical or []) | excluded) - names)
+    if unknown:
+        raise DataError(f"{source}: feature columns {unknown} not found; columns are {schema.names}")
+    if numeric or categorical:
+        numeric, categorical = list(numeric or []), list(categorical or [])
+        for name in numeric:
+            if not _is_numeric(schema.field(name).type):
+                raise DataError(
+                    f"{source}: numeric feature {name!r} has type {schema.field(name).type}; "
+                    "list it as categorical or cast it upstream"
+                )
+    else:
+        candidates = [f for f in schema if f.name != label and f.name not in excluded]
+        numeric = [f.name for f in candidates if _is_numeric(f.type)]
+        categorical = [f.name for f in candidates if _is_categorical(f.type)]
+    numeric = [name for name in numeric if name not in excluded and name != label]
+    categorical = [name for name in categorical if name not in excluded and name != label]
+    if not numeric and not categorical:
+        raise DataError(f"{source}: no feature columns left besides the label {label!r}; columns are {schema.names}")
+    return FeatureSpec(label=label, numeric=numeric, categorical=categorical)
+
+
+def binary_labels(table: pa.Table, label: str, source: str) -> np.ndarray:
+    """The label column as float32 0/1; a bool or 0/1 column, no nulls, else a DataError naming the row."""
+    column = table[label]
+    if column.null_count:
+        first = pc.index(pc.is_null(column), True).as_py()
+        raise DataError(
+            f"{source}: label {label!r} is null in {column.null_count} rows (first at row {first}); "
+            "drop or fill those rows before training"
+        )
+    if pa.types.is_boolean(column.type):
+        return column.to_numpy(zero_copy_only=False).astype(np.float32)
+    if not _is_numeric(column.type):
+        raise DataError(f"{source}: label {label!r} has type {column.type}; it must be bool or 0/1")
+    values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero((values != 0) & (values != 1))
+    if bad.size:
+        raise DataError(
+            f"{source}: label {label!r} must be 0 or 1 but is {values[bad[0]]!r} at row {int(bad[0])} "
+            f"({bad.size} such rows); the label must be binary"
+        )
+    return values.astype(np.float32)
+
+
+def fit_preprocessing(table: pa.Table, spec: FeatureSpec, max_categories: int = 1000) -> Preprocessing:
+    """Fit numeric mean/std and categorical vocabularies (most frequent first, ties by value)."""
+    numeric = {}
+    for name in spec.numeric:
+        values = pc.cast(table[name], pa.float64())
+        mean = pc.mean(values).as_py()
+        std = pc.stddev(values).as_py()
+        numeric[name] = {
+            "mean": float(mean) if mean is not None else 0.0,
+            "std": float(std) if std else 1.0,
+        }
+    categorical = {}
+    for name in spec.categorical:
+        counts = pc.value_counts(pc.drop_null(pc.cast(table[name], pa.string())))
+        pairs = sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()),
+                       key=lambda pair: (-pair[1], pair[0]))
+        categorical[name] = [value for value, _ in pairs[:max_categories]]
+    return Preprocessing(label=spec.label, numeric=numeric, categorical=categorical)
+
+
+@dataclass
+class EncodedData:
+    """A split ready for training: numeric and categorical feature arrays and 0/1 labels."""
+
+    numeric: np.ndarray
+    categorical: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_encoded(uri: str, preprocessing: Preprocessing) -> EncodedData:
+    """Read a split and encode it with fitted preprocessing."""
+    columns = [preprocessing.label, *preprocessing.numeric, *preprocessing.categorical]
+    schema = read_schema(uri)
+    missing = [name for name in columns if name not in schema.names]
+    if missing:
+        raise DataError(f"{uri}: columns {missing} are missing; the model uses {columns}")
+    table = read_table(uri, columns)
+    if table.num_rows == 0:
+        raise DataError(f"{uri}: no rows; pass a non-empty split")
+    numeric, categorical = preprocessing.encode(table, uri)
+    return EncodedData(numeric, categorical, binary_labels(table, preprocessing.label, uri))
+
+
+def epoch_shard(num_rows: int, epoch: int, seed: int, rank: int, world_size: int) -> np.ndarray:
+    """Row indices of one rank for one epoch: a seeded permutation, padded by wrapping to a multiple of
+    ``world_size`` (as DistributedSampler does, so every rank runs the same number of steps), then
+    every ``world_size``-th row from ``rank``. Rank r's i-th row is the permutation's
+    (i * world_size + r)-th, so a global batch is the same rows whatever the number of workers."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_rows)
+    padded = -(-num_rows // world_size) * world_size
+    order = np.resize(order, padded)
+    return order[rank::world_size]

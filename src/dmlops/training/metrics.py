@@ -1,0 +1,81 @@
+"""Binary classification metrics and their two outputs: Katib ``name=value`` lines and a metrics file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROC_POINTS = 201  # at most this many ROC points are kept (KFP draws them; thousands add nothing)
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False positive rates, true positive rates and thresholds, one point per distinct score
+    (highest threshold first), starting at (0, 0) with threshold +inf."""
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    last_of_each_score = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    true_positives = np.cumsum(labels)[last_of_each_score]
+    false_positives = (last_of_each_score + 1) - true_positives
+    positives, negatives = labels.sum(), len(labels) - labels.sum()
+    tpr = np.r_[0.0, true_positives / positives] if positives else np.zeros(len(true_positives) + 1)
+    fpr = np.r_[0.0, false_positives / negatives] if negatives else np.zeros(len(false_positives) + 1)
+    return fpr, tpr, np.r_[np.inf, scores[last_of_each_score]]
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """AUC, accuracy, log loss, ROC points and the confusion matrix [[tn, fp], [fn, tp]]."""
+    labels = np.asarray(labels, dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if labels.shape != probabilities.shape or labels.ndim != 1 or len(labels) == 0:
+        raise ValueError(f"labels {labels.shape} and probabilities {probabilities.shape} must be equal, non-empty 1-D")
+    fpr, tpr, thresholds = roc_curve(labels, probabilities)
+    auc = float(np.trapezoid(tpr, fpr)) if 0 < labels.sum() < len(labels) else float("nan")
+    clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    log_loss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+    predicted = probabilities >= threshold
+    actual = labels == 1
+    confusion = [
+        [int(np.sum(~actual & ~predicted)), int(np.sum(~actual & predicted))],
+        [int(np.sum(actual & ~predicted)), int(np.sum(actual & predicted))],
+    ]
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), ROC_POINTS)).round().astype(int))
+    finite_thresholds = np.where(np.isinf(thresholds), 1.0, thresholds)
+    return {
+        "auc": auc,
+        "accuracy": float(np.mean(predicted == actual)),
+        "log_loss": log_loss,
+        "positive_rate": float(labels.mean()),
+        "rows": int(len(labels)),
+        "threshold": threshold,
+        "confusion_matrix": confusion,
+        "roc": {
+            "fpr": fpr[keep].tolist(),
+            "tpr": tpr[keep].tolist(),
+            "thresholds": finite_thresholds[keep].tolist(),
+        },
+    }
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The plain numbers of a metrics dict (what Katib and KFP Metrics take)."""
+    return {
+        name: float(value)
+        for name, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def katib_lines(metrics: dict[str, Any], prefix: str = "") -> list[str]:
+    """``name=value`` lines in the format Katib's StdOut and File metrics collectors parse."""
+    return [f"{prefix}{name}={value:.6g}" for name, value in scalar_metrics(metrics).items()]
+
+
+def write_metrics_file(path: str | Path, metrics: dict[str, Any]) -> None:
+    """Write metrics as Katib ``name=value`` lines, and the full dict beside it as ``<path>.json``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(katib_lines(metrics)) + "\n")
+    Path(f"{path}.json").write_text(json.dumps(metrics, indent=2))

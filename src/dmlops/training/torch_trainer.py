@@ -1,0 +1,150 @@
+"""PyTorch training under DistributedDataParallel (``torch-ddp``) or Horovod (``horovod-torch``).
+
+torch-ddp reads the rendezvous that PyTorchJob, TrainJob and torchrun give each process (MASTER_ADDR,
+MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK); without WORLD_SIZE it trains as one process. horovod-torch
+reads what ``horovodrun``/MPIJob give (through ``hvd.init()``).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dmlops.training.config import TrainConfig
+from dmlops.training.data import EncodedData, Preprocessing
+from dmlops.training.torch_model import TabularMLP
+
+PREDICT_BATCH = 65536
+
+
+class TorchTrainer:
+    """One worker's model, optimizer and training shard, and its link to the other workers."""
+
+    framework = "torch"
+
+    def __init__(self, config: TrainConfig, preprocessing: Preprocessing, train: EncodedData):
+        self.config = config
+        self.horovod = config.strategy == "horovod-torch"
+        if self.horovod:
+            import horovod.torch as hvd
+
+            hvd.init()
+            self.rank, self.world_size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+        else:
+            self.rank = int(os.environ.get("RANK", "0"))
+            self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if config.device == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
+            torch.cuda.set_device(local_rank)
+            self.device = torch.device("cuda", local_rank)
+        else:
+            self.device = torch.device("cpu")
+
+        torch.manual_seed(config.seed)
+        self.model = TabularMLP(
+            num_numeric=len(preprocessing.numeric),
+            cardinalities=preprocessing.cardinalities,
+            embedding_widths=preprocessing.embedding_sizes(config.embedding_dim),
+            hidden_units=config.hidden_units,
+            dropout=config.dropout,
+        ).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        self.train_model: torch.nn.Module = self.model
+        if self.horovod:
+            hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
+            self.optimizer = hvd.DistributedOptimizer(self.optimizer, named_parameters=self.model.named_parameters())
+        elif self.world_size > 1:
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[local_rank] if self.device.type == "cuda" else None
+            )
+
+        self.numeric = torch.from_numpy(train.numeric).to(self.device)
+        self.categorical = torch.from_numpy(train.categorical).to(self.device)
+        self.labels = torch.from_numpy(train.labels).to(self.device)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_steps = 0
+
+    def reseed(self, value: int) -> None:
+        torch.manual_seed(value)
+
+    def prepare_epoch(self, rows: np.ndarray) -> None:
+        index = torch.from_numpy(rows).to(self.device)
+        self.epoch_numeric = self.numeric[index]
+        self.epoch_categorical = self.categorical[index]
+        self.epoch_labels = self.labels[index]
+
+    def train_step(self, step: int, batch_size: int) -> None:
+        batch = slice(step * batch_size, (step + 1) * batch_size)
+        logits = self.train_model(self.epoch_numeric[batch], self.epoch_categorical[batch])
+        loss = F.binary_cross_entropy_with_logits(logits, self.epoch_labels[batch])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach()
+        self.loss_steps += 1
+
+    def take_mean_loss(self) -> float:
+        mean = self.loss_sum.item() / max(self.loss_steps, 1)
+        self.loss_sum.zero_()
+        self.loss_steps = 0
+        return mean
+
+    def state(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, buffer)
+        return buffer.getvalue()
+
+    def load_state(self, payload: bytes) -> None:
+        state = torch.load(io.BytesIO(payload), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    @torch.no_grad()
+    def predict(self, data: EncodedData) -> np.ndarray:
+        self.model.eval()
+        chunks = []
+        for start in range(0, len(data), PREDICT_BATCH):
+            numeric = torch.from_numpy(data.numeric[start : start + PREDICT_BATCH]).to(self.device)
+            categorical = torch.from_numpy(data.categorical[start : start + PREDICT_BATCH]).to(self.device)
+            chunks.append(torch.sigmoid(self.model(numeric, categorical)).cpu().numpy())
+        self.model.train()
+        return np.concatenate(chunks)
+
+    def export(self, directory: Path) -> dict[str, str]:
+        """Write TorchScript ``model.pt`` and ONNX ``model.onnx`` (inputs ``numeric``, ``categorical``;
+        output ``logit``); returns the format-to-file map for the metadata."""
+        model = copy.deepcopy(self.model).cpu().eval()
+        torch.jit.script(model).save(str(directory / "model.pt"))
+        example = (
+            torch.zeros(2, self.numeric.shape[1], dtype=torch.float32),
+            torch.zeros(2, len(model.embeddings), dtype=torch.int64),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model, example, str(directory / "model.onnx"), dynamo=False,
+                input_names=["numeric", "categorical"], output_names=["logit"],
+                dynamic_axes={"numeric": {0: "batch"}, "categorical": {0: "batch"}, "logit": {0: "batch"}},
+            )
+        return {"torchscript": "model.pt", "onnx": "model.onnx"}
+
+    def close(self) -> None:
+        if self.horovod:
+            import horovod.torch as hvd
+
+            hvd.shutdown()
+        elif torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
