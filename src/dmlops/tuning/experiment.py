@@ -1,0 +1,319 @@
+"""Build Katib ``Experiment`` (kubeflow.org/v1beta1) dicts, and substitute trial parameters as Katib does.
+
+The trial template carries a job custom resource (batch ``Job``, ``PyTorchJob``, ``TFJob`` or ``MPIJob``)
+whose primary container runs a command with ``${trialParameters.<name>}`` placeholders. Katib replaces
+each placeholder with the value of the parameter (or trial metadata such as ``${trialSpec.Name}``) the
+trial parameter references; :func:`substitute_trial_parameters` does the same, so the local tuner runs
+exactly the command a Katib trial runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from dmlops.tuning.spec import SpecError, TuningSpec
+
+API_VERSION = "kubeflow.org/v1beta1"
+COLLECTOR_KINDS = ("StdOut", "File")
+DEFAULT_METRICS_FILE = "/var/log/katib/metrics.log"  # Katib's default fileSystemPath for the File collector
+TRIAL_METADATA = {
+    "${trialSpec.Name}": "name",
+    "${trialSpec.Namespace}": "namespace",
+    "${trialSpec.Kind}": "kind",
+    "${trialSpec.APIVersion}": "apiVersion",
+}
+_PLACEHOLDER = re.compile(r"\$\{trialParameters\.([^}]+)\}")
+
+_JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
+_KUBEFLOW_SUCCESS = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
+_FAILED = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+
+
+@dataclass(frozen=True)
+class TrialKind:
+    """How Katib tells a trial of this job kind finished, and which pod carries its metrics."""
+
+    api_version: str
+    kind: str
+    success_condition: str
+    failure_condition: str
+    primary_pod_labels: dict[str, str] = field(default_factory=dict)
+
+
+TRIAL_KINDS = {
+    "Job": TrialKind("batch/v1", "Job", _JOB_SUCCESS, _FAILED),
+    "PyTorchJob": TrialKind(
+        "kubeflow.org/v1", "PyTorchJob", _KUBEFLOW_SUCCESS, _FAILED, {"training.kubeflow.org/job-role": "master"}
+    ),
+    "TFJob": TrialKind("kubeflow.org/v1", "TFJob", _KUBEFLOW_SUCCESS, _FAILED, {"training.kubeflow.org/job-role": "master"}),
+    "MPIJob": TrialKind(
+        "kubeflow.org/v2beta1", "MPIJob", _KUBEFLOW_SUCCESS, _FAILED, {"training.kubeflow.org/job-role": "launcher"}
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MetricsCollector:
+    """Katib's metrics collector: ``StdOut`` reads the primary container's log, ``File`` reads
+    ``path`` (``TEXT`` lines or ``JSON`` objects). ``metrics_format`` overrides the ``name=value`` filter."""
+
+    kind: str = "StdOut"
+    path: str = DEFAULT_METRICS_FILE
+    file_format: str = "TEXT"
+    metrics_format: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in COLLECTOR_KINDS:
+            raise SpecError(f"metrics collector kind {self.kind!r} is not supported; use one of {', '.join(COLLECTOR_KINDS)}")
+        if self.file_format not in ("TEXT", "JSON"):
+            raise SpecError(f"metrics file format {self.file_format!r} is unknown; use TEXT or JSON")
+        if self.kind == "File" and not self.path.startswith("/"):
+            raise SpecError(f"metrics file path {self.path!r} must be absolute (a path inside the trial container)")
+
+    def to_katib(self) -> dict[str, Any]:
+        collector: dict[str, Any] = {"collector": {"kind": self.kind}}
+        source: dict[str, Any] = {}
+        if self.kind == "File":
+            source["fileSystemPath"] = {"path": self.path, "kind": "File", "format": self.file_format}
+        if self.metrics_format:
+            source["filter"] = {"metricsFormat": list(self.metrics_format)}
+        if source:
+            collector["source"] = source
+        return collector
+
+    @classmethod
+    def from_katib(cls, spec: dict[str, Any] | None) -> MetricsCollector:
+        spec = spec or {}
+        source = spec.get("source") or {}
+        path = source.get("fileSystemPath") or {}
+        return cls(
+            kind=(spec.get("collector") or {}).get("kind", "StdOut"),
+            path=path.get("path", DEFAULT_METRICS_FILE),
+            file_format=path.get("format", "TEXT"),
+            metrics_format=tuple((source.get("filter") or {}).get("metricsFormat") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class TrialTemplate:
+    """A job custom resource with ``${trialParameters.<name>}`` placeholders, the container that runs the
+    training command, and what each trial parameter refers to (a spec parameter or trial metadata)."""
+
+    trial_spec: dict[str, Any]
+    primary_container: str
+    trial_parameters: dict[str, str]
+
+    @property
+    def kind(self) -> TrialKind:
+        kind = self.trial_spec.get("kind", "")
+        if kind not in TRIAL_KINDS or TRIAL_KINDS[kind].api_version != self.trial_spec.get("apiVersion"):
+            known = ", ".join(f"{k.kind} ({k.api_version})" for k in TRIAL_KINDS.values())
+            raise SpecError(
+                f"trial spec kind {kind!r} ({self.trial_spec.get('apiVersion')}) is not a supported trial kind; use {known}"
+            )
+        return TRIAL_KINDS[kind]
+
+
+def containers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every container of every pod template in a Job or Kubeflow training job dict."""
+    spec = resource.get("spec") or {}
+    templates = []
+    if "template" in spec:
+        templates.append(spec["template"])
+    for key in ("pytorchReplicaSpecs", "tfReplicaSpecs", "mpiReplicaSpecs"):
+        templates += [replica.get("template") or {} for replica in (spec.get(key) or {}).values()]
+    return [container for template in templates for container in (template.get("spec") or {}).get("containers") or []]
+
+
+def primary_container(experiment: dict[str, Any]) -> dict[str, Any]:
+    """The trial template's primary container (by ``primaryContainerName``)."""
+    template = experiment["spec"]["trialTemplate"]
+    name = template.get("primaryContainerName", "")
+    for container in containers(template["trialSpec"]):
+        if container.get("name") == name:
+            return container
+    raise SpecError(f"trialTemplate.primaryContainerName {name!r} names no container of the trial spec")
+
+
+def build_experiment(
+    spec: TuningSpec,
+    name: str,
+    namespace: str,
+    template: TrialTemplate,
+    *,
+    collector: MetricsCollector = MetricsCollector(),
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Katib Experiment running ``template`` over ``spec``'s search space."""
+    kind = template.kind
+    names = [container.get("name") for container in containers(template.trial_spec)]
+    if template.primary_container not in names:
+        raise SpecError(f"primary container {template.primary_container!r} is not in the trial spec; containers: {names}")
+    parameter_names = {parameter.name for parameter in spec.parameters}
+    for trial_parameter, reference in template.trial_parameters.items():
+        if reference not in parameter_names and reference not in TRIAL_METADATA:
+            raise SpecError(
+                f"trial parameter {trial_parameter!r} references {reference!r}, which is neither a spec parameter "
+                f"{sorted(parameter_names)} nor trial metadata {sorted(TRIAL_METADATA)}"
+            )
+    used = set(_PLACEHOLDER.findall(str(template.trial_spec)))
+    undefined = sorted(used - set(template.trial_parameters))
+    if undefined:
+        raise SpecError(f"the trial spec uses ${{trialParameters.X}} placeholders with no trial parameter: {undefined}")
+    unused = sorted(set(template.trial_parameters) - used)
+    if unused:
+        raise SpecError(f"trial parameters {unused} appear nowhere in the trial spec; use or drop them")
+    untuned = sorted(parameter_names - set(template.trial_parameters.values()))
+    if untuned:
+        raise SpecError(f"spec parameters {untuned} reach no trial: reference them from a trial parameter")
+    trial_spec = copy.deepcopy(template.trial_spec)
+    metadata = trial_spec.get("metadata") or {}
+    for key in ("name", "namespace"):  # Katib names each trial's job itself, in the Experiment's namespace
+        metadata.pop(key, None)
+    if not metadata:
+        trial_spec.pop("metadata", None)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": namespace, **({"labels": dict(labels)} if labels else {})},
+        "spec": {
+            **spec.to_katib(),
+            "metricsCollectorSpec": collector.to_katib(),
+            "trialTemplate": {
+                "primaryContainerName": template.primary_container,
+                **({"primaryPodLabels": dict(kind.primary_pod_labels)} if kind.primary_pod_labels else {}),
+                "successCondition": kind.success_condition,
+                "failureCondition": kind.failure_condition,
+                "trialParameters": [
+                    {"name": trial_parameter, "reference": reference}
+                    for trial_parameter, reference in template.trial_parameters.items()
+                ],
+                "trialSpec": trial_spec,
+            },
+        },
+    }
+
+
+def substitute_trial_parameters(
+    experiment: dict[str, Any], assignments: dict[str, str], trial_name: str
+) -> dict[str, Any]:
+    """The trial spec of ``experiment`` for one trial: every ``${trialParameters.X}`` replaced by the
+    assignment (or trial metadata) that X references, as Katib's experiment controller does."""
+    spec = experiment["spec"]
+    trial_spec = spec["trialTemplate"]["trialSpec"]
+    metadata = {
+        "name": trial_name,
+        "namespace": experiment["metadata"].get("namespace", "default"),
+        "kind": trial_spec.get("kind", ""),
+        "apiVersion": trial_spec.get("apiVersion", ""),
+    }
+    values = {}
+    for entry in spec["trialTemplate"].get("trialParameters") or []:
+        reference = entry["reference"]
+        if reference in TRIAL_METADATA:
+            values[entry["name"]] = metadata[TRIAL_METADATA[reference]]
+        elif reference in assignments:
+            values[entry["name"]] = str(assignments[reference])
+        else:
+            raise SpecError(f"trial parameter {entry['name']!r} references {reference!r}, which the trial was not assigned")
+
+    def replace(value: Any) -> Any:
+        if isinstance(value, str):
+            missing = [name for name in _PLACEHOLDER.findall(value) if name not in values]
+            if missing:
+                raise SpecError(f"trial spec placeholder ${{trialParameters.{missing[0]}}} has no trial parameter")
+            return _PLACEHOLDER.sub(lambda match: values[match.group(1)], value)
+        if isinstance(value, dict):
+            return {key: replace(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [replace(item) for item in value]
+        return value
+
+    return replace(trial_spec)
+
+
+def flag_arguments(base_args: list[str], trial_parameters: dict[str, str]) -> list[str]:
+    """Command-line arguments with each ``--<flag>`` of a trial parameter set to its placeholder.
+
+    The flag of trial parameter ``learning_rate`` is ``--learning-rate``; an existing ``--flag value``
+    pair is replaced, a missing one appended.
+    """
+    args = list(base_args)
+    for trial_parameter in trial_parameters:
+        flag = "--" + trial_parameter.replace("_", "-")
+        placeholder = "${trialParameters." + trial_parameter + "}"
+        if flag in args:
+            position = args.index(flag)
+            if position + 1 >= len(args):
+                raise SpecError(f"argument {flag} has no value in {base_args}")
+            args[position + 1] = placeholder
+        else:
+            args += [flag, placeholder]
+    return args
+
+
+def trial_job(
+    kind: str,
+    image: str,
+    command: list[str],
+    num_workers: int = 1,
+    *,
+    cpu: str = "1",
+    memory: str = "2Gi",
+    gpu: int = 0,
+    env: dict[str, str] | None = None,
+    references: dict[str, str] | None = None,
+) -> TrialTemplate:
+    """A trial template whose job runs ``command`` (with its placeholders) on ``num_workers`` workers:
+    a batch ``Job`` (one pod), a ``PyTorchJob`` (Master + Workers), a ``TFJob`` (Workers, TF_CONFIG) or an
+    ``MPIJob`` (v2beta1: a launcher that mpiruns ``command`` over the workers). Trial parameters are
+    found from the ``${trialParameters.X}`` placeholders, each referencing the spec parameter X unless
+    ``references`` says otherwise (e.g. ``{"trialName": "${trialSpec.Name}"}``)."""
+    if kind not in TRIAL_KINDS:
+        raise SpecError(f"trial kind {kind!r} is unknown; use one of {', '.join(TRIAL_KINDS)}")
+    if num_workers < 1 or (kind == "Job" and num_workers != 1):
+        raise SpecError(f"a {kind} trial needs {'exactly 1' if kind == 'Job' else 'at least 1'} worker, got {num_workers}")
+    limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpu:
+        limits["nvidia.com/gpu"] = str(gpu)
+    env_list = [{"name": key, "value": value} for key, value in (env or {}).items()]
+
+    def pod(name: str, container_command: list[str], restart: str) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": name, "image": image, "command": container_command,
+                                     "resources": {"limits": dict(limits), "requests": dict(limits)}}
+        if env_list:
+            container["env"] = env_list
+        return {"spec": {"containers": [container], "restartPolicy": restart}}
+
+    api_version = TRIAL_KINDS[kind].api_version
+    if kind == "Job":
+        primary = "training"
+        spec: dict[str, Any] = {"backoffLimit": 0, "template": pod(primary, command, "Never")}
+    elif kind == "PyTorchJob":
+        primary = "pytorch"
+        spec = {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "restartPolicy": "Never", "template": pod(primary, command, "Never")}}}
+        if num_workers > 1:
+            spec["pytorchReplicaSpecs"]["Worker"] = {
+                "replicas": num_workers - 1, "restartPolicy": "Never", "template": pod(primary, command, "Never"),
+            }
+    elif kind == "TFJob":
+        primary = "tensorflow"
+        spec = {"tfReplicaSpecs": {"Worker": {"replicas": num_workers, "restartPolicy": "Never", "template": pod(primary, command, "Never")}}}
+    else:
+        primary = "launcher"
+        mpirun = ["mpirun", "-np", str(num_workers), "--allow-run-as-root", "-bind-to", "none", "-map-by", "slot", *command]
+        spec = {
+            "slotsPerWorker": 1,
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 0},
+            "mpiReplicaSpecs": {
+                "Launcher": {"replicas": 1, "restartPolicy": "Never", "template": pod(primary, mpirun, "Never")},
+                "Worker": {"replicas": num_workers, "restartPolicy": "Never",
+                           "template": pod("worker", ["/usr/sbin/sshd", "-De"], "Never")},
+            },
+        }
+    trial_spec = {"apiVersion": api_version, "kind": kind, "spec": spec}
+    parameters = {name: (references or {}).get(name, name) for name in _PLACEHOLDER.findall(" ".join(command))}
+    return TrialTemplate(trial_spec=trial_spec, primary_container=primary, trial_parameters=parameters)
