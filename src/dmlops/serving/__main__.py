@@ -1,0 +1,54 @@
+"""``python -m dmlops.serving --model_dir DIR --model_name NAME``: serve an exported dmlops model.
+
+Takes every ``kserve.ModelServer`` option (``--http_port``, ``--workers``, ...) plus the ones below. In a
+KServe ServingRuntime the storage initializer puts the model in ``/mnt/models``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from kserve.model_server import parser as kserve_parser
+
+from dmlops.serving.predictor import DmlopsModel, FeastEnrichment
+from dmlops.serving.server import DEFAULT_MAX_BODY_BYTES, serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dmlops.serving", parents=[kserve_parser],
+                                     description="Serve an exported dmlops model with kserve.ModelServer.")
+    parser.add_argument("--model_dir", default="/mnt/models", help="exported model directory or URI")
+    parser.add_argument("--model_format", default="", choices=["", "torchscript", "onnx", "savedmodel"],
+                        help="model file to serve (default: the framework's native format)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the model runtime")
+    parser.add_argument("--feast_config", default="",
+                        help="JSON (or a path to a JSON file) with store, features and entity_keys")
+    parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--host", default="0.0.0.0", help="address the HTTP listener binds")
+    return parser
+
+
+def feast_config(text: str) -> FeastEnrichment | None:
+    if not text:
+        return None
+    source = Path(text)
+    data = json.loads(source.read_text() if not text.lstrip().startswith("{") and source.is_file() else text)
+    return FeastEnrichment.from_dict(data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    model = DmlopsModel(
+        args.model_name, args.model_dir, model_format=args.model_format, threads=args.threads,
+        feast=feast_config(args.feast_config),
+    )
+    serve(
+        [model], http_port=args.http_port, host=args.host, max_body_bytes=args.max_body_bytes,
+        enable_grpc=args.enable_grpc, grpc_port=args.grpc_port, workers=args.workers,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The dmlops predictor: a ``kserve.Model`` serving an exported dmlops model over V1 and V2.
+
+Every request is checked against the model's feature schema before anything runs: a missing, unknown or
+mistyped field gets a 400 that names it (never a 500). V1 takes ``{"instances": [{feature: value}, ...]}``
+(or lists in feature order) and answers ``{"predictions": [probability, ...]}``; V2 takes one input tensor
+per feature (shape ``[n]`` or ``[n, 1]``) and answers one ``probability`` tensor, with a generated response
+id when the request has none. With a feature store, rows that carry the entity keys get the store's
+features from its online store before the check.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from dmlops.serving import metrics
+from dmlops.serving.features import RequestError
+from dmlops.serving.model import ExportedModel
+
+OUTPUT_NAME = "probability"
+
+
+@dataclass
+class FeastEnrichment:
+    """Online features to add to requests: the store spec (``dmlops.features.config``), the feature
+    references (``"view:feature"``) and the entity key fields requests carry."""
+
+    store: dict[str, Any]
+    features: list[str]
+    entity_keys: list[str]
+    _store: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeastEnrichment:
+        missing = [key for key in ("store", "features", "entity_keys") if not data.get(key)]
+        if missing:
+            raise ValueError(f"feast enrichment config needs {missing}: store spec, feature references, entity keys")
+        return cls(store=data["store"], features=list(data["features"]), entity_keys=list(data["entity_keys"]))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [reference.split(":", 1)[-1] for reference in self.features]
+
+    def open(self) -> None:
+        from dmlops.features.config import open_store
+
+        self._store = open_store(self.store)
+
+    def enrich(self, rows: list[Any]) -> None:
+        """Fill the store's features into every row that carries all entity keys (values the request sent
+        win over the store's)."""
+        keyed = [
+            row for row in rows
+            if isinstance(row, dict) and all(row.get(key) is not None for key in self.entity_keys)
+        ]
+        if not keyed:
+            return
+        entity_rows = [{key: row[key] for key in self.entity_keys} for row in keyed]
+        values = self._store.get_online_features(features=self.features, entity_rows=entity_rows).to_dict()
+        for name in self.feature_names:
+            column = values[name]
+            for row, value in zip(keyed, column):
+                row.setdefault(name, value)
+
+
+def _column(values: Any, shape: list[int], name: str) -> list[Any]:
+    """A V2 input tensor's data as one value per row; shape [n] or [n, 1]."""
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise RequestError(f"input {name!r}: shape {shape} is not [rows] or [rows, 1]; send one value per row")
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    flat = [item for part in values for item in (part if isinstance(part, list) else [part])]
+    if len(flat) != shape[0]:
+        raise RequestError(f"input {name!r}: shape {shape} says {shape[0]} rows but the data has {len(flat)} values")
+    return [value.decode() if isinstance(value, bytes) else value for value in flat]
+
+
+class DmlopsModel(kserve.Model):
+    """Serve the exported model at ``model_uri`` under ``name`` (local path or gs://, s3:// URI)."""
+
+    def __init__(
+        self,
+        name: str,
+        model_uri: str,
+        *,
+        model_format: str = "",
+        threads: int = 1,
+        feast: FeastEnrichment | None = None,
+    ):
+        super().__init__(name)
+        self.model_uri = model_uri
+        self.model_format = model_format
+        self.threads = threads
+        self.feast = feast
+        self.model: ExportedModel | None = None
+        self._extra_fields = frozenset(feast.entity_keys if feast else ())
+
+    def load(self) -> bool:
+        self.model = ExportedModel(self.model_uri, self.model_format, self.threads)
+        if self.feast:
+            self.feast.open()
+        self.ready = True
+        return self.ready
+
+    def get_input_types(self) -> list[dict]:
+        return self.model.contract.describe()
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]
+
+    def v1_rows(self, payload: Any) -> list[dict[str, Any]]:
+        if not isinstance(payload, dict) or "instances" not in payload:
+            raise RequestError('the body must be a JSON object {"instances": [{feature: value, ...}, ...]}')
+        instances = payload["instances"]
+        if self.feast and isinstance(instances, list):
+            self._enrich(instances)
+        return self.model.contract.rows_from_instances(instances, self._extra_fields)
+
+    def v2_rows(self, request: InferRequest) -> list[dict[str, Any]]:
+        contract = self.model.contract
+        columns = {item.name: _column(item.data, list(item.shape), item.name) for item in request.inputs}
+        if not columns:
+            raise RequestError("the request has no inputs; send one input tensor per feature")
+        counts = {len(column) for column in columns.values()}
+        if len(counts) > 1:
+            raise RequestError(f"inputs have different row counts {sorted(counts)}; every input needs one value per row")
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        if self.feast:
+            self._enrich(rows)
+        for index, row in enumerate(rows):
+            contract.check_row(row, f"row {index}", self._extra_fields)
+        return rows
+
+    def _enrich(self, rows: list[Any]) -> None:
+        started = time.perf_counter()
+        self.feast.enrich(rows)
+        metrics.feature_lookup_seconds.labels(self.name).observe(time.perf_counter() - started)
+
+    def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
+        started = time.perf_counter()
+        protocol = "v2" if isinstance(payload, InferRequest) else "v1"
+        try:
+            rows = self.v2_rows(payload) if protocol == "v2" else self.v1_rows(payload)
+            probabilities = self.model.predict_rows(rows)
+        except RequestError as error:
+            metrics.requests_total.labels(self.name, protocol, "rejected").inc()
+            raise InvalidInput(str(error)) from None
+        except Exception:
+            metrics.requests_total.labels(self.name, protocol, "error").inc()
+            raise
+        metrics.requests_total.labels(self.name, protocol, "ok").inc()
+        metrics.rows_total.labels(self.name).inc(len(rows))
+        histogram = metrics.prediction.labels(self.name)
+        for value in probabilities:
+            histogram.observe(value)
+        metrics.request_seconds.labels(self.name, protocol).observe(time.perf_counter() - started)
+        if protocol == "v1":
+            return {"predictions": probabilities.tolist()}
+        output = InferOutput(OUTPUT_NAME, [len(rows)], "FP64", probabilities.tolist())
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[output],
+        )

@@ -1,0 +1,92 @@
+"""Run models in a ``kserve.ModelServer``: the process behind ``python -m dmlops.serving``.
+
+Two additions to the stock server: request bodies over ``max_body_bytes`` get a 413 before they are read
+whole, and the HTTP listener can be bound to one address (``127.0.0.1`` for local serving; KServe's
+default ``0.0.0.0`` in a pod).
+"""
+
+from __future__ import annotations
+
+import json
+
+import kserve
+from kserve.model_server import app
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """ASGI middleware answering 413 to requests whose body is larger than ``max_bytes``."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        received = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send) -> None:
+        body = json.dumps({"error": f"request body is larger than {self.max_bytes} bytes; send fewer rows per request"})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+class ModelServer(kserve.ModelServer):
+    """``kserve.ModelServer`` whose HTTP listener binds ``host``."""
+
+    def __init__(self, *, host: str = "0.0.0.0", **kwargs):
+        super().__init__(**kwargs)
+        self.host = host
+
+    def setup_event_loop(self):
+        # start() has built the REST server but not started it: the bind address is still settable.
+        if self._rest_server is not None:
+            self._rest_server.config.host = self.host
+        super().setup_event_loop()
+
+
+def serve(
+    models: list[kserve.Model],
+    *,
+    http_port: int,
+    host: str = "0.0.0.0",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    enable_grpc: bool = False,
+    **server_options,
+) -> None:
+    """Load ``models`` and serve them until SIGTERM/SIGINT."""
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    for model in models:
+        model.load()
+    ModelServer(host=host, http_port=http_port, enable_grpc=enable_grpc, **server_options).start(models)
