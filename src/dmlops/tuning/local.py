@@ -7,7 +7,8 @@ batch Job as one process). Metrics are read as Katib's collectors read them: eve
 the primary worker prints (StdOut) or writes to the metrics file (File) is an observation; the objective
 is the min/max/latest of them per the metric strategy.
 
-Katib algorithm names map to Optuna samplers: random → RandomSampler, grid → GridSampler, tpe →
+Katib algorithm names map to Optuna samplers: random → RandomSampler, grid → every grid point
+enqueued in order (Optuna's GridSampler stops the study itself, which only works inside optimize()), tpe →
 TPESampler, multivariate-tpe → TPESampler(multivariate=True), cmaes → CmaEsSampler, bayesianoptimization
 → GPSampler (Gaussian-process Bayesian optimization, in place of Katib's scikit-optimize service).
 ``medianstop`` maps to MedianPruner fed by each reported objective value: pruning starts once
@@ -18,6 +19,7 @@ finished trials (succeeded, failed, early stopped) end it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import threading
@@ -75,10 +77,8 @@ def make_sampler(spec: TuningSpec) -> optuna.samplers.BaseSampler:
         return None if key not in settings else int(settings[key])
 
     seed = integer(_SEED)
-    if name == "random":
+    if name in ("random", "grid"):  # grid points are enqueued in order (see LocalTuner), so none is sampled
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid(spec), seed=seed)
     if name in ("tpe", "multivariate-tpe"):
         options = {key: integer(key) for key in ("n_startup_trials", "n_ei_candidates") if key in settings}
         return optuna.samplers.TPESampler(seed=seed, multivariate=name == "multivariate-tpe", **options)
@@ -104,7 +104,7 @@ def _check_local(parameter: Parameter) -> None:
 
 
 def grid(spec: TuningSpec) -> dict[str, list]:
-    """Every value of every parameter, as Katib's grid algorithm enumerates them."""
+    """Every value of every parameter on Katib's grid (int/double from min to max by step)."""
     space = {}
     for parameter in spec.parameters:
         if parameter.type == "int":
@@ -240,7 +240,12 @@ class LocalTuner:
             if early else optuna.pruners.NopPruner()
         )
         direction = "maximize" if self.spec.objective.type == "maximize" else "minimize"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(study_name=self.name, direction=direction, sampler=self.sampler, pruner=pruner)
+        if self.spec.algorithm.name == "grid":
+            space = grid(self.spec)
+            for point in itertools.islice(itertools.product(*space.values()), self.budget):
+                self.study.enqueue_trial(dict(zip(space, point)))
         self.records: list[TrialRecord] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -256,7 +261,6 @@ class LocalTuner:
 
     def run(self) -> TuningResult:
         """Run trials, ``parallelTrialCount`` at a time, until a Katib stop rule ends the search."""
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = 0
         running: dict[Future, threading.Event] = {}

@@ -1,8 +1,8 @@
 """The outcome of a search, the same whichever backend ran it: trials, best trial, and how it ended.
 
 Katib's states and stop rules are kept: a trial is Succeeded, Failed, EarlyStopped, Killed or
-MetricsUnavailable; the best trial is the first one with the best objective value among the trials that
-have one (as ``status.currentOptimalTrial``); the search ends Succeeded when the goal or
+MetricsUnavailable; the best trial is the first one with the best objective value among the succeeded
+and early-stopped trials (as ``status.currentOptimalTrial``); the search ends Succeeded when the goal or
 ``maxTrialCount`` is reached (or the algorithm has no more suggestions), Failed when failed trials exceed
 ``maxFailedTrialCount``.
 """
@@ -95,10 +95,11 @@ class TuningResult:
 
 
 def best_of(trials: list[TrialRecord], objective_type: str) -> TrialRecord | None:
-    """The first trial with the best objective value, as Katib picks ``currentOptimalTrial``."""
+    """The first trial with the best objective value, as Katib picks ``currentOptimalTrial``, among the
+    trials that ran to their end or were early stopped (a failed or killed trial's metrics are partial)."""
     best = None
     for trial in trials:
-        if trial.objective is None or math.isnan(trial.objective):
+        if trial.state not in ("Succeeded", "EarlyStopped") or trial.objective is None or math.isnan(trial.objective):
             continue
         if best is None or (
             trial.objective > best.objective if objective_type == "maximize" else trial.objective < best.objective
