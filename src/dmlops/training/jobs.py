@@ -1,0 +1,276 @@
+"""Training custom resources as plain dicts, for the platform launcher to create.
+
+- :func:`train_job`: Kubeflow Trainer v2 ``TrainJob`` (trainer.kubeflow.org/v1alpha1) on a training runtime
+  such as ``torch-distributed``; placement goes through ``runtimePatches``.
+- :func:`pytorch_job`: Training Operator v1 ``PyTorchJob`` with a Master and ``workers - 1`` Workers.
+- :func:`tf_job`: Training Operator v1 ``TFJob`` with a Chief and ``workers - 1`` Workers.
+- :func:`mpi_job`: ``MPIJob`` with one Launcher and ``workers`` Workers, for mpi-operator
+  (kubeflow.org/v2beta1) or the Training Operator v1 (kubeflow.org/v1).
+
+``workers`` is always the number of worker pods that train (the world size in nodes). Every builder takes
+a :class:`Placement`: per-worker ``cpu``/``memory``/``gpu`` (``nvidia.com/gpu``; requests equal limits),
+``node_selector``, ``tolerations``, ``service_account`` and ``labels`` (on the resource and its pods).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from dmlops.platform.naming import is_dns1035_label
+
+GPU_RESOURCE = "nvidia.com/gpu"
+RUNTIME_PATCH_MANAGER = "dmlops.io/training-jobs"
+Resource = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and with what each worker pod runs."""
+
+    cpu: str | int | float | None = None
+    memory: str | None = None
+    gpu: int = 0
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    service_account: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def resources(self) -> Resource:
+        """Container resources: requests equal to limits (GPUs are limits-only in meaning)."""
+        amounts: dict[str, str] = {}
+        if self.cpu is not None:
+            amounts["cpu"] = str(self.cpu)
+        if self.memory is not None:
+            amounts["memory"] = str(self.memory)
+        if self.gpu:
+            amounts[GPU_RESOURCE] = str(self.gpu)
+        return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+    def pod_spec_fields(self) -> Resource:
+        """nodeSelector, tolerations and serviceAccountName, where set."""
+        fields: Resource = {}
+        if self.node_selector:
+            fields["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            fields["tolerations"] = [dict(toleration) for toleration in self.tolerations]
+        if self.service_account:
+            fields["serviceAccountName"] = self.service_account
+        return fields
+
+
+def _check(name: str, namespace: str, image: str, workers: int, placement: Placement) -> None:
+    if not is_dns1035_label(name):
+        raise ValueError(
+            f"job name {name!r} is not a DNS-1035 label (lower-case letters, digits and '-', starting with "
+            "a letter, at most 63 characters); build it with dmlops.platform.resource_name"
+        )
+    if not namespace:
+        raise ValueError(f"job {name}: namespace is empty")
+    if not image:
+        raise ValueError(f"job {name}: image is empty")
+    if workers < 1:
+        raise ValueError(f"job {name}: workers must be at least 1; got {workers}")
+    if placement.gpu < 0:
+        raise ValueError(f"job {name}: gpu must be 0 or more; got {placement.gpu}")
+    for toleration in placement.tolerations:
+        if not isinstance(toleration, Mapping):
+            raise ValueError(f"job {name}: each toleration must be a mapping like {{'key': ..., 'operator': ...}}; got {toleration!r}")
+
+
+def _env(env: Mapping[str, Any] | None) -> list[Resource]:
+    return [{"name": key, "value": str(value)} for key, value in (env or {}).items()]
+
+
+def _container(
+    name: str, image: str, command: Sequence[str], args: Sequence[str], env: Mapping[str, Any] | None, resources: Resource
+) -> Resource:
+    container: Resource = {"name": name, "image": image}
+    if command:
+        container["command"] = list(command)
+    if args:
+        container["args"] = list(args)
+    if env:
+        container["env"] = _env(env)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _pod_template(container: Resource, placement: Placement) -> Resource:
+    template: Resource = {"spec": {"containers": [container], **placement.pod_spec_fields()}}
+    if placement.labels:
+        template["metadata"] = {"labels": dict(placement.labels)}
+    return template
+
+
+def _replica(replicas: int, template: Resource, restart_policy: str | None) -> Resource:
+    replica: Resource = {"replicas": replicas}
+    if restart_policy:
+        replica["restartPolicy"] = restart_policy
+    replica["template"] = copy.deepcopy(template)  # replicas must not share nested dicts
+    return replica
+
+
+def _metadata(name: str, namespace: str, placement: Placement) -> Resource:
+    metadata: Resource = {"name": name, "namespace": namespace}
+    if placement.labels:
+        metadata["labels"] = dict(placement.labels)
+    return metadata
+
+
+def train_job(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    command: Sequence[str],
+    args: Sequence[str] = (),
+    env: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    runtime: str = "torch-distributed",
+    runtime_kind: str = "ClusterTrainingRuntime",
+    procs_per_node: int | None = None,
+    patched_jobs: Sequence[str] = ("node",),
+    placement: Placement | None = None,
+) -> Resource:
+    """A Trainer v2 TrainJob on ``runtime``; node selector, tolerations, service account and pod labels
+    are runtime patches of the replicated jobs in ``patched_jobs`` (``node``, plus ``launcher`` for MPI)."""
+    where = placement or Placement()
+    _check(name, namespace, image, workers, where)
+    trainer: Resource = {"image": image, "command": list(command), "numNodes": workers}
+    if args:
+        trainer["args"] = list(args)
+    if env:
+        trainer["env"] = _env(env)
+    if where.resources():
+        trainer["resourcesPerNode"] = where.resources()
+    if procs_per_node is not None:
+        trainer["numProcPerNode"] = procs_per_node
+    spec: Resource = {
+        "runtimeRef": {"name": runtime, "apiGroup": "trainer.kubeflow.org", "kind": runtime_kind},
+        "trainer": trainer,
+    }
+    pod_patch: Resource = {}
+    if where.labels:
+        pod_patch["metadata"] = {"labels": dict(where.labels)}
+    if where.pod_spec_fields():
+        pod_patch["spec"] = where.pod_spec_fields()
+    if pod_patch:
+        jobs = [{"name": job, "template": {"spec": {"template": pod_patch}}} for job in patched_jobs]
+        spec["runtimePatches"] = [
+            {"manager": RUNTIME_PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": jobs}}}}
+        ]
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": _metadata(name, namespace, where),
+        "spec": spec,
+    }
+
+
+def _run_policy(backoff_limit: int) -> Resource:
+    return {"backoffLimit": backoff_limit}
+
+
+def pytorch_job(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    command: Sequence[str],
+    args: Sequence[str] = (),
+    env: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    restart_policy: str = "OnFailure",
+    backoff_limit: int = 3,
+    placement: Placement | None = None,
+) -> Resource:
+    """A PyTorchJob: rank 0 is the Master, the other ``workers - 1`` are Workers (container ``pytorch``)."""
+    where = placement or Placement()
+    _check(name, namespace, image, workers, where)
+    template = _pod_template(_container("pytorch", image, command, args, env, where.resources()), where)
+    replicas = {"Master": _replica(1, template, restart_policy)}
+    if workers > 1:
+        replicas["Worker"] = _replica(workers - 1, template, restart_policy)
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": _metadata(name, namespace, where),
+        "spec": {"pytorchReplicaSpecs": replicas, "runPolicy": _run_policy(backoff_limit)},
+    }
+
+
+def tf_job(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    command: Sequence[str],
+    args: Sequence[str] = (),
+    env: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    restart_policy: str = "OnFailure",
+    backoff_limit: int = 3,
+    placement: Placement | None = None,
+) -> Resource:
+    """A TFJob: the Chief (a training worker too, in MultiWorkerMirroredStrategy) plus ``workers - 1``
+    Workers (container ``tensorflow``); the operator writes TF_CONFIG into each pod."""
+    where = placement or Placement()
+    _check(name, namespace, image, workers, where)
+    template = _pod_template(_container("tensorflow", image, command, args, env, where.resources()), where)
+    replicas = {"Chief": _replica(1, template, restart_policy)}
+    if workers > 1:
+        replicas["Worker"] = _replica(workers - 1, template, restart_policy)
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "TFJob",
+        "metadata": _metadata(name, namespace, where),
+        "spec": {"tfReplicaSpecs": replicas, "runPolicy": _run_policy(backoff_limit)},
+    }
+
+
+def mpi_job(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    command: Sequence[str],
+    args: Sequence[str] = (),
+    env: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    slots_per_worker: int = 1,
+    launcher_cpu: str = "1",
+    launcher_memory: str = "1Gi",
+    api_version: str = "kubeflow.org/v2beta1",
+    restart_policy: str = "OnFailure",
+    backoff_limit: int = 3,
+    placement: Placement | None = None,
+) -> Resource:
+    """An MPIJob: the Launcher runs ``command`` (e.g. ``mpirun``/``horovodrun`` with ``-np workers *
+    slots_per_worker``); the ``workers`` Worker pods get the placement and wait for it (sshd)."""
+    where = placement or Placement()
+    _check(name, namespace, image, workers, where)
+    if api_version not in ("kubeflow.org/v2beta1", "kubeflow.org/v1"):
+        raise ValueError(f"job {name}: api_version must be kubeflow.org/v2beta1 (mpi-operator) or kubeflow.org/v1; got {api_version!r}")
+    if slots_per_worker < 1:
+        raise ValueError(f"job {name}: slots_per_worker must be at least 1; got {slots_per_worker}")
+    launcher_placement = Placement(
+        cpu=launcher_cpu,
+        memory=launcher_memory,
+        node_selector=where.node_selector,
+        tolerations=where.tolerations,
+        service_account=where.service_account,
+        labels=where.labels,
+    )
+    launcher = _container("mpi", image, command, args, env, launcher_placement.resources())
+    worker = _container("mpi", image, (), (), env, where.resources())
+    replicas = {
+        "Launcher": _replica(1, _pod_template(launcher, launcher_placement), restart_policy),
+        "Worker": _replica(workers, _pod_template(worker, where), None),
+    }
+    spec: Resource = {"slotsPerWorker": slots_per_worker, "runPolicy": _run_policy(backoff_limit), "mpiReplicaSpecs": replicas}
+    if api_version == "kubeflow.org/v2beta1":
+        spec["mpiImplementation"] = "OpenMPI"
+    return {"apiVersion": api_version, "kind": "MPIJob", "metadata": _metadata(name, namespace, where), "spec": spec}
