@@ -1,0 +1,136 @@
+"""Where a Feast feature store lives: a store spec (a JSON-able ``feature_store.yaml`` as a dict) and the
+Feast ``RepoConfig`` built from it.
+
+A spec travels between pipeline steps as a component parameter, so every step opens the same store::
+
+    local_store_spec("local_outputs/feature_store", project="flights")
+    cluster_store_spec("flights", registry="gs://ml-features/flights/registry.db",
+                       redis_connection="redis.feast:6379,password=${REDIS_PASSWORD}")
+
+Relative paths resolve against the working directory when the store is opened; ``${VAR}`` in any value is
+replaced by that environment variable then (credentials come from Kubernetes Secrets, never from the spec).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from dmlops.features.errors import FeatureStoreError
+
+OFFLINE_STORES = ("duckdb", "file", "dask")
+OBJECT_STORE_SCHEMES = ("gs://", "s3://")
+SQL_REGISTRY_SCHEMES = ("postgresql", "mysql", "sqlite")
+ENTITY_KEY_SERIALIZATION_VERSION = 3
+_UNSET_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _offline_store(offline_store: str) -> dict[str, Any]:
+    if offline_store not in OFFLINE_STORES:
+        raise FeatureStoreError(f"offline_store={offline_store!r}: use one of {', '.join(OFFLINE_STORES)}")
+    return {"type": offline_store}
+
+
+def local_store_spec(
+    directory: str | Path,
+    project: str = "dmlops",
+    *,
+    offline_store: str = "duckdb",
+    redis_connection: str = "",
+) -> dict[str, Any]:
+    """A store on one machine: file registry and SQLite online store under ``directory`` (or Redis at
+    ``redis_connection``, e.g. ``localhost:6379``), offline store ``duckdb`` (or ``file``) over local files."""
+    root = Path(directory)
+    online = (
+        {"type": "redis", "connection_string": redis_connection}
+        if redis_connection
+        else {"type": "sqlite", "path": str(root / "online.db")}
+    )
+    return {
+        "project": project,
+        "provider": "local",
+        "registry": {"registry_type": "file", "path": str(root / "registry.db"), "cache_ttl_seconds": 0},
+        "offline_store": _offline_store(offline_store),
+        "online_store": online,
+        "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
+    }
+
+
+def cluster_store_spec(
+    project: str,
+    *,
+    registry: str,
+    redis_connection: str,
+    offline_store: str = "duckdb",
+    redis_type: str = "redis",
+    registry_cache_ttl_seconds: int = 60,
+) -> dict[str, Any]:
+    """A store shared by the pods of a cluster: the registry on object storage (``gs://``/``s3://`` URI) or
+    in SQL (a SQLAlchemy URL such as ``postgresql+psycopg://feast:${PG_PASSWORD}@pg:5432/feast``), the
+    offline store reading Parquet sources on object storage, the online store on Redis."""
+    if registry.startswith(OBJECT_STORE_SCHEMES):
+        registry_config: dict[str, Any] = {"registry_type": "file", "path": registry}
+    elif registry.split(":", 1)[0].split("+", 1)[0] in SQL_REGISTRY_SCHEMES:
+        registry_config = {"registry_type": "sql", "path": registry}
+    else:
+        raise FeatureStoreError(
+            f"registry={registry!r}: use a gs:// or s3:// URI (file registry on object storage) or a "
+            f"SQLAlchemy URL starting with one of {', '.join(SQL_REGISTRY_SCHEMES)} (SQL registry)"
+        )
+    registry_config["cache_ttl_seconds"] = registry_cache_ttl_seconds
+    if not redis_connection:
+        raise FeatureStoreError("redis_connection is empty: give host:port[,password=${REDIS_PASSWORD}]")
+    return {
+        "project": project,
+        "provider": "local",
+        "registry": registry_config,
+        "offline_store": _offline_store(offline_store),
+        "online_store": {"type": "redis", "redis_type": redis_type, "connection_string": redis_connection},
+        "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
+    }
+
+
+def _expand_variables(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        return {key: _expand_variables(item, f"{where}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_variables(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, str):
+        expanded = os.path.expandvars(value)
+        unset = _UNSET_VARIABLE.findall(expanded)
+        if unset:
+            raise FeatureStoreError(
+                f"store spec {where} uses environment variable(s) {', '.join(unset)} that are not set; "
+                "set them (e.g. from a Kubernetes Secret) in the step's environment"
+            )
+        return expanded
+    return value
+
+
+def repo_config(spec: dict[str, Any]) -> Any:
+    """The Feast ``RepoConfig`` of a store spec, validated by Feast; errors name the bad key."""
+    from feast import RepoConfig
+    from pydantic import ValidationError
+
+    if not isinstance(spec, dict) or "project" not in spec:
+        raise FeatureStoreError(
+            "a store spec must be a dict with at least 'project' (see local_store_spec/cluster_store_spec)"
+        )
+    expanded = _expand_variables(spec, "spec")
+    try:
+        config = RepoConfig(**expanded)
+        # Feast builds these lazily; build them now so a bad spec fails here, with its key named.
+        _ = config.registry, config.offline_store, config.online_store
+    except (ValidationError, ValueError) as error:
+        raise FeatureStoreError(f"invalid store spec for project {spec.get('project')!r}: {error}") from None
+    config.repo_path = Path.cwd()
+    return config
+
+
+def open_store(spec: dict[str, Any]) -> Any:
+    """A Feast ``FeatureStore`` for a store spec."""
+    from feast import FeatureStore
+
+    return FeatureStore(repo_path=str(Path.cwd()), config=repo_config(spec))
