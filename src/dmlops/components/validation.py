@@ -1,0 +1,120 @@
+"""Components that infer a schema, validate a dataset against it, and measure drift between datasets."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+
+from dmlops.components.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def infer_schema(
+    dataset: Input[Dataset],
+    schema: Output[Artifact],
+    max_categories: int = 50,
+):
+    """Infer the schema of a Parquet dataset: types, nullability, numeric ranges, the allowed values of
+    string columns and a row-count range, as a JSON document to review and keep in git.
+
+    Args:
+        dataset: The Parquet dataset to profile.
+        schema: The inferred schema (JSON).
+        max_categories: String columns with at most this many distinct values get allowed_values.
+    """
+    from dmlops.data.validation import infer_schema as infer
+    from dmlops.data.validation import schema_json
+
+    document = infer(dataset.path, max_categories=max_categories)
+    with open(schema.path, "w", encoding="utf-8") as file:
+        file.write(schema_json(document))
+    schema.metadata.update({
+        "columns": len(document["columns"]),
+        "types": {name: rules.get("type", "") for name, rules in document["columns"].items()},
+        "row_count": document["row_count"],
+    })
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def validate(
+    dataset: Input[Dataset],
+    schema: Input[Artifact],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+    html: Output[HTML],
+    fail_on: str = "error",
+):
+    """Validate a Parquet dataset against a schema: types, required columns, null fractions, ranges,
+    allowed values, uniqueness, row count and SQL expressions, with per-column statistics.
+
+    Args:
+        dataset: The Parquet dataset to validate.
+        schema: The schema JSON (from infer_schema, or edited and imported).
+        report: The full report (JSON): findings with example rows, and statistics.
+        metrics: Rows, checks, errors, warnings, passed and each column's null fraction.
+        html: The report as a page: summary, findings and per-column histograms.
+        fail_on: Fail the step on findings of this severity: "error", "warn" (errors and warnings) or "never".
+    """
+    import json
+
+    from dmlops.data.validation import validate as check
+
+    result = check(dataset.path, schema.path)
+    with open(report.path, "w", encoding="utf-8") as file:
+        json.dump(result.to_dict(), file, indent=2)
+    report.metadata.update({"passed": result.passed, "rows": result.rows, "checks": result.checks,
+                            "errors": len(result.errors), "warnings": len(result.warnings)})
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
+    with open(html.path, "w", encoding="utf-8") as file:
+        file.write(result.to_html())
+    print(result.summary())
+    result.raise_for(fail_on)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def compare(
+    reference: Input[Dataset],
+    current: Input[Dataset],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+    html: Output[HTML],
+    columns: list = [],
+    psi_threshold: float = 0.2,
+    categorical_threshold: float = 0.1,
+    categorical_method: str = "jensen-shannon",
+) -> NamedTuple("DriftOutputs", [("drifted", bool)]):
+    """Measure drift or training/serving skew of each column of a current dataset against a reference:
+    PSI for numeric columns, Jensen-Shannon distance or chi-square p-value for categorical ones.
+
+    Args:
+        reference: The reference Parquet dataset (e.g. the training data).
+        current: The Parquet dataset to compare (e.g. new or serving data).
+        report: The drift report (JSON): score, threshold and both distributions per column.
+        metrics: drifted, drifted_columns and each column's score named by its method.
+        html: The report as a page with both distributions of each column side by side.
+        columns: Columns to compare; empty compares every numeric and categorical column in both.
+        psi_threshold: A numeric column drifts when its PSI is above this.
+        categorical_threshold: A categorical column drifts when its Jensen-Shannon distance is above this
+            (or its chi-square p-value below it).
+        categorical_method: "jensen-shannon" or "chi-square".
+    """
+    import json
+    from collections import namedtuple
+
+    from dmlops.data.drift import compare as measure
+
+    result = measure(
+        reference.path, current.path, columns=list(columns) or None, psi_threshold=psi_threshold,
+        categorical_threshold=categorical_threshold, categorical_method=categorical_method,
+    )
+    with open(report.path, "w", encoding="utf-8") as file:
+        json.dump(result.to_dict(), file, indent=2)
+    report.metadata.update({"drifted": result.drifted, "drifted_columns": result.drifted_columns,
+                            "skipped": result.skipped})
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
+    with open(html.path, "w", encoding="utf-8") as file:
+        file.write(result.to_html())
+    print(result.summary())
+    return namedtuple("DriftOutputs", ["drifted"])(result.drifted)

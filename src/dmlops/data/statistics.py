@@ -1,0 +1,317 @@
+"""Per-column statistics of a Parquet dataset, computed by DuckDB without Python row loops.
+
+:func:`compute_statistics` runs two queries over the Parquet file: one aggregate query for every
+column's count, nulls, distinct values, min/max/mean/std and quantiles (plus any extra aggregates a
+caller adds, such as validation checks, so they share that scan), then one ``GROUPING SETS`` query
+for the top values of categorical columns and the histograms of numeric and time columns (whose bins
+need the min/max of the first query).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from dmlops.data.errors import DataError
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+NUMERIC, CATEGORICAL, TEMPORAL, OTHER = "numeric", "categorical", "temporal", "other"
+
+
+def quote_identifier(name: str) -> str:
+    """A DuckDB identifier for a column name."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """A DuckDB string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class ParquetSource:
+    """A Parquet file or folder of Parquet files: its path, Arrow schema and DuckDB table expression."""
+
+    path: str
+    schema: pa.Schema
+    sql: str
+
+
+def open_parquet(path: str | Path) -> ParquetSource:
+    """Open a Parquet file, or a folder of ``*.parquet`` files, for querying; a clear DataError if it
+    does not exist or is not Parquet."""
+    location = Path(path)
+    if not location.exists():
+        raise DataError(f"dataset {location} does not exist; pass the path of a Parquet file or folder")
+    try:
+        schema = pads.dataset(str(location), format="parquet").schema
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"dataset {location} is not readable as Parquet: {error}") from None
+    pattern = str(location / "**" / "*.parquet") if location.is_dir() else str(location)
+    # can_have_nan: Parquet min/max statistics leave NaN out, and without it DuckDB trusts them and
+    # folds isnan(x) to false for files written by pyarrow (duckdb/duckdb#25521).
+    return ParquetSource(str(location), schema, f"read_parquet({quote_literal(pattern)}, can_have_nan = true)")
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with UTC as its time zone (so time values read back in UTC)."""
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    return connection
+
+
+def column_kind(data_type: pa.DataType) -> str:
+    """``numeric``, ``categorical`` (strings, booleans, dictionaries), ``temporal`` or ``other``."""
+    if pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_decimal(data_type):
+        return NUMERIC
+    if (pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+            or pa.types.is_boolean(data_type) or pa.types.is_dictionary(data_type)):
+        return CATEGORICAL
+    if pa.types.is_date(data_type) or pa.types.is_timestamp(data_type):
+        return TEMPORAL
+    return OTHER
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly form of a value DuckDB returns (times as ISO 8601 text, decimals as floats)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    return value
+
+
+@dataclass
+class ColumnStatistics:
+    """Statistics of one column. ``top_values`` is ``[[value, count], ...]`` most frequent first;
+    ``histogram`` is ``[{"lower", "upper", "count"}, ...]`` with equal-width bins over [min, max]."""
+
+    name: str
+    type: str
+    kind: str
+    count: int
+    nulls: int
+    null_fraction: float
+    distinct: int | None = None
+    nan: int = 0
+    min: Any = None
+    max: Any = None
+    mean: float | None = None
+    std: float | None = None
+    quantiles: dict[str, float] = field(default_factory=dict)
+    top_values: list[list] = field(default_factory=list)
+    histogram: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DatasetStatistics:
+    """All column statistics of a dataset, and the values of the extra aggregates asked for."""
+
+    path: str
+    rows: int
+    columns: dict[str, ColumnStatistics]
+    aggregates: dict[str, Any] = field(default_factory=dict)
+
+
+def quantile_name(quantile: float) -> str:
+    """``p05``, ``p50``, ``p95`` ... the name a quantile is stored under."""
+    return f"p{round(quantile * 100):02d}"
+
+
+def _numeric_value(name: str, data_type: pa.DataType) -> tuple[str, str]:
+    """The SQL of a numeric column as DOUBLE and the FILTER that keeps its real values (not NaN)."""
+    column = quote_identifier(name)
+    if pa.types.is_floating(data_type):
+        return f"CAST({column} AS DOUBLE)", f" FILTER (WHERE NOT isnan({column}))"
+    return f"CAST({column} AS DOUBLE)", ""
+
+
+def _profile_aggregates(schema: pa.Schema) -> dict[str, str]:
+    aggregates = {"rows": "count(*)"}
+    for index, arrow_field in enumerate(schema):
+        column, kind = quote_identifier(arrow_field.name), column_kind(arrow_field.type)
+        prefix = f"c{index}_"
+        aggregates[prefix + "count"] = f"count({column})"
+        if kind == OTHER:
+            continue
+        if kind == NUMERIC:
+            value, keep = _numeric_value(arrow_field.name, arrow_field.type)
+            if keep:
+                aggregates[prefix + "nan"] = f"count_if(isnan({column}))"
+            aggregates[prefix + "distinct"] = f"count(DISTINCT {column}){keep}"
+            aggregates[prefix + "min"] = f"min({column}){keep}"
+            aggregates[prefix + "max"] = f"max({column}){keep}"
+            aggregates[prefix + "mean"] = f"avg({value}){keep}"
+            aggregates[prefix + "std"] = f"stddev_samp({value}){keep}"
+            aggregates[prefix + "quantiles"] = f"quantile_cont({value}, {list(QUANTILES)}){keep}"
+        else:
+            aggregates[prefix + "distinct"] = f"count(DISTINCT {column})"
+            if kind == TEMPORAL:
+                aggregates[prefix + "min"] = f"min({column})"
+                aggregates[prefix + "max"] = f"max({column})"
+                aggregates[prefix + "min_epoch"] = f"epoch(min({column}))"
+                aggregates[prefix + "max_epoch"] = f"epoch(max({column}))"
+    return aggregates
+
+
+def run_aggregates(
+    connection: duckdb.DuckDBPyConnection, source: ParquetSource, aggregates: dict[str, str],
+) -> dict[str, Any]:
+    """Evaluate named aggregate SQL expressions in one query over ``source``."""
+    select = ", ".join(f"{sql} AS {quote_identifier(name)}" for name, sql in aggregates.items())
+    cursor = connection.execute(f"SELECT {select} FROM {source.sql}")
+    return dict(zip(aggregates, cursor.fetchone()))
+
+
+def _group_keys(
+    schema: pa.Schema, profile: dict[str, Any], bins: int,
+) -> dict[int, tuple[str, float, float]]:
+    """Grouping keys of the second query: column index -> (SQL key, histogram lower, bin width).
+    Categorical columns group by their text; numeric and time columns by their histogram bin number."""
+    keys = {}
+    for index, arrow_field in enumerate(schema):
+        kind, prefix = column_kind(arrow_field.type), f"c{index}_"
+        column = quote_identifier(arrow_field.name)
+        if kind == CATEGORICAL:
+            keys[index] = (f"CAST({column} AS VARCHAR)", 0.0, 0.0)
+            continue
+        if kind == NUMERIC:
+            value, keep = _numeric_value(arrow_field.name, arrow_field.type)
+            lower, upper = profile[prefix + "min"], profile[prefix + "max"]
+            if keep:
+                value = f"CASE WHEN isnan({column}) THEN NULL ELSE {value} END"
+        elif kind == TEMPORAL:
+            value = f"epoch({column})"
+            lower, upper = profile[prefix + "min_epoch"], profile[prefix + "max_epoch"]
+        else:
+            continue
+        if lower is None or not (math.isfinite(float(lower)) and math.isfinite(float(upper))):
+            continue
+        lower, upper = float(lower), float(upper)
+        width = (upper - lower) / bins
+        if width == 0.0:
+            key = f"CASE WHEN {value} IS NULL THEN NULL ELSE 0 END"
+        else:
+            key = (f"CASE WHEN {value} >= {upper!r} THEN {bins - 1} "
+                   f"ELSE CAST(floor(({value} - {lower!r}) / {width!r}) AS INTEGER) END")
+        keys[index] = (key, lower, width)
+    return keys
+
+
+def _grouped_counts(
+    connection: duckdb.DuckDBPyConnection, source: ParquetSource, keys: dict[int, tuple[str, float, float]],
+    limit: int,
+) -> dict[int, list[tuple[Any, int]]]:
+    """Per grouping key, its ``limit`` most frequent non-null values (or bin numbers) with their counts."""
+    if not keys:
+        return {}
+    text_keys = [f"k{index}" for index, (sql, _, _) in keys.items() if sql.startswith("CAST(")]
+    bin_keys = [f"k{index}" for index, (sql, _, _) in keys.items() if not sql.startswith("CAST(")]
+    projection = ", ".join(f"{sql} AS k{index}" for index, (sql, _, _) in keys.items())
+    which = "CASE " + " ".join(f"WHEN GROUPING(k{index}) = 0 THEN {index}" for index in keys) + " END"
+    text_value = f"COALESCE({', '.join(text_keys)})" if text_keys else "NULL"
+    bin_value = f"COALESCE({', '.join(bin_keys)})" if bin_keys else "NULL"
+    sets = ", ".join(f"(k{index})" for index in keys)
+    sql = f"""
+        WITH grouped AS (
+            SELECT {which} AS column_index, {text_value} AS text_value, {bin_value} AS bin_value,
+                   count(*) AS n
+            FROM (SELECT {projection} FROM {source.sql})
+            GROUP BY GROUPING SETS ({sets})
+        )
+        SELECT column_index, COALESCE(text_value, CAST(bin_value AS VARCHAR)) AS value, n
+        FROM grouped WHERE text_value IS NOT NULL OR bin_value IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY column_index ORDER BY n DESC, value) <= {limit}
+        ORDER BY column_index, n DESC, value
+    """
+    counts: dict[int, list[tuple[Any, int]]] = {}
+    for column_index, value, n in connection.execute(sql).fetchall():
+        counts.setdefault(column_index, []).append((value, n))
+    return counts
+
+
+def _histogram(kind: str, counts: list[tuple[str, int]], lower: float, width: float, bins: int,
+               upper: float) -> list[dict]:
+    by_bin = {int(key): n for key, n in counts}
+    if width == 0.0:
+        edges = [(lower, upper)]
+    else:
+        edges = [(lower + width * i, upper if i == bins - 1 else lower + width * (i + 1)) for i in range(bins)]
+    histogram = []
+    for index, (low, high) in enumerate(edges):
+        if kind == TEMPORAL:
+            low = datetime.fromtimestamp(low, timezone.utc).isoformat()
+            high = datetime.fromtimestamp(high, timezone.utc).isoformat()
+        histogram.append({"lower": low, "upper": high, "count": by_bin.get(index, 0)})
+    return histogram
+
+
+def compute_statistics(
+    dataset_path: str | Path,
+    *,
+    aggregates: dict[str, str] | None = None,
+    top_values: int = 10,
+    histogram_bins: int = 20,
+    connection: duckdb.DuckDBPyConnection | None = None,
+) -> DatasetStatistics:
+    """Statistics of every column of a Parquet dataset.
+
+    ``aggregates`` (name -> SQL aggregate over the dataset's columns) are evaluated in the same scan
+    as the statistics; their values come back in ``DatasetStatistics.aggregates``.
+    """
+    source = open_parquet(dataset_path)
+    connection = connection or connect()
+    profile_sql = _profile_aggregates(source.schema)
+    extra = {f"x{index}": sql for index, sql in enumerate((aggregates or {}).values())}
+    try:
+        values = run_aggregates(connection, source, {**profile_sql, **extra})
+    except duckdb.Error as error:
+        for name, sql in (aggregates or {}).items():
+            try:
+                run_aggregates(connection, source, {"probe": sql})
+            except duckdb.Error as probe_error:
+                raise DataError(f"{name} cannot be evaluated on {source.path}: {probe_error}") from None
+        raise DataError(f"statistics of {source.path} failed: {error}") from None
+    keys = _group_keys(source.schema, values, histogram_bins)
+    grouped = _grouped_counts(connection, source, keys, max(top_values, histogram_bins))
+    rows = values["rows"]
+    columns = {}
+    for index, arrow_field in enumerate(source.schema):
+        prefix, kind = f"c{index}_", column_kind(arrow_field.type)
+        count = values[prefix + "count"]
+        stats = ColumnStatistics(
+            name=arrow_field.name, type=str(arrow_field.type), kind=kind, count=count,
+            nulls=rows - count, null_fraction=(rows - count) / rows if rows else 0.0,
+            distinct=values.get(prefix + "distinct"), nan=values.get(prefix + "nan", 0),
+            min=jsonable(values.get(prefix + "min")), max=jsonable(values.get(prefix + "max")),
+            mean=values.get(prefix + "mean"), std=values.get(prefix + "std"),
+        )
+        if values.get(prefix + "quantiles") is not None:
+            stats.quantiles = dict(zip(map(quantile_name, QUANTILES), values[prefix + "quantiles"]))
+        top = grouped.get(index, [])
+        if kind == CATEGORICAL:
+            stats.top_values = [[value, n] for value, n in top[:top_values]]
+        elif index in keys:
+            _, lower, width = keys[index]
+            upper = values[prefix + ("max_epoch" if kind == TEMPORAL else "max")]
+            stats.histogram = _histogram(kind, top, lower, width, histogram_bins, float(upper))
+        columns[arrow_field.name] = stats
+    extra_values = dict(zip((aggregates or {}).keys(), (values[name] for name in extra)))
+    return DatasetStatistics(source.path, rows, columns, extra_values)
