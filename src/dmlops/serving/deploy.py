@@ -1,0 +1,232 @@
+"""Roll a model out behind an endpoint, locally or on KServe, with the canary policy of
+:mod:`dmlops.serving.rollout`.
+
+- Local: the stable and the canary are two local model servers (:mod:`dmlops.serving.local`); promote =
+  the canary becomes the stable server, rollback = the canary is stopped. The stable server keeps
+  answering throughout.
+- KServe, Serverless: the InferenceService is updated with ``canaryTrafficPercent``; the gates call the
+  ``prev`` and ``latest`` revisions through their tag-routing URLs; promote removes the percentage (the new
+  revision takes 100%), rollback sets it to 0 (the previous revision keeps 100%).
+- KServe, RawDeployment: no traffic split, so the update rolls out in place and is smoke-tested; a failed
+  smoke test restores the previous spec.
+
+A first deploy (no stable yet) goes to 100% once its smoke test passes; if it fails, the rollout fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
+from dmlops.serving.packaging import DEPLOYMENT_MODE_ANNOTATION
+from dmlops.serving.rollout import (
+    FIRST_DEPLOY,
+    PROMOTE,
+    ROLLBACK,
+    Decision,
+    RolloutPolicy,
+    TrafficStats,
+    judge,
+    replay,
+    replay_requests,
+    smoke_failed,
+)
+from dmlops.training.export import METADATA_FILE, fetch
+
+
+class RolloutFailed(RuntimeError):
+    """A first deploy whose smoke test failed: there is no stable model to fall back to."""
+
+    def __init__(self, decision: Decision):
+        self.decision = decision
+        super().__init__("; ".join(decision.reasons))
+
+
+@dataclass
+class RolloutResult:
+    """Where the endpoint is after the rollout, which revisions took part, and the decision."""
+
+    backend: str
+    endpoint: str
+    url: str
+    predict_url: str
+    stable_revision: str
+    canary_revision: str
+    decision: Decision
+    details: dict[str, str] = field(default_factory=dict)
+
+    def query_hint(self) -> str:
+        """A command that queries the endpoint."""
+        return f"curl -s -H 'Content-Type: application/json' -d '{{\"instances\": [{{...}}]}}' {self.predict_url}"
+
+    def markdown(self) -> str:
+        details = {"backend": self.backend, "endpoint": self.endpoint, "URL": self.predict_url,
+                   "stable revision": self.stable_revision or "-", "canary revision": self.canary_revision or "-",
+                   **self.details}
+        return self.decision.markdown(f"Rollout of {self.endpoint}", details)
+
+
+def model_features(model_uri: str) -> list[str]:
+    """The feature names of an exported model, in request order, from its metadata."""
+    inputs = json.loads((fetch(model_uri) / METADATA_FILE).read_text())["inputs"]
+    return [*inputs["numeric"]["columns"], *inputs["categorical"]["columns"]]
+
+
+def _smoke(url: str, bodies: list[dict[str, Any]], policy: RolloutPolicy) -> TrafficStats:
+    return replay({"canary": url}, bodies, concurrency=policy.concurrency, timeout_s=policy.request_timeout_s)["canary"]
+
+
+def _window(stable_url: str, canary_url: str, bodies: list[dict[str, Any]], policy: RolloutPolicy) -> dict[str, TrafficStats]:
+    return replay({"stable": stable_url, "canary": canary_url}, bodies,
+                  concurrency=policy.concurrency, timeout_s=policy.request_timeout_s)
+
+
+def _first_deploy_decision(smoke: TrafficStats, reason: str) -> Decision:
+    failure = smoke_failed(smoke)
+    return Decision(ROLLBACK if failure else FIRST_DEPLOY, [failure or reason], [], smoke)
+
+
+def deploy_local(
+    model_uri: str,
+    endpoint: str,
+    eval_uri: str,
+    policy: RolloutPolicy,
+    *,
+    model_format: str = "",
+    feast_config: str = "",
+) -> RolloutResult:
+    """Roll ``model_uri`` out to the local endpoint ``endpoint`` (the model is served under that name)."""
+    state = EndpointState.load(endpoint)
+    if state.canary is not None:  # left by an interrupted rollout
+        stop_server(state.canary)
+        state.canary = None
+    bodies = replay_requests(eval_uri, model_features(model_uri), policy.smoke_requests + policy.window_requests,
+                             policy.rows_per_request)
+    smoke_bodies, window_bodies = bodies[: policy.smoke_requests], bodies[policy.smoke_requests :]
+    canary = start_server(model_uri, endpoint, log_dir=state_dir() / "logs", model_format=model_format,
+                          feast_config=feast_config)
+    state.canary = canary
+    state.save()
+    smoke = _smoke(canary.predict_url, smoke_bodies, policy)
+    stable = state.stable
+    if stable is None:
+        decision = _first_deploy_decision(smoke, f"first deploy: smoke test passed ({smoke.requests} requests); 100% to it")
+    elif smoke_failed(smoke):
+        decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)
+    else:
+        window = _window(stable.predict_url, canary.predict_url, window_bodies, policy)
+        decision = judge(policy, smoke, window["stable"], window["canary"])
+    if decision.promoted:
+        state.stable, state.canary = canary, None
+        state.save()
+        if stable is not None:
+            stop_server(stable)
+    else:
+        state.canary = None
+        state.save()
+        stop_server(canary)
+        if stable is None:
+            raise RolloutFailed(decision)
+    serving = state.stable
+    return RolloutResult(
+        "local", endpoint, serving.url, serving.predict_url,
+        stable_revision=f"{endpoint}-{serving.port}", canary_revision=f"{endpoint}-{canary.port}",
+        decision=decision,
+        details={"model": model_uri, "canary model": canary.model_uri, "state file": str(state.path)},
+    )
+
+
+def _read_service(launcher, service: dict[str, Any]) -> dict[str, Any] | None:
+    from kubernetes.client.rest import ApiException
+
+    metadata = service["metadata"]
+    try:
+        return launcher.custom.get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", metadata["namespace"], "inferenceservices", metadata["name"]
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _with_canary(service: dict[str, Any], percent: int | None) -> dict[str, Any]:
+    """``service`` with the predictor's canaryTrafficPercent set (None removes it on merge-patch)."""
+    updated = copy.deepcopy(service)
+    updated["spec"]["predictor"]["canaryTrafficPercent"] = percent
+    return updated
+
+
+def _tag_urls(status: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The predictor's traffic targets by tag (``prev``, ``latest``): revision name and URL."""
+    traffic = ((status.get("components") or {}).get("predictor") or {}).get("traffic") or []
+    return {entry["tag"]: {"revision": entry.get("revisionName", ""), "url": entry.get("url", "")}
+            for entry in traffic if entry.get("tag")}
+
+
+def _predict_url(base_url: str, model_name: str) -> str:
+    return f"{base_url.rstrip('/')}/v1/models/{model_name}:predict"
+
+
+def deploy_kubernetes(
+    launcher,
+    service: dict[str, Any],
+    eval_uri: str,
+    features: list[str],
+    policy: RolloutPolicy,
+    *,
+    timeout_s: float = 900.0,
+) -> RolloutResult:
+    """Roll the InferenceService dict ``service`` (see :func:`dmlops.serving.packaging.inference_service`)
+    out through the platform launcher, judged by ``policy`` on replayed ``eval_uri`` rows."""
+    name = service["metadata"]["name"]
+    bodies = replay_requests(eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request)
+    smoke_bodies, window_bodies = bodies[: policy.smoke_requests], bodies[policy.smoke_requests :]
+    existing = _read_service(launcher, service)
+    serverless = service["metadata"]["annotations"].get(DEPLOYMENT_MODE_ANNOTATION, "Serverless") == "Serverless"
+    details = {"InferenceService": f"{service['metadata']['namespace']}/{name}",
+               "storage URI": service["spec"]["predictor"]["model"]["storageUri"]}
+
+    if existing is None or not serverless:
+        result = launcher.apply(_with_canary(service, None), timeout_s=timeout_s)
+        url = result.status.get("url", "")
+        predictor = (result.status.get("components") or {}).get("predictor") or {}
+        revision = predictor.get("latestReadyRevision", "")
+        smoke = _smoke(_predict_url(url, name), smoke_bodies, policy)
+        if existing is None:
+            decision = _first_deploy_decision(smoke, f"first deploy: smoke test passed ({smoke.requests} requests)")
+            if not decision.promoted:
+                raise RolloutFailed(decision)
+        elif smoke_failed(smoke):
+            restored = copy.deepcopy(service)
+            restored["spec"] = existing["spec"]
+            launcher.apply(restored, timeout_s=timeout_s)
+            decision = Decision(ROLLBACK, [smoke_failed(smoke), "RawDeployment: previous spec restored"], [], smoke)
+        else:
+            decision = Decision(PROMOTE, [f"RawDeployment (no traffic split): updated in place, smoke test passed "
+                                          f"({smoke.requests} requests)"], [], smoke)
+        return RolloutResult("kubernetes", name, url, _predict_url(url, name), revision, "", decision, details)
+
+    result = launcher.apply(_with_canary(service, policy.canary_percent), timeout_s=timeout_s)
+    tags = _tag_urls(result.status)
+    if "prev" not in tags or "latest" not in tags:
+        raise RuntimeError(
+            f"InferenceService {name}: no 'prev'/'latest' tag URLs in status.components.predictor.traffic; "
+            f"the service needs the annotation serving.kserve.io/enable-tag-routing=true (got tags {sorted(tags)})"
+        )
+    smoke = _smoke(_predict_url(tags["latest"]["url"], name), smoke_bodies, policy)
+    if smoke_failed(smoke):
+        decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)
+    else:
+        window = _window(_predict_url(tags["prev"]["url"], name), _predict_url(tags["latest"]["url"], name),
+                         window_bodies, policy)
+        decision = judge(policy, smoke, window["stable"], window["canary"])
+    final = launcher.apply(_with_canary(service, None if decision.promoted else 0), timeout_s=timeout_s)
+    url = final.status.get("url", "")
+    serving_revision = tags["latest" if decision.promoted else "prev"]["revision"]
+    return RolloutResult("kubernetes", name, url, _predict_url(url, name), serving_revision,
+                         tags["latest"]["revision"], decision,
+                         {**details, "canary traffic percent": str(policy.canary_percent)})

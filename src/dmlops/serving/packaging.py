@@ -1,0 +1,149 @@
+"""Model storage layouts KServe's storage initializer downloads, and the InferenceService that serves them.
+
+Runtimes:
+
+- ``dmlops``: the dmlops predictor (``python -m dmlops.serving``, ClusterServingRuntime ``dmlops``): the
+  exported directory as it is (model files + ``metadata.json``), so preprocessing and schema checks run
+  in the server. Protocols v1 and v2.
+- ``triton``: NVIDIA Triton (``kserve-tritonserver``): a model repository ``<name>/config.pbtxt`` +
+  ``<name>/1/model.pt`` (TorchScript, backend ``pytorch``) or ``<name>/1/model.onnx`` (backend ``onnx``).
+  Clients send encoded tensors (``numeric`` FP32, ``categorical`` INT64): no preprocessing in the server.
+- ``tfserving``: TensorFlow Serving (``kserve-tensorflow-serving``): ``<version>/saved_model.pb``.
+
+Storage URIs are any fsspec URL the step can write (``gs://``, ``s3://``, a local path) or
+``pvc://<claim>/<path>``, written through the claim's mount in the step's pod.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dmlops.platform.naming import is_dns1035_label
+from dmlops.training.export import METADATA_FILE, fetch, publish
+
+RUNTIMES = ("dmlops", "triton", "tfserving")
+DEPLOYMENT_MODES = ("Serverless", "RawDeployment")
+DMLOPS_MODEL_FORMAT = "dmlops"
+DMLOPS_RUNTIME = "dmlops"
+DMLOPS_HTTP_PORT = 8080
+PVC_MOUNT_ROOT = "/mnt/pvc"
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+_TRITON_BACKENDS = {"torchscript": ("pytorch", "pytorch_libtorch", "model.pt"), "onnx": ("onnx", "onnxruntime_onnx", "model.onnx")}
+
+
+def writable_location(storage_uri: str, pvc_mount_root: str = PVC_MOUNT_ROOT) -> str:
+    """Where a step writes ``storage_uri``: the URI itself, or for ``pvc://claim/path`` the path under the
+    claim's mount (``<pvc_mount_root>/<claim>/path``)."""
+    if storage_uri.startswith("pvc://"):
+        claim, _, path = storage_uri.removeprefix("pvc://").partition("/")
+        if not claim or not path:
+            raise ValueError(f"storage_uri {storage_uri!r}: expected pvc://<claim>/<path>")
+        return f"{pvc_mount_root.rstrip('/')}/{claim}/{path}"
+    return storage_uri
+
+
+def _triton_config(name: str, platform: str, metadata: dict[str, Any]) -> str:
+    numeric = len(metadata["inputs"]["numeric"]["columns"])
+    categorical = len(metadata["inputs"]["categorical"]["columns"])
+    return (
+        f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: 0\n'
+        f'input [\n  {{ name: "numeric" data_type: TYPE_FP32 dims: [ -1, {numeric} ] }},\n'
+        f'  {{ name: "categorical" data_type: TYPE_INT64 dims: [ -1, {categorical} ] }}\n]\n'
+        'output [\n  { name: "logit" data_type: TYPE_FP32 dims: [ -1 ] }\n]\n'
+    )
+
+
+def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", model_name: str = "model",
+                  model_format: str = "", version: int = 1) -> dict[str, Any]:
+    """Write the exported model at ``model_uri`` to ``storage_uri`` in ``runtime``'s layout; returns
+    what the InferenceService needs (storage URI, model format name, runtime, protocol)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    source = fetch(model_uri)
+    metadata = json.loads((source / METADATA_FILE).read_text())
+    files = metadata.get("model_files", {})
+    with tempfile.TemporaryDirectory(prefix="dmlops-package-") as scratch:
+        layout = Path(scratch) / "model"
+        if runtime == "dmlops":
+            shutil.copytree(source, layout)
+            served = {"format": DMLOPS_MODEL_FORMAT, "runtime": DMLOPS_RUNTIME, "protocol": "v1"}
+        elif runtime == "triton":
+            model_format = model_format or "torchscript"
+            if model_format not in _TRITON_BACKENDS or model_format not in files:
+                raise ValueError(f"{model_uri}: Triton serves torchscript or onnx; this export has {sorted(files)}")
+            format_name, platform, file_name = _TRITON_BACKENDS[model_format]
+            (layout / model_name / str(version)).mkdir(parents=True)
+            shutil.copy(source / files[model_format], layout / model_name / str(version) / file_name)
+            (layout / model_name / "config.pbtxt").write_text(_triton_config(model_name, platform, metadata))
+            shutil.copy(source / METADATA_FILE, layout / METADATA_FILE)
+            served = {"format": format_name, "runtime": "kserve-tritonserver", "protocol": "v2"}
+        else:
+            if "savedmodel" not in files:
+                raise ValueError(f"{model_uri}: TF Serving needs a SavedModel; this export has {sorted(files)}")
+            shutil.copytree(source / files["savedmodel"], layout / str(version))
+            served = {"format": "tensorflow", "runtime": "kserve-tensorflow-serving", "protocol": "v1"}
+        publish(layout, writable_location(storage_uri))
+    return {"storage_uri": storage_uri, **served}
+
+
+def inference_service(
+    name: str,
+    namespace: str,
+    storage_uri: str,
+    *,
+    model_format: str = DMLOPS_MODEL_FORMAT,
+    runtime: str = DMLOPS_RUNTIME,
+    protocol: str = "v1",
+    deployment_mode: str = "Serverless",
+    canary_traffic_percent: int | None = None,
+    service_account: str = "",
+    min_replicas: int = 1,
+    max_replicas: int = 3,
+    cpu: str = "1",
+    memory: str = "1Gi",
+    labels: dict[str, str] | None = None,
+    model_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """An InferenceService (serving.kserve.io/v1beta1) as a plain dict.
+
+    Serverless services get tag routing, so the previous and the latest revision each have a URL the
+    canary gates can call; ``canary_traffic_percent`` sends that share to the latest revision.
+    RawDeployment has no traffic split: it must not be given a canary percentage.
+    """
+    if not is_dns1035_label(name):
+        raise ValueError(f"InferenceService name {name!r} must be a DNS-1035 label (lower case, starts with a letter)")
+    if deployment_mode not in DEPLOYMENT_MODES:
+        raise ValueError(f"deployment_mode {deployment_mode!r}: choose one of {', '.join(DEPLOYMENT_MODES)}")
+    if canary_traffic_percent is not None:
+        if deployment_mode != "Serverless":
+            raise ValueError("canary_traffic_percent needs deployment_mode Serverless (RawDeployment has no traffic split)")
+        if not 0 <= canary_traffic_percent <= 100:
+            raise ValueError(f"canary_traffic_percent must be 0..100, got {canary_traffic_percent}")
+    annotations = {DEPLOYMENT_MODE_ANNOTATION: deployment_mode, "serving.kserve.io/enable-prometheus-scraping": "true"}
+    if deployment_mode == "Serverless":
+        annotations[TAG_ROUTING_ANNOTATION] = "true"
+    model: dict[str, Any] = {
+        "modelFormat": {"name": model_format},
+        "runtime": runtime,
+        "protocolVersion": protocol,
+        "storageUri": storage_uri,
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
+    }
+    if model_args:
+        model["args"] = list(model_args)
+    predictor: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas, "model": model}
+    if service_account:
+        predictor["serviceAccountName"] = service_account
+    if canary_traffic_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_traffic_percent
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {}), "annotations": annotations},
+        "spec": {"predictor": predictor},
+    }
