@@ -555,26 +555,32 @@ def _parse_json_block(block: bytes) -> pa.Table:
 
 
 def _json_lines_one_by_one(block: bytes, first_line: int) -> tuple[pa.Table, list[tuple[int, str, str]]]:
-    """A block the fast reader refused: each line on its own. Good records keep their values as text,
-    which the schema cast then checks; bad lines are returned as (line, reason, raw text)."""
-    records, bad = [], []
+    """A block the fast reader refused, line by line: bad lines are returned as (line, reason, raw text);
+    the good lines are parsed together again, or kept as text (checked by the schema cast) when their
+    types clash."""
+    good, bad = [], []
     for offset, raw in enumerate(block.split(b"\n")[:-1]):
-        text = raw.decode("utf-8", "backslashreplace")
-        if not text.strip():
+        if not raw.strip():
             continue
+        text = raw.decode("utf-8", "backslashreplace")
         try:
             record = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            reason = f"invalid JSON ({getattr(error, 'msg', 'invalid UTF-8')})"
-            bad.append((first_line + offset, reason, text))
+            bad.append((first_line + offset, f"invalid JSON ({getattr(error, 'msg', 'invalid UTF-8')})", text))
             continue
         if not isinstance(record, dict):
             bad.append((first_line + offset, "not a JSON object", text))
             continue
-        records.append({key: _python_text(value) for key, value in record.items()})
-    names = list(dict.fromkeys(key for record in records for key in record))
-    table = pa.table({name: pa.array([record.get(name) for record in records], pa.string()) for name in names})
-    return table, bad
+        good.append((raw, record))
+    if not good:
+        return pa.table({}), bad
+    try:
+        return _parse_json_block(b"\n".join(raw for raw, _ in good) + b"\n"), bad
+    except pa.ArrowInvalid:
+        records = [{key: _python_text(value) for key, value in record.items()} for _, record in good]
+        names = list(dict.fromkeys(key for record in records for key in record))
+        return pa.table({name: pa.array([record.get(name) for record in records], pa.string())
+                         for name in names}), bad
 
 
 def _json_first_schema(source: SourceFile, block_size: int) -> pa.Schema:
@@ -713,7 +719,8 @@ def ingest(
         quarantine_reasons=dict(sink.reasons.most_common()),
         bytes_in=sum(count.bytes for count in counts),
         bytes_out=os.path.getsize(output_path),
-        schema=[{"name": f.name, "type": type_name(f.type), "nullable": f.nullable} for f in target.schema],
+        schema=[{"name": f.name, "type": type_name(f.type), "nullable": f.nullable}
+                for f in pq.read_schema(output_path)],
         sources=[{"uri": c.uri, "bytes": c.bytes, "sha256": c.sha256, "rows_in": c.rows_in} for c in counts],
     )
     if result.rows_in != result.rows_out + result.rows_quarantined:
