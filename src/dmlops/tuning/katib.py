@@ -90,6 +90,8 @@ def run_experiment(experiment: dict[str, Any], launcher: KubernetesLauncher, *, 
     try:
         launcher.run(experiment, timeout_s=timeout_s, stream_logs=False)
     except JobFailed as failure:
+        if failure.reason == "Deleted":
+            raise
         launcher.echo(f"experiment {namespace}/{name} failed: {failure.reason}: {failure.message}")
     finished = launcher.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", name)
     trials = launcher.custom.list_namespaced_custom_object(

@@ -1,0 +1,85 @@
+"""Tune the dmlops training worker's hyperparameters: one Experiment, run locally or on Katib.
+
+Each trial runs ``python -m dmlops.training.worker`` with the tuned flags set to
+``${trialParameters.<name>}`` and exports its model under ``<trials_uri>/<trial name>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dmlops.tuning.experiment import MetricsCollector, build_experiment, flag_arguments, trial_job
+from dmlops.tuning.results import TuningResult, apply_policy
+from dmlops.tuning.spec import SpecError, TuningSpec
+
+TUNABLE = ("epochs", "batch_size", "learning_rate", "weight_decay", "hidden_units", "embedding_dim", "dropout")
+TRIAL_KIND = {"torch-ddp": "PyTorchJob", "tf-multiworker": "TFJob", "horovod-torch": "MPIJob", "horovod-tf": "MPIJob"}
+_TRIAL_NAME = {"trialName": "${trialSpec.Name}"}
+
+
+def worker_experiment(
+    search: dict[str, Any],
+    worker_args: list[str],
+    trials_uri: str,
+    *,
+    name: str,
+    namespace: str,
+    strategy: str = "torch-ddp",
+    num_workers: int = 1,
+    image: str = "",
+    cpu: str = "1",
+    memory: str = "2Gi",
+    gpu: int = 0,
+) -> dict[str, Any]:
+    """The Experiment that tunes the worker: ``worker_args`` (as ``TrainConfig.to_args()`` gives them)
+    with each searched hyperparameter's flag set to its placeholder and a per-trial export URI."""
+    spec = TuningSpec.from_katib(search)
+    unknown = sorted({parameter.name for parameter in spec.parameters} - set(TUNABLE))
+    if unknown:
+        raise SpecError(f"parameters {unknown} are not worker hyperparameters; tune any of {', '.join(TUNABLE)}")
+    args = flag_arguments(worker_args, {parameter.name: parameter.name for parameter in spec.parameters})
+    export = args.index("--export-uri") + 1
+    args[export] = f"{trials_uri.rstrip('/')}/${{trialParameters.trialName}}"
+    kind = "Job" if num_workers == 1 and strategy == "torch-ddp" else TRIAL_KIND[strategy]
+    template = trial_job(kind, image, ["python", "-m", "dmlops.training.worker", *args], num_workers,
+                         cpu=cpu, memory=memory, gpu=gpu, references=_TRIAL_NAME)
+    return build_experiment(spec, name, namespace, template, collector=MetricsCollector("StdOut"))
+
+
+def run_search(
+    experiment: dict[str, Any],
+    backend: str,
+    workdir: str | Path,
+    *,
+    timeout_s: float,
+    on_failure: str = "fail",
+    on_goal_not_reached: str = "accept",
+) -> TuningResult:
+    """Run the Experiment on ``backend`` (local Optuna or Katib) and apply the outcome policies."""
+    if backend == "local":
+        from dmlops.tuning.local import LocalTuner
+
+        result = LocalTuner(experiment, workdir, trial_timeout_s=timeout_s).run()
+    elif backend == "kubernetes":
+        from dmlops.platform.kubernetes import KubernetesLauncher
+        from dmlops.tuning.katib import run_experiment
+
+        result = run_experiment(experiment, KubernetesLauncher(), timeout_s=timeout_s)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; use 'local' or 'kubernetes'")
+    return apply_policy(result, on_failure=on_failure, on_goal_not_reached=on_goal_not_reached)
+
+
+def chosen_hyperparameters(result: TuningResult, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Every tunable hyperparameter: the best trial's value where it was searched, else the default."""
+    chosen = {name: defaults[name] for name in TUNABLE}
+    for name, value in result.best_parameters.items():
+        if name == "hidden_units":
+            value = [int(units) for units in str(value).split(",") if units.strip()]
+        elif name in ("epochs", "batch_size", "embedding_dim"):
+            value = int(value)
+        else:
+            value = float(value)
+        chosen[name] = value
+    return chosen
