@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
 
@@ -51,10 +51,13 @@ def open_parquet(path: str | Path) -> ParquetSource:
     location = Path(path)
     if not location.exists():
         raise DataError(f"dataset {location} does not exist; pass the path of a Parquet file or folder")
+    files = sorted(location.rglob("*.parquet")) if location.is_dir() else [location]
+    if not files:
+        raise DataError(f"dataset folder {location} holds no *.parquet files")
     try:
-        schema = pads.dataset(str(location), format="parquet").schema
+        schema = pq.read_schema(files[0])
     except (pa.ArrowInvalid, OSError) as error:
-        raise DataError(f"dataset {location} is not readable as Parquet: {error}") from None
+        raise DataError(f"dataset {files[0]} is not readable as Parquet: {error}") from None
     pattern = str(location / "**" / "*.parquet") if location.is_dir() else str(location)
     # can_have_nan: Parquet min/max statistics leave NaN out, and without it DuckDB trusts them and
     # folds isnan(x) to false for files written by pyarrow (duckdb/duckdb#25521).
