@@ -46,6 +46,11 @@ _CUSTOM_PATH = re.compile(
 _POD_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/pods(?:/(?P<name>[^/]+)(?:/(?P<sub>log|status))?)?$")
 
 
+def _flag(query: dict[str, str], name: str) -> bool:
+    """A boolean query parameter as the API server parses it (Go strconv.ParseBool)."""
+    return query.get(name, "") in ("1", "t", "T", "true", "True", "TRUE")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -157,7 +162,9 @@ class FakeKube:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-kube", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube", daemon=True
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -455,22 +462,26 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
             body = json.loads(raw) if raw else None
             with fake._lock:
                 fake.requests.append(Request(method, parts.path, query, body))
+                fake._lock.notify_all()
             try:
-                custom = _CUSTOM_PATH.match(parts.path)
-                pod = _POD_PATH.match(parts.path)
-                if custom:
-                    route = custom.groupdict()
-                    self._resource(method, route["group"], route["version"], route["plural"], route, query, body)
-                elif pod:
-                    route = pod.groupdict()
-                    if route["sub"] == "log":
-                        self._pod_log(route["namespace"], route["name"], query)
-                    else:
-                        self._resource(method, PODS[0], "v1", PODS[1], route, query, body)
-                else:
-                    self._fail(404, "NotFound", f"the fake API server does not serve {parts.path}")
+                self._route(method, parts.path, query, body)
             except _Abort:
                 pass
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away, e.g. it stopped watching
+
+        def _route(self, method: str, path: str, query: dict, body: Any) -> None:
+            custom = _CUSTOM_PATH.match(path)
+            pod = _POD_PATH.match(path)
+            if custom:
+                route = custom.groupdict()
+                self._resource(method, route["group"], route["version"], route["plural"], route, query, body)
+            elif pod and pod.group("sub") == "log":
+                self._pod_log(pod.group("namespace"), pod.group("name"), query)
+            elif pod:
+                self._resource(method, PODS[0], "v1", PODS[1], pod.groupdict(), query, body)
+            else:
+                self._fail(404, "NotFound", f"the fake API server does not serve {path}")
 
         def do_GET(self) -> None:
             self._dispatch("GET")
@@ -493,7 +504,7 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
             namespace, name, sub = route["namespace"], route["name"], route["sub"]
             api_version = f"{group}/{version}" if group else version
             if name is None and method == "GET":
-                if query.get("watch") in ("true", "1"):
+                if _flag(query, "watch"):
                     self._watch(group, plural, namespace, query)
                 else:
                     self._list(group, api_version, plural, namespace, query)
@@ -612,18 +623,20 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
             while True:
                 with fake._lock:
                     while not pending:
+                        if fake._drops != drops or fake._stopped:
+                            break  # a drop wins over events that arrive with it: they are replayed on resume
                         new = [e for e in fake._events if e.resource_version > seen and (e.group, e.plural) == (group, plural)]
                         if new:
                             pending = [(e.type, copy.deepcopy(e.obj)) for e in new]
                             seen = new[-1].resource_version
                             break
                         remaining = deadline - time.monotonic()
-                        if fake._drops != drops or fake._stopped or remaining <= 0:
+                        if remaining <= 0:
                             break
                         fake._lock.wait(remaining)
                     dropped = fake._drops != drops or fake._stopped
                     abrupt = fake._abrupt_drop
-                if not pending:
+                if dropped or not pending:
                     if dropped and abrupt:
                         self._reset()
                     else:
@@ -648,19 +661,19 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                 drops = fake._drops
             self._start_chunked("text/plain")
             sent = 0
-            timestamps = query.get("timestamps") == "true"
+            timestamps = _flag(query, "timestamps")
             while True:
                 with fake._lock:
                     lines = fake._log_lines.get((namespace, name), [])
-                    while sent == len(lines) and query.get("follow") == "true":
+                    while sent == len(lines) and _flag(query, "follow"):
                         current = fake._objects.get((PODS[0], PODS[1], namespace, name))
                         if current is None or current["status"]["phase"] in _FINISHED or fake._drops != drops or fake._stopped:
                             break
                         fake._lock.wait(1)
-                    batch = lines[sent:]
-                    sent = len(lines)
                     dropped = fake._drops != drops or fake._stopped
                     abrupt = fake._abrupt_drop
+                    batch = [] if dropped else lines[sent:]
+                    sent += len(batch)
                 if batch:
                     text = "".join(f"{stamp} {line}\n" if timestamps else f"{line}\n" for stamp, line in batch)
                     self._chunk(text.encode())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -45,6 +46,11 @@ _FINISHED_POD_PHASES = ("Succeeded", "Failed")
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 
 
+def _kubeconfig() -> str:
+    """KUBECONFIG as it is now (the client library reads it once, at import)."""
+    return os.environ.get("KUBECONFIG", "~/.kube/config")
+
+
 def load_cluster_config() -> client.Configuration:
     """The in-cluster service account when running in a pod, else the kubeconfig (``KUBECONFIG``)."""
     configuration = client.Configuration()
@@ -52,7 +58,7 @@ def load_cluster_config() -> client.Configuration:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         try:
-            config.load_kube_config(client_configuration=configuration)
+            config.load_kube_config(config_file=_kubeconfig(), client_configuration=configuration)
         except (config.ConfigException, OSError) as error:
             raise LaunchError(
                 "no Kubernetes configuration: this process is not in a pod with a service account and has "
@@ -67,7 +73,7 @@ def current_namespace(service_account_dir=SERVICE_ACCOUNT_DIR) -> str:
     if namespace_file.is_file():
         return namespace_file.read_text().strip()
     try:
-        _, active = config.list_kube_config_contexts()
+        _, active = config.list_kube_config_contexts(config_file=_kubeconfig())
     except (config.ConfigException, OSError):
         return "default"
     return active.get("context", {}).get("namespace") or "default"
@@ -243,7 +249,6 @@ class KubernetesLauncher:
                 raise
         if not outcome.succeeded:
             raise JobFailed(ref, outcome.reason or outcome.condition, outcome.message)
-        self.echo(f"{ref}: {outcome.condition} ({outcome.reason})")
         return LaunchResult(ref, created, outcome.condition, outcome.reason, outcome.message, current.get("status") or {})
 
     def apply(self, resource: Resource, *, timeout_s: float) -> LaunchResult:
@@ -279,7 +284,6 @@ class KubernetesLauncher:
         current, outcome = self._wait(rule, ref, current, deadline, timeout_s)
         if not outcome.succeeded:
             raise JobFailed(ref, outcome.reason or outcome.condition, outcome.message)
-        self.echo(f"{ref}: {outcome.condition}")
         return LaunchResult(ref, created, outcome.condition, outcome.reason, outcome.message, current.get("status") or {})
 
     def delete(self, ref: ResourceRef, propagation_policy: str = "Foreground") -> bool:
@@ -377,8 +381,7 @@ class KubernetesLauncher:
         self, rule: CompletionRule, ref: ResourceRef, current: Resource, deadline: float, timeout_s: float
     ) -> tuple[Resource, Outcome]:
         """Watch the resource until its rule gives an outcome; re-establish dropped watches."""
-        reported: list[str] = []
-        reported = self._report_conditions(ref, current, reported)
+        reported = self._report_conditions(rule, ref, current, [])
         outcome = rule.outcome(current)
         resource_version = current["metadata"]["resourceVersion"]
         while outcome is None:
@@ -405,7 +408,7 @@ class KubernetesLauncher:
                     if event["type"] not in ("ADDED", "MODIFIED"):
                         continue
                     current = event["raw_object"]
-                    reported = self._report_conditions(ref, current, reported)
+                    reported = self._report_conditions(rule, ref, current, reported)
                     outcome = rule.outcome(current)
                     if outcome is not None or time.monotonic() >= deadline:
                         break
@@ -414,7 +417,7 @@ class KubernetesLauncher:
                     raise _api_error("watch", ref, rule, error) from None
                 self.echo(f"{ref}: watch expired (410 Gone); listing again")
                 current, resource_version = self._list_one(rule, ref)
-                reported = self._report_conditions(ref, current, reported)
+                reported = self._report_conditions(rule, ref, current, reported)
                 outcome = rule.outcome(current)
             except _STREAM_ERRORS as error:
                 self.echo(f"{ref}: watch dropped ({type(error).__name__}); resuming from {resource_version}")
@@ -423,7 +426,12 @@ class KubernetesLauncher:
                 events.close()
         return current, outcome
 
-    def _report_conditions(self, ref: ResourceRef, resource: Resource, reported: list[str]) -> list[str]:
+    def _report_conditions(
+        self, rule: CompletionRule, ref: ResourceRef, resource: Resource, reported: list[str]
+    ) -> list[str]:
+        """Echo the True conditions when they changed (and describe the current generation)."""
+        if not rule.observed(resource):
+            return reported
         conditions = true_conditions(resource)
         if conditions != reported and conditions:
             self.echo(f"{ref}: {', '.join(conditions)}")

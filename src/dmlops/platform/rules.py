@@ -7,7 +7,8 @@ Condition types and pod labels are those the upstream controllers set:
   name (``jobset.sigs.k8s.io/jobset-name``), rank 0 is completion index 0 of replicated job ``node``
   (or the ``launcher`` job of MPI runtimes).
 - Training Operator v1 ``PyTorchJob`` / ``TFJob`` / ``MPIJob``: conditions ``Succeeded`` / ``Failed``; pods
-  carry ``training.kubeflow.org/job-name``, ``replica-type`` (lower case) and ``replica-index``.
+  carry ``training.kubeflow.org/job-name``, ``replica-type`` (lower case) and ``replica-index``; the log
+  is that of master 0 (PyTorchJob), chief or master 0 (TFJob) or the launcher (MPIJob).
 - mpi-operator v2beta1 ``MPIJob``: the same conditions; the launcher pod carries
   ``training.kubeflow.org/job-role=launcher``.
 - Katib v1beta1 ``Experiment``: conditions ``Succeeded`` / ``Failed``; its trials have their own pods.
@@ -65,14 +66,19 @@ class CompletionRule:
     def version(self) -> str:
         return self.api_version.rpartition("/")[2]
 
+    def observed(self, resource: dict[str, Any]) -> bool:
+        """Whether the status describes the current spec (always, unless ``follow_generation``)."""
+        if not self.follow_generation:
+            return True
+        generation = (resource.get("metadata") or {}).get("generation")
+        observed = (resource.get("status") or {}).get("observedGeneration")
+        return generation is None or (observed is not None and observed >= generation)
+
     def outcome(self, resource: dict[str, Any]) -> Outcome | None:
         """The final state of ``resource``, or None while it is still in progress."""
+        if not self.observed(resource):
+            return None
         status = resource.get("status") or {}
-        if self.follow_generation:
-            generation = (resource.get("metadata") or {}).get("generation")
-            observed = status.get("observedGeneration")
-            if generation is not None and (observed is None or observed < generation):
-                return None
         conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
         for condition_type in self.failed:
             if condition_type in conditions:
@@ -131,7 +137,6 @@ RULES: dict[tuple[str, str], CompletionRule] = {
             **_TRAINING_OPERATOR_CONDITIONS,
             log_pods=(
                 _JOB_NAME + ",training.kubeflow.org/replica-type=master,training.kubeflow.org/replica-index=0",
-                _JOB_NAME + ",training.kubeflow.org/replica-type=worker,training.kubeflow.org/replica-index=0",
             ),
             log_container="pytorch",
         ),
@@ -143,7 +148,6 @@ RULES: dict[tuple[str, str], CompletionRule] = {
             log_pods=(
                 _JOB_NAME + ",training.kubeflow.org/replica-type=chief,training.kubeflow.org/replica-index=0",
                 _JOB_NAME + ",training.kubeflow.org/replica-type=master,training.kubeflow.org/replica-index=0",
-                _JOB_NAME + ",training.kubeflow.org/replica-type=worker,training.kubeflow.org/replica-index=0",
             ),
             log_container="tensorflow",
         ),
