@@ -183,6 +183,13 @@ def test_field_larger_than_the_block_names_batch_size_bytes(tmp_path):
     assert len(table.column("text")[1].as_py()) == 50_000
 
 
+def test_tab_separated_by_extension_and_corrupt_parquet(tmp_path):
+    _, table, _ = run(tmp_path, write(tmp_path / "events.tsv", b"id\tname\n1\ta,b\n"))
+    assert table.column("name").to_pylist() == ["a,b"]
+    with pytest.raises(IngestError, match=r"broken.parquet: not a readable Parquet file"):
+        run(tmp_path, write(tmp_path / "broken.parquet", b"PAR1 not really"))
+
+
 def test_duplicate_column_names_are_an_error(tmp_path):
     with pytest.raises(IngestError, match=r"dup.csv: duplicate column names \['a'\]"):
         run(tmp_path, write(tmp_path / "dup.csv", b"a,b,a\n1,2,3\n"))

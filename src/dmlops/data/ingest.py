@@ -21,7 +21,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
@@ -193,6 +193,7 @@ class _Target:
 
     schema: pa.Schema
     inferred: set[str]
+    source_columns: list[str]
 
     @property
     def names(self) -> list[str]:
@@ -232,7 +233,7 @@ def _target(names: list[str], found: dict[str, pa.DataType], schema: dict | None
             data_type = _reader_type(found.get(name, pa.null()))
             inferred.add(name)
         fields.append(pa.field(name, data_type, nullable=rules.get("nullable", True)))
-    return _Target(pa.schema(fields), inferred)
+    return _Target(pa.schema(fields), inferred, list(names))
 
 
 # --------------------------------------------------------------------------------------------- the sink
@@ -277,7 +278,7 @@ class _Sink:
             self.write_quarantine(bad)
 
     def add_unparsed(self, source: _SourceCount, lines: list[int | None], reasons: list[str],
-                     raw: list[str], rows: list[int | None] | None = None) -> None:
+                     raw: list[str]) -> None:
         """Rows the parser could not read: quarantined with their line and raw text."""
         if not reasons:
             return
@@ -287,7 +288,7 @@ class _Sink:
         columns.update({
             "_source": pa.array([source.uri] * count, pa.string()),
             "_line": pa.array(lines, pa.int64()),
-            "_row": pa.array(rows if rows is not None else [None] * count, pa.int64()),
+            "_row": pa.nulls(count, pa.int64()),
             "_reason": pa.array(reasons, pa.string()),
             "_raw": pa.array(raw, pa.string()),
         })
@@ -441,8 +442,8 @@ def _csv_plan(source: SourceFile, delimiter: str | None, null_values: list[str],
               block_size: int) -> tuple[_CsvOptions, pa.Schema]:
     """CSV options (with the delimiter sniffed when not given) and the header of the first file."""
     given = bool(delimiter)
-    default = "\t" if source.path.lower().split(".")[-1] == "tsv" or ".tsv." in source.path.lower() else ","
-    options = _CsvOptions(delimiter or default, null_values, block_size)
+    tab_separated = ".tsv" in os.path.basename(source.path).lower()
+    options = _CsvOptions(delimiter or ("\t" if tab_separated else ","), null_values, block_size)
     try:
         header = _csv_header(source, options)
         if len(header) == 1:
@@ -478,25 +479,17 @@ def _read_csv(source: SourceFile, options: _CsvOptions, sink: _Sink, counts: _So
             sink.add_unparsed(counts, list(lines), list(reasons), list(raw))
             unparsed.clear()
 
-    names = sink.target.names
     with _decoded(source, on_bytes) as (stream, digest):
         reader = pa_csv.open_csv(
             stream,
             read_options=pa_csv.ReadOptions(block_size=options.block_size, use_threads=False),
             parse_options=pa_csv.ParseOptions(delimiter=options.delimiter, invalid_row_handler=quarantine_row),
             convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.binary() for name in names},
+                column_types={name: pa.binary() for name in sink.target.source_columns},
                 null_values=options.null_values, strings_can_be_null=True,
             ),
         )
-        header = reader.schema.names
-        expected = [name for name in names if name in header] if len(header) < len(names) else names
-        if sorted(header) != sorted(expected) or len(header) != len(set(header)):
-            reader.close()
-            raise IngestError(
-                f"{source.uri}: header {header} differs from the first file's columns {names}; "
-                "ingest files with the same columns together"
-            )
+        _check_columns(source, reader.schema.names, sink.target)
         parsed = 0
         for batch in reader:
             flush_unparsed()
@@ -507,27 +500,29 @@ def _read_csv(source: SourceFile, options: _CsvOptions, sink: _Sink, counts: _So
     counts.bytes, counts.sha256 = digest.bytes_read, digest.sha256.hexdigest()
 
 
-def _parquet_batches(path: str, block_size: int) -> tuple[pq.ParquetFile, int]:
-    parquet = pq.ParquetFile(path)
+def _check_columns(source: SourceFile, columns: list[str], target: _Target) -> None:
+    """Every file of a CSV or Parquet source has the first file's columns (in any order)."""
+    if sorted(columns) != sorted(target.source_columns):
+        raise IngestError(
+            f"{source.uri}: header {columns} differs from the first file's columns {target.source_columns}; "
+            "ingest files with the same columns together"
+        )
+
+
+def _rows_per_batch(parquet: pq.ParquetFile, block_size: int) -> int:
+    """Rows per Parquet batch so a batch holds about ``block_size`` uncompressed bytes."""
     metadata = parquet.metadata
-    row_bytes = max(1, sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
-                    // max(1, metadata.num_rows))
-    return parquet, max(1024, block_size // row_bytes)
+    data_bytes = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    return max(1024, block_size // max(1, data_bytes // max(1, metadata.num_rows)))
 
 
 def _read_parquet(source: SourceFile, block_size: int, sink: _Sink, counts: _SourceCount,
                   on_bytes: Callable[[int], None] | None) -> None:
     with local_copy(source, on_bytes) as (path, digest):
-        parquet, batch_rows = _parquet_batches(path, block_size)
-        header = parquet.schema_arrow.names
-        if sorted(header) != sorted(name for name in sink.target.names if name in header) or \
-                set(header) - set(sink.target.names):
-            raise IngestError(
-                f"{source.uri}: columns {header} differ from the first file's columns {sink.target.names}; "
-                "ingest files with the same columns together"
-            )
+        parquet = pq.ParquetFile(path)
+        _check_columns(source, parquet.schema_arrow.names, sink.target)
         parsed = 0
-        for batch in parquet.iter_batches(batch_size=batch_rows):
+        for batch in parquet.iter_batches(batch_size=_rows_per_batch(parquet, block_size)):
             sink.add(batch, counts, parsed)
             parsed += batch.num_rows
     counts.bytes, counts.sha256 = digest.bytes_read, digest.sha256.hexdigest()
@@ -658,15 +653,15 @@ def ingest(
     progress: bool = True,
 ) -> IngestResult:
     """Ingest ``source`` (a file, glob or folder; local, file://, gs://, s3://, http(s)://, pkg://) into
-    the Parquet file ``output_path``; rows that cannot be parsed or break ``schema`` (a dmlops schema
-    document) go to ``quarantine_path`` with a reason. Fails with IngestError when the quarantined
-    fraction exceeds ``max_bad_fraction`` or no data rows were found.
+    the Parquet file ``output_path``. Rows that cannot be parsed or break ``schema`` (a dmlops schema
+    document: dict, JSON text or file path) go to ``quarantine_path`` with a reason. Fails with
+    IngestError when the quarantined fraction exceeds ``max_bad_fraction`` or no data rows were found.
     """
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise IngestError(f"max_bad_fraction={max_bad_fraction} must be between 0 and 1")
     if batch_size_bytes < 1024:
         raise IngestError(f"batch_size_bytes={batch_size_bytes} is too small; use at least 1024")
-    declared = load_schema(schema) if isinstance(schema, str) else load_schema(schema or None)
+    declared = load_schema(schema)
     files = resolve_sources(source, file_format)
     formats = sorted({item.file_format for item in files})
     if len(formats) > 1:
