@@ -78,17 +78,16 @@ def test_tune_component_in_a_pipeline_outputs_values_for_the_next_task(flights_s
         return f"{learning_rate} {batch_size} {hidden_units} {best_objective}"
 
     @dsl.pipeline
-    def pipeline(search_space: dict):
+    def pipeline(search_space: dict, tuning_trials: int):
         train_data = dsl.importer(artifact_uri=str(train), artifact_class=dsl.Dataset)
         eval_data = dsl.importer(artifact_uri=str(evaluation), artifact_class=dsl.Dataset)
         tuned = tune(train_data=train_data.output, eval_data=eval_data.output, label="label",
-                     search_space=search_space, epochs=1)
+                     search_space=search_space, max_trial_count=tuning_trials, parallel_trial_count=2, epochs=1)
         consume(learning_rate=tuned.outputs["learning_rate"], batch_size=tuned.outputs["batch_size"],
                 hidden_units=tuned.outputs["hidden_units"], best_objective=tuned.outputs["best_objective"])
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"), raise_on_error=True)
-    search = {**SEARCH, "algorithm": {"algorithmName": "random"}, "maxTrialCount": 2, "parallelTrialCount": 2}
-    pipeline(search_space=search)
+    pipeline(search_space={**SEARCH, "algorithm": {"algorithmName": "random"}}, tuning_trials=2)
     outputs = {path.parent.name: json.loads(path.read_text()) for path in (tmp_path / "root").rglob("executor_output.json")}
     tuned = outputs["tune"]
     best = json.loads(next((tmp_path / "root").rglob("tune/best_parameters")).read_text())
@@ -97,3 +96,5 @@ def test_tune_component_in_a_pipeline_outputs_values_for_the_next_task(flights_s
     assert 0.001 <= parameters["learning_rate"] <= 0.05 and parameters["batch_size"] % 32 == 0
     assert outputs["consume"]["parameterValues"]["Output"].startswith(f"{parameters['learning_rate']} ")
     assert best["parameters"]["batch_size"] == parameters["batch_size"]
+    trials = pq.read_table(next((tmp_path / "root").rglob("tune/trials")))
+    assert trials.num_rows == 2 and trials.column("state").to_pylist() == ["Succeeded", "Succeeded"]

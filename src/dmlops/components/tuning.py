@@ -18,6 +18,8 @@ def tune(
     trials: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
+    max_trial_count: int = 0,
+    parallel_trial_count: int = 0,
     strategy: str = "torch-ddp",
     num_workers: int = 1,
     numeric_features: list = [],
@@ -50,6 +52,7 @@ def tune(
 
     Outputs the best parameters as JSON, the trials table, an HTML report (objective vs each parameter),
     and every hyperparameter as its own output (tuned or passed through) for the training step.
+    ``max_trial_count``/``parallel_trial_count`` above 0 override the spec's budget (a pipeline parameter).
     ``on_failure`` (fail | use-best) and ``on_goal_not_reached`` (accept | fail) decide when the step fails.
     """
     import os
@@ -61,6 +64,11 @@ def tune(
     from dmlops.tuning.worker_search import chosen_hyperparameters, run_search, worker_experiment
 
     local = backend == "local"
+    search_space = dict(search_space)
+    if max_trial_count > 0:
+        search_space["maxTrialCount"] = max_trial_count
+    if parallel_trial_count > 0:
+        search_space["parallelTrialCount"] = parallel_trial_count
     defaults = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
                     hidden_units=[int(units) for units in hidden_units], embedding_dim=embedding_dim, dropout=dropout)
     config = TrainConfig(
