@@ -96,18 +96,18 @@ def test_package_source(tmp_path):
 
 
 def test_declared_schema_quarantines_wrong_types_and_nulls_with_reasons(tmp_path):
-    data = b"id,score,flag\n1,1.5,true\nx,2.0,false\n3,,true\n99999999999999999999,4,maybe\n5,5,false\n"
+    data = b"id,score,flag\n1,1.5,true\nx,2.0,false\n3,,true\n99999999999999999999,4,maybe\n5,5,false\n6,?,true\n"
     schema = {"columns": {"id": {"type": "int64"}, "score": {"type": "double", "nullable": False},
                           "flag": {"type": "bool"}}}
     result, table, quarantine = run(tmp_path, write(tmp_path / "typed.csv", data), schema=schema,
                                     max_bad_fraction=0.75)
     assert table.column("id").to_pylist() == [1, 5]
     assert table.schema.field("score").nullable is False
-    assert quarantine.column("_row").to_pylist() == [2, 3, 4]
-    assert quarantine.column("id").to_pylist() == ["x", "3", "99999999999999999999"]
+    assert quarantine.column("_row").to_pylist() == [2, 3, 4, 6]
+    assert quarantine.column("id").to_pylist() == ["x", "3", "99999999999999999999", "6"]
     assert quarantine.column("_reason").to_pylist() == [
         "id: not a valid int64", "score: null in a non-nullable column",
-        "id: not a valid int64; flag: not a valid bool",
+        "id: not a valid int64; flag: not a valid bool", "score: not a valid double",
     ]
     assert set(quarantine.column("_source").to_pylist()) == {str(tmp_path / "typed.csv")}
     assert result.quarantine_reasons == {reason: 1 for reason in quarantine.column("_reason").to_pylist()}
@@ -127,8 +127,12 @@ def test_missing_declared_column_is_a_schema_error_unless_optional(tmp_path):
     source = write(tmp_path / "events.csv", CSV)
     with pytest.raises(SchemaError, match=r"events.csv: declared columns \['label'\] are not in the data"):
         run(tmp_path, source, schema={"columns": {"label": {"type": "int64"}}})
-    result, table, _ = run(tmp_path, source, schema={"columns": {"label": {"type": "int64", "required": False}}})
+    optional = {"columns": {"label": {"type": "int64", "required": False}, "id": {"type": "int64"}}}
+    _, table, _ = run(tmp_path, source, schema=optional)
     assert table.column("label").to_pylist() == [None, None, None]
+    with_bad_id = write(tmp_path / "bad_id.csv", CSV + b"x,dan,1.0,2024-01-04T00:00:00Z\n")
+    _, table, quarantine = run(tmp_path, with_bad_id, schema=optional, max_bad_fraction=0.5)
+    assert table.num_rows == 3 and quarantine.column("label").to_pylist() == [None]
 
 
 def test_type_inferred_from_first_rows_quarantines_later_misfits_with_a_hint(tmp_path):

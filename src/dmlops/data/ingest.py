@@ -295,7 +295,10 @@ class _Sink:
         self.write_quarantine(pa.table(columns, schema=self.quarantine_schema))
 
     def write_quarantine(self, table: pa.Table) -> None:
-        self.quarantine.write_table(table.select(self.quarantine_schema.names).cast(self.quarantine_schema))
+        """Write quarantine rows; data columns a batch did not have are null."""
+        columns = [table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
+                   for name in self.quarantine_schema.names]
+        self.quarantine.write_table(pa.Table.from_arrays(columns, schema=self.quarantine_schema))
         for reason, count in Counter(table.column("_reason").to_pylist()).items():
             self.reasons[reason] += count
 
@@ -316,8 +319,6 @@ class _Sink:
         return sum(self.reasons.values())
 
 
-
-
 def _conform(data: pa.RecordBatch | pa.Table, target: _Target, uri: str,
              first_row: int) -> tuple[pa.Table, pa.Table | None]:
     """(good rows in the target schema, quarantine rows or None) for one batch, vectorised."""
@@ -326,6 +327,7 @@ def _conform(data: pa.RecordBatch | pa.Table, target: _Target, uri: str,
     arrays, problems = [], []
     for target_field in target.schema:
         name = target_field.name
+        column_problems = []
         if name not in present:
             values = pa.nulls(count, target_field.type)
         else:
@@ -333,14 +335,19 @@ def _conform(data: pa.RecordBatch | pa.Table, target: _Target, uri: str,
             if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
                 values, bad_text = cast_with_failures(values, pa.string())
                 if bad_text is not None:
-                    problems.append((bad_text, f"{name}: invalid UTF-8"))
+                    column_problems.append((bad_text, f"{name}: invalid UTF-8"))
             values, bad_value = cast_with_failures(values, target_field.type)
             if bad_value is not None:
                 hint = " (type inferred from the first rows; declare the column in a schema)" \
                     if name in target.inferred else ""
-                problems.append((bad_value, f"{name}: not a valid {type_name(target_field.type)}{hint}"))
+                column_problems.append((bad_value, f"{name}: not a valid {type_name(target_field.type)}{hint}"))
         if not target_field.nullable and values.null_count:
-            problems.append((pc.is_null(values), f"{name}: null in a non-nullable column"))
+            missing = pc.is_null(values)
+            for mask, _ in column_problems:  # a value that failed to parse is reported as that, not as null
+                missing = pc.and_(missing, pc.invert(mask))
+            if pc.any(missing).as_py():
+                column_problems.append((missing, f"{name}: null in a non-nullable column"))
+        problems += column_problems
         arrays.append(values)
     for name in sorted(present - set(target.names)):
         extra = _column(data, name)
