@@ -104,7 +104,9 @@ def _metadata_errors(obj: dict[str, Any]) -> list[str]:
     for section in ("labels", "annotations"):
         for key, value in (metadata.get(section) or {}).items():
             prefix, _, label_name = key.rpartition("/")
-            if not (len(label_name) <= 63 and _LABEL_NAME.match(label_name)) or (prefix and not _DNS1123_SUBDOMAIN.match(prefix)):
+            if not (len(label_name) <= 63 and _LABEL_NAME.match(label_name)) or (
+                prefix and not _DNS1123_SUBDOMAIN.match(prefix)
+            ):
                 errors.append(f"metadata.{section}: key {key!r} is not a qualified name")
             if not isinstance(value, str):
                 errors.append(f"metadata.{section}[{key!r}]: value {value!r} is not a string")

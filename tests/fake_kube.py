@@ -25,11 +25,12 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -154,6 +155,7 @@ class FakeKube:
         self._stopped = False
         self._log_lines: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._last_log_ns = 0
+        self._forbidden: set[tuple[str, str]] = set()
         self._background: list[threading.Thread] = []
         self.background_errors: list[str] = []
         self.requests: list[Request] = []
@@ -168,7 +170,7 @@ class FakeKube:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self) -> "FakeKube":
+    def start(self) -> FakeKube:
         self._thread.start()
         return self
 
@@ -181,7 +183,7 @@ class FakeKube:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakeKube":
+    def __enter__(self) -> FakeKube:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -342,6 +344,11 @@ class FakeKube:
                 self._log_lines[(namespace, pod)].append((f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z", line))
             self._lock.notify_all()
 
+    def forbid(self, method: str, plural: str) -> None:
+        """Answer ``method`` requests on ``plural`` with 403, as for a service account without that RBAC verb."""
+        with self._lock:
+            self._forbidden.add((method, plural))
+
     def drop_streams(self, abrupt: bool = True) -> None:
         """End every open watch and log stream: ``abrupt`` resets the connection mid-stream."""
         with self._lock:
@@ -363,9 +370,7 @@ class FakeKube:
 
     def _find_key(self, plural: str, namespace: str, name: str, group: str | None) -> tuple[str, str, str, str] | None:
         keys = [
-            key
-            for key in self._objects
-            if key[1:] == (plural, namespace, name) and (group is None or key[0] == group)
+            key for key in self._objects if key[1:] == (plural, namespace, name) and (group is None or key[0] == group)
         ]
         if len(keys) > 1:
             raise ValueError(f"{plural} {namespace}/{name} exists in several groups; pass group=")
@@ -376,7 +381,9 @@ class FakeKube:
         return self._resource_version
 
     def _record(self, event_type: str, group: str, plural: str, obj: Obj) -> None:
-        self._events.append(_Event(int(obj["metadata"]["resourceVersion"]), event_type, group, plural, copy.deepcopy(obj)))
+        self._events.append(
+            _Event(int(obj["metadata"]["resourceVersion"]), event_type, group, plural, copy.deepcopy(obj))
+        )
         self._lock.notify_all()
 
     def _store_new(self, group: str, version: str, plural: str, namespace: str, obj: Obj) -> Obj:
@@ -405,7 +412,15 @@ class FakeKube:
 
 
 def _status(code: int, reason: str, message: str) -> Obj:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 class _Abort(Exception):
@@ -500,8 +515,14 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
 
         # -- resources --
 
-        def _resource(self, method: str, group: str, version: str, plural: str, route: dict, query: dict, body: Any) -> None:
+        def _resource(
+            self, method: str, group: str, version: str, plural: str, route: dict, query: dict, body: Any
+        ) -> None:
             namespace, name, sub = route["namespace"], route["name"], route["sub"]
+            if (method, plural) in fake._forbidden:
+                self._fail(
+                    403, "Forbidden", f'{plural}.{group} is forbidden: cannot {method} in the namespace "{namespace}"'
+                )
             api_version = f"{group}/{version}" if group else version
             if name is None and method == "GET":
                 if _flag(query, "watch"):
@@ -526,7 +547,9 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     del fake._objects[key]
                     current["metadata"]["resourceVersion"] = str(fake._next_version())
                     fake._record("DELETED", group, plural, current)
-                    fake.deleted.append({"plural": plural, "namespace": namespace, "name": name, "propagationPolicy": policy})
+                    fake.deleted.append(
+                        {"plural": plural, "namespace": namespace, "name": name, "propagationPolicy": policy}
+                    )
                     self._send_json(200, _status(200, "", "deleted") | {"status": "Success"})
                 elif method in ("PATCH", "PUT"):
                     self._update(method, key, current, sub, body)
@@ -537,7 +560,9 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
             if not isinstance(body, dict) or not body.get("metadata", {}).get("name"):
                 self._fail(422, "Invalid", "metadata.name: Required value")
             if body.get("apiVersion") != api_version:
-                self._fail(400, "BadRequest", f"apiVersion {body.get('apiVersion')!r} does not match the path ({api_version})")
+                self._fail(
+                    400, "BadRequest", f"apiVersion {body.get('apiVersion')!r} does not match the path ({api_version})"
+                )
             if body["metadata"].get("namespace", namespace) != namespace:
                 self._fail(400, "BadRequest", "the namespace of the object does not match the namespace on the request")
             with fake._lock:
@@ -554,12 +579,18 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
             if method == "PATCH":
                 content_type = self.headers.get("Content-Type", "")
                 if content_type != "application/merge-patch+json":
-                    self._fail(415, "UnsupportedMediaType", f"the fake API server supports merge patches only, not {content_type}")
+                    self._fail(
+                        415,
+                        "UnsupportedMediaType",
+                        f"the fake API server supports merge patches only, not {content_type}",
+                    )
                 updated = merge_patch(current, body)
             else:
                 sent_version = (body.get("metadata") or {}).get("resourceVersion")
                 if sent_version and sent_version != current["metadata"]["resourceVersion"]:
-                    self._fail(409, "Conflict", "the object has been modified; please apply your changes to the latest version")
+                    self._fail(
+                        409, "Conflict", "the object has been modified; please apply your changes to the latest version"
+                    )
                 updated = copy.deepcopy(body)
             if sub == "status":
                 result = copy.deepcopy(current)
@@ -591,13 +622,16 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     items = [
                         copy.deepcopy(obj)
                         for (obj_group, obj_plural, _, _), obj in sorted(fake._objects.items())
-                        if (obj_group, obj_plural) == (group, plural) and self._matching(group, plural, namespace, obj, query)
+                        if (obj_group, obj_plural) == (group, plural)
+                        and self._matching(group, plural, namespace, obj, query)
                     ]
                     version = str(fake._resource_version)
             except ValueError as error:
                 self._fail(400, "BadRequest", str(error))
             kind = items[0]["kind"] + "List" if items else "List"
-            self._send_json(200, {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": version}, "items": items})
+            self._send_json(
+                200, {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": version}, "items": items}
+            )
 
         def _watch(self, group: str, plural: str, namespace: str, query: dict) -> None:
             since = query.get("resourceVersion", "")
@@ -625,7 +659,11 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     while not pending:
                         if fake._drops != drops or fake._stopped:
                             break  # a drop wins over events that arrive with it: they are replayed on resume
-                        new = [e for e in fake._events if e.resource_version > seen and (e.group, e.plural) == (group, plural)]
+                        new = [
+                            e
+                            for e in fake._events
+                            if e.resource_version > seen and (e.group, e.plural) == (group, plural)
+                        ]
                         if new:
                             pending = [(e.type, copy.deepcopy(e.obj)) for e in new]
                             seen = new[-1].resource_version
@@ -655,9 +693,17 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                 containers = [c["name"] for c in pod["spec"]["containers"]]
                 container = query.get("container") or (containers[0] if len(containers) == 1 else None)
                 if container not in containers:
-                    self._fail(400, "BadRequest", f"a container name must be specified for pod {name}, choose one of: {containers}")
+                    self._fail(
+                        400,
+                        "BadRequest",
+                        f"a container name must be specified for pod {name}, choose one of: {containers}",
+                    )
                 if pod["status"]["phase"] == "Pending":
-                    self._fail(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+                    self._fail(
+                        400,
+                        "BadRequest",
+                        f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating',
+                    )
                 drops = fake._drops
             self._start_chunked("text/plain")
             sent = 0
@@ -667,7 +713,12 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     lines = fake._log_lines.get((namespace, name), [])
                     while sent == len(lines) and _flag(query, "follow"):
                         current = fake._objects.get((PODS[0], PODS[1], namespace, name))
-                        if current is None or current["status"]["phase"] in _FINISHED or fake._drops != drops or fake._stopped:
+                        if (
+                            current is None
+                            or current["status"]["phase"] in _FINISHED
+                            or fake._drops != drops
+                            or fake._stopped
+                        ):
                             break
                         fake._lock.wait(1)
                     dropped = fake._drops != drops or fake._stopped

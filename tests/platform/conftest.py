@@ -35,4 +35,6 @@ def echo() -> Echo:
 
 @pytest.fixture
 def launcher(fake_kube: FakeKube, echo: Echo) -> KubernetesLauncher:  # noqa: F811
-    return KubernetesLauncher(fake_kube.api_client(), echo=echo.append, poll_interval_s=0.05, watch_window_s=2, log_drain_s=5)
+    return KubernetesLauncher(
+        fake_kube.api_client(), echo=echo.append, poll_interval_s=0.05, watch_window_s=2, log_drain_s=5
+    )

@@ -9,8 +9,7 @@ import textwrap
 import pytest
 from crds import assert_valid
 
-from dmlops.platform import JobFailed, LaunchError, LaunchTimeout, resource_name, run_labels
-from dmlops.platform.kubernetes import KubernetesLauncher
+from dmlops.platform import JobFailed, LaunchError, LaunchTimeout, ResourceRef, resource_name, run_labels
 from dmlops.training.jobs import Placement, pytorch_job
 
 NS = "team-a"
@@ -24,8 +23,12 @@ MASTER = {
 def make_job(task: str = "train", run_id: str = "run-7f3c", workers: int = 2) -> dict:
     name = resource_name("train", run_id, task)
     return pytorch_job(
-        name, NS, image="ghcr.io/dmlops/torch-horovod:0.1.0", command=["python", "-m", "dmlops.training.worker"],
-        workers=workers, placement=Placement(cpu="1", memory="1Gi", labels=run_labels(run_id, task)),
+        name,
+        NS,
+        image="ghcr.io/dmlops/torch-horovod:0.1.0",
+        command=["python", "-m", "dmlops.training.worker"],
+        workers=workers,
+        placement=Placement(cpu="1", memory="1Gi", labels=run_labels(run_id, task)),
     )
 
 
@@ -40,7 +43,13 @@ def test_successful_job_streams_master_log_and_names_the_resource(fake_kube, lau
     def operator():
         fake_kube.wait_for_object("pytorchjobs", NS, name)
         fake_kube.set_condition("pytorchjobs", NS, name, "Created", reason="PyTorchJobCreated")
-        fake_kube.add_pod(NS, f"{name}-worker-0", {**master_labels(job), "training.kubeflow.org/replica-type": "worker"}, ("pytorch",), "Running")
+        fake_kube.add_pod(
+            NS,
+            f"{name}-worker-0",
+            {**master_labels(job), "training.kubeflow.org/replica-type": "worker"},
+            ("pytorch",),
+            "Running",
+        )
         fake_kube.log(NS, f"{name}-worker-0", "worker noise that must not be streamed")
         fake_kube.add_pod(NS, f"{name}-master-0", master_labels(job), ("istio-proxy", "pytorch"))  # Pending first
         fake_kube.set_pod_phase(NS, f"{name}-master-0", "Running")
@@ -57,10 +66,18 @@ def test_successful_job_streams_master_log_and_names_the_resource(fake_kube, lau
 
     stored = fake_kube.get("pytorchjobs", NS, name)
     assert result.resource.to_dict() == {
-        "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "namespace": NS, "name": name,
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "namespace": NS,
+        "name": name,
         "uid": stored["metadata"]["uid"],
     }
-    assert (result.created, result.condition, result.reason, result.message) == (True, "Succeeded", "PyTorchJobSucceeded", "done")
+    assert (result.created, result.condition, result.reason, result.message) == (
+        True,
+        "Succeeded",
+        "PyTorchJobSucceeded",
+        "done",
+    )
     assert [created["spec"] for created in fake_kube.created] == [job["spec"]]
     pod_lines = [line for line in echo if line.startswith("[")]
     assert pod_lines == [
@@ -73,25 +90,62 @@ def test_successful_job_streams_master_log_and_names_the_resource(fake_kube, lau
     assert fake_kube.deleted == []
 
 
-def test_failed_job_raises_with_the_operator_reason(fake_kube, launcher):
+def test_failed_job_raises_with_the_operator_reason_after_printing_the_log(fake_kube, launcher, echo):
     job = make_job()
     name = job["metadata"]["name"]
+    pod = f"{name}-master-0"
 
     def operator():
         fake_kube.wait_for_object("pytorchjobs", NS, name)
         fake_kube.set_condition("pytorchjobs", NS, name, "Running")
+        fake_kube.add_pod(NS, pod, master_labels(job), ("pytorch",), "Running")
+        fake_kube.log(NS, pod, "Traceback (most recent call last):", "ValueError: learning rate must be positive")
+        fake_kube.set_pod_phase(NS, pod, "Failed")
         fake_kube.set_condition(
-            "pytorchjobs", NS, name, "Failed", reason="BackoffLimitExceeded",
+            "pytorchjobs",
+            NS,
+            name,
+            "Failed",
+            reason="BackoffLimitExceeded",
             message="PyTorchJob train is failed because 1 Master replica(s) failed.",
         )
 
     fake_kube.in_background(operator)
     with pytest.raises(JobFailed) as failure:
-        launcher.run(job, timeout_s=20, stream_logs=False)
+        launcher.run(job, timeout_s=20)
     assert failure.value.reason == "BackoffLimitExceeded"
     assert "1 Master replica(s) failed" in failure.value.message
     assert failure.value.resource.name == name
+    assert f"[{pod}] ValueError: learning rate must be positive" in echo
     assert fake_kube.get("pytorchjobs", NS, name) is not None  # kept for inspection
+
+
+def test_a_job_deleted_by_someone_else_fails_the_step(fake_kube, launcher):
+    job = make_job()
+    name = job["metadata"]["name"]
+
+    def operator():
+        fake_kube.wait_for(lambda: fake_kube.count("GET", "/pytorchjobs", watch="True") >= 1)
+        launcher.delete(launcher_ref(job), propagation_policy="Background")
+
+    fake_kube.in_background(operator)
+    with pytest.raises(JobFailed, match="Deleted: the resource was deleted while the step was waiting on it"):
+        launcher.run(job, timeout_s=20, stream_logs=False)
+    assert fake_kube.deleted[0]["name"] == name
+
+
+def launcher_ref(job):
+    return ResourceRef(job["apiVersion"], job["kind"], job["metadata"]["namespace"], job["metadata"]["name"])
+
+
+def test_missing_rbac_says_which_permissions_the_service_account_needs(fake_kube, launcher):
+    fake_kube.forbid("POST", "pytorchjobs")
+    with pytest.raises(
+        LaunchError,
+        match="HTTP 403 Forbidden.*needs create, get, list, watch, patch and delete on "
+        "pytorchjobs.kubeflow.org in namespace team-a",
+    ):
+        launcher.run(make_job(), timeout_s=5)
 
 
 def first_attempt(fake_kube, job):
@@ -135,7 +189,9 @@ def test_retry_after_a_failed_attempt_recreates_the_job(fake_kube, launcher):
     fake_kube.in_background(operator)
     result = launcher.run(make_job(), timeout_s=20, stream_logs=False)
 
-    assert fake_kube.deleted == [{"plural": "pytorchjobs", "namespace": NS, "name": name, "propagationPolicy": "Foreground"}]
+    assert fake_kube.deleted == [
+        {"plural": "pytorchjobs", "namespace": NS, "name": name, "propagationPolicy": "Foreground"}
+    ]
     assert result.created is True
     assert result.resource.uid != original["metadata"]["uid"]
 
@@ -192,7 +248,9 @@ def test_sigterm_deletes_the_job_and_exits_non_zero(fake_kube, tmp_path):
     assert process.returncode != 0
     assert "LaunchCancelled: SIGTERM received: run cancelled, PyTorchJob team-a/cancel-me deleted" in stderr
     assert fake_kube.get("pytorchjobs", NS, "cancel-me") is None
-    assert fake_kube.deleted == [{"plural": "pytorchjobs", "namespace": NS, "name": "cancel-me", "propagationPolicy": "Foreground"}]
+    assert fake_kube.deleted == [
+        {"plural": "pytorchjobs", "namespace": NS, "name": "cancel-me", "propagationPolicy": "Foreground"}
+    ]
     assert "PyTorchJob team-a/cancel-me: deleted (Foreground)" in stdout
 
 
@@ -237,7 +295,11 @@ def test_watch_410_gone_lists_again(fake_kube, launcher, echo):
     result = launcher.run(job, timeout_s=20, stream_logs=False)
 
     assert result.condition == "Succeeded"
-    relists = [r for r in fake_kube.requests if r.method == "GET" and r.path.endswith("/pytorchjobs") and "watch" not in r.query]
+    relists = [
+        r
+        for r in fake_kube.requests
+        if r.method == "GET" and r.path.endswith("/pytorchjobs") and "watch" not in r.query
+    ]
     assert [r.query.get("fieldSelector") for r in relists] == [f"metadata.name={name}"]
 
 
@@ -314,7 +376,9 @@ def test_apply_creates_then_updates_and_waits_for_the_new_generation(fake_kube, 
     # Ready=True from generation 1 is still there while generation 2 rolls out: apply must not stop at it.
     def roll_out():
         fake_kube.wait_for(lambda: generation() == 2)
-        fake_kube.set_condition("inferenceservices", NS, "flights-delay", "Ready", status="False", reason="RevisionMissing")
+        fake_kube.set_condition(
+            "inferenceservices", NS, "flights-delay", "Ready", status="False", reason="RevisionMissing"
+        )
         fake_kube.patch_status("inferenceservices", NS, "flights-delay", {"observedGeneration": 2})
         fake_kube.set_condition("inferenceservices", NS, "flights-delay", "Ready")
 
@@ -342,7 +406,9 @@ def test_apply_reports_a_model_that_fails_to_load(fake_kube, launcher):
     def fail_load():
         fake_kube.wait_for_object("inferenceservices", NS, "broken")
         fake_kube.patch_status(
-            "inferenceservices", NS, "broken",
+            "inferenceservices",
+            NS,
+            "broken",
             {
                 "observedGeneration": 1,
                 "modelStatus": {
@@ -368,5 +434,7 @@ def test_invalid_resources_are_refused_before_any_request(fake_kube, launcher):
     with pytest.raises(LaunchError, match="metadata.namespace is empty"):
         launcher.run(job, timeout_s=5)
     with pytest.raises(LaunchError, match="no completion rule for kind 'Deployment'"):
-        launcher.run({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "namespace": NS}}, timeout_s=5)
+        launcher.run(
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "namespace": NS}}, timeout_s=5
+        )
     assert fake_kube.requests == []

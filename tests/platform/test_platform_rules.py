@@ -10,7 +10,12 @@ def resource(api_version, kind, *conditions, generation=1, **status):
         "apiVersion": api_version,
         "kind": kind,
         "metadata": {"name": "job", "generation": generation},
-        "status": {"conditions": [{"type": t, "status": s, "reason": f"{t}Reason", "message": f"{t} message"} for t, s in conditions], **status},
+        "status": {
+            "conditions": [
+                {"type": t, "status": s, "reason": f"{t}Reason", "message": f"{t} message"} for t, s in conditions
+            ],
+            **status,
+        },
     }
 
 
@@ -37,16 +42,31 @@ def test_job_rules(api_version, kind, done, failed):
 
 def test_inference_service_counts_only_the_observed_generation():
     rule = rule_for({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService"})
-    stale = resource("serving.kserve.io/v1beta1", "InferenceService", ("Ready", "True"), generation=2, observedGeneration=1)
+    stale = resource(
+        "serving.kserve.io/v1beta1", "InferenceService", ("Ready", "True"), generation=2, observedGeneration=1
+    )
     assert rule.outcome(stale) is None
-    current = resource("serving.kserve.io/v1beta1", "InferenceService", ("Ready", "True"), generation=2, observedGeneration=2)
+    current = resource(
+        "serving.kserve.io/v1beta1", "InferenceService", ("Ready", "True"), generation=2, observedGeneration=2
+    )
     assert rule.outcome(current).succeeded
     failed_load = resource(
-        "serving.kserve.io/v1beta1", "InferenceService", ("Ready", "False"), generation=2, observedGeneration=2,
-        modelStatus={"transitionStatus": "InvalidSpec", "lastFailureInfo": {"reason": "NoSupportingRuntime", "message": "no runtime for sklearn"}},
+        "serving.kserve.io/v1beta1",
+        "InferenceService",
+        ("Ready", "False"),
+        generation=2,
+        observedGeneration=2,
+        modelStatus={
+            "transitionStatus": "InvalidSpec",
+            "lastFailureInfo": {"reason": "NoSupportingRuntime", "message": "no runtime for sklearn"},
+        },
     )
     outcome = rule.outcome(failed_load)
-    assert (outcome.succeeded, outcome.reason, outcome.message) == (False, "NoSupportingRuntime", "no runtime for sklearn")
+    assert (outcome.succeeded, outcome.reason, outcome.message) == (
+        False,
+        "NoSupportingRuntime",
+        "no runtime for sklearn",
+    )
 
 
 def test_log_selectors_name_the_primary_pod():
@@ -54,7 +74,9 @@ def test_log_selectors_name_the_primary_pod():
     assert selectors[("kubeflow.org/v1", "PyTorchJob")] == [
         "training.kubeflow.org/job-name=j,training.kubeflow.org/replica-type=master,training.kubeflow.org/replica-index=0"
     ]
-    assert selectors[("kubeflow.org/v2beta1", "MPIJob")] == ["training.kubeflow.org/job-name=j,training.kubeflow.org/job-role=launcher"]
+    assert selectors[("kubeflow.org/v2beta1", "MPIJob")] == [
+        "training.kubeflow.org/job-name=j,training.kubeflow.org/job-role=launcher"
+    ]
     assert selectors[("trainer.kubeflow.org/v1alpha1", "TrainJob")][-1] == (
         "jobset.sigs.k8s.io/jobset-name=j,jobset.sigs.k8s.io/replicatedjob-name=node,batch.kubernetes.io/job-completion-index=0"
     )

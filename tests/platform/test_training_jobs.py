@@ -22,18 +22,27 @@ GPU_PLACEMENT = Placement(
 
 
 def build_all(placement=GPU_PLACEMENT, workers=3):
-    common = dict(image="ghcr.io/dmlops/torch-horovod:0.1.0", env={"EPOCHS": 3, "DATA": "gs://b/train.parquet"}, workers=workers, placement=placement)
+    common = dict(
+        image="ghcr.io/dmlops/torch-horovod:0.1.0",
+        env={"EPOCHS": 3, "DATA": "gs://b/train.parquet"},
+        workers=workers,
+        placement=placement,
+    )
     return {
         "TrainJob": train_job(NAME, "ml", command=COMMAND, args=["--epochs", "3"], procs_per_node=2, **common),
         "PyTorchJob": pytorch_job(NAME, "ml", command=COMMAND, args=["--epochs", "3"], **common),
         "TFJob": tf_job(NAME, "ml", command=COMMAND, **common),
         "MPIJob v2beta1": mpi_job(NAME, "ml", command=["mpirun", "-np", "6", *COMMAND], slots_per_worker=2, **common),
-        "MPIJob v1": mpi_job(NAME, "ml", command=["mpirun", "-np", "6", *COMMAND], api_version="kubeflow.org/v1", **common),
+        "MPIJob v1": mpi_job(
+            NAME, "ml", command=["mpirun", "-np", "6", *COMMAND], api_version="kubeflow.org/v1", **common
+        ),
     }
 
 
 @pytest.mark.parametrize("kind", list(build_all()))
-@pytest.mark.parametrize("placement, workers", [(GPU_PLACEMENT, 3), (Placement(), 1)], ids=["gpu-placement", "bare-single"])
+@pytest.mark.parametrize(
+    "placement, workers", [(GPU_PLACEMENT, 3), (Placement(), 1)], ids=["gpu-placement", "bare-single"]
+)
 def test_every_job_validates_against_its_crd(kind, placement, workers):
     assert_valid(build_all(placement, workers)[kind])
 
@@ -46,10 +55,21 @@ def pod_templates(job):
 
 def test_operator_v1_jobs_put_placement_on_every_training_pod():
     jobs = build_all()
-    expected_roles = {"PyTorchJob": {"Master": 1, "Worker": 2}, "TFJob": {"Chief": 1, "Worker": 2}, "MPIJob v2beta1": {"Launcher": 1, "Worker": 3}}
+    expected_roles = {
+        "PyTorchJob": {"Master": 1, "Worker": 2},
+        "TFJob": {"Chief": 1, "Worker": 2},
+        "MPIJob v2beta1": {"Launcher": 1, "Worker": 3},
+    }
     for kind, roles in expected_roles.items():
         job = jobs[kind]
-        replicas = {role: spec["replicas"] for role, spec in (job["spec"].get("pytorchReplicaSpecs") or job["spec"].get("tfReplicaSpecs") or job["spec"]["mpiReplicaSpecs"]).items()}
+        replicas = {
+            role: spec["replicas"]
+            for role, spec in (
+                job["spec"].get("pytorchReplicaSpecs")
+                or job["spec"].get("tfReplicaSpecs")
+                or job["spec"]["mpiReplicaSpecs"]
+            ).items()
+        }
         assert replicas == roles, kind
         for role, template in pod_templates(job).items():
             pod = template["spec"]
@@ -66,7 +86,8 @@ def test_operator_v1_jobs_put_placement_on_every_training_pod():
     assert pod_templates(jobs["PyTorchJob"])["Master"]["spec"]["containers"][0]["name"] == "pytorch"
     assert pod_templates(jobs["TFJob"])["Chief"]["spec"]["containers"][0]["name"] == "tensorflow"
     assert pod_templates(jobs["PyTorchJob"])["Worker"]["spec"]["containers"][0]["env"] == [
-        {"name": "EPOCHS", "value": "3"}, {"name": "DATA", "value": "gs://b/train.parquet"},
+        {"name": "EPOCHS", "value": "3"},
+        {"name": "DATA", "value": "gs://b/train.parquet"},
     ]
     mpi = pod_templates(jobs["MPIJob v2beta1"])
     assert mpi["Launcher"]["spec"]["containers"][0]["command"][:3] == ["mpirun", "-np", "6"]
@@ -79,13 +100,20 @@ def test_single_worker_jobs_have_no_worker_replicas():
     assert list(jobs["PyTorchJob"]["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     assert list(jobs["TFJob"]["spec"]["tfReplicaSpecs"]) == ["Chief"]
     assert "metadata" not in jobs["PyTorchJob"]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
-    assert "resources" not in jobs["PyTorchJob"]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert (
+        "resources"
+        not in jobs["PyTorchJob"]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    )
 
 
 def test_train_job_references_the_runtime_and_patches_node_placement():
     job = build_all()["TrainJob"]
     spec = job["spec"]
-    assert spec["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime"}
+    assert spec["runtimeRef"] == {
+        "name": "torch-distributed",
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "ClusterTrainingRuntime",
+    }
     assert spec["trainer"]["numNodes"] == 3 and spec["trainer"]["numProcPerNode"] == 2
     assert spec["trainer"]["resourcesPerNode"]["limits"][GPU_RESOURCE] == "2"
     (patch,) = spec["runtimePatches"]
@@ -148,7 +176,9 @@ def test_katib_experiments_are_checked_against_the_katib_openapi_schema():
     experiment["spec"]["objective"]["objectiveMetric"] = experiment["spec"]["objective"].pop("objectiveMetricName")
     experiment["spec"]["maxTrialCount"] = "6"
     errors = crd_errors(experiment)
-    assert any(error.startswith("spec.objective") and "'objectiveMetric' was unexpected" in error for error in errors), errors
+    assert any(
+        error.startswith("spec.objective") and "'objectiveMetric' was unexpected" in error for error in errors
+    ), errors
     assert any(error.startswith("spec.maxTrialCount") for error in errors), errors
 
 

@@ -21,8 +21,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import urllib3
 from kubernetes import client, config, watch
@@ -233,23 +234,26 @@ class KubernetesLauncher:
                 if stream_logs and rule.log_pods:
                     logs = _LogFollower(self, rule, ref)
                     logs.start()
-                current, outcome = self._wait(rule, ref, current, deadline, timeout_s)
+                try:
+                    current, outcome = self._wait(rule, ref, current, deadline, timeout_s)
+                except BaseException:
+                    if logs is not None:
+                        logs.finish(0)
+                    raise
                 if logs is not None:
-                    logs.finish(self.log_drain_s)
+                    logs.finish(self.log_drain_s)  # the end of the log, e.g. a failed worker's traceback
             except _Cancelled as cancelled:
-                if logs is not None:
-                    logs.finish(0)
                 self.delete(ref)
                 raise LaunchCancelled(ref, cancelled.signal_name) from None
             except LaunchTimeout:
-                if logs is not None:
-                    logs.finish(0)
                 self.echo(f"{ref}: timed out; deleting it so it does not keep running")
                 self.delete(ref)
                 raise
         if not outcome.succeeded:
             raise JobFailed(ref, outcome.reason or outcome.condition, outcome.message)
-        return LaunchResult(ref, created, outcome.condition, outcome.reason, outcome.message, current.get("status") or {})
+        return LaunchResult(
+            ref, created, outcome.condition, outcome.reason, outcome.message, current.get("status") or {}
+        )
 
     def apply(self, resource: Resource, *, timeout_s: float) -> LaunchResult:
         """Create a long-lived resource, or merge-patch the existing one, and wait until it is ready.
@@ -261,14 +265,9 @@ class KubernetesLauncher:
         ref = _resource_ref(resource)
         deadline = time.monotonic() + timeout_s
         try:
-            current = self.custom.create_namespaced_custom_object(
-                rule.group, rule.version, ref.namespace, rule.plural, resource
-            )
+            current = self._create(resource, rule, ref)
             created = True
-            self.echo(f"{ref}: created")
-        except ApiException as error:
-            if error.status != 409:
-                raise _api_error("create", ref, rule, error) from None
+        except ApiException:  # 409: it exists
             patch = {key: value for key, value in resource.items() if key != "status"}
             metadata = resource.get("metadata") or {}
             patch["metadata"] = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
@@ -284,7 +283,9 @@ class KubernetesLauncher:
         current, outcome = self._wait(rule, ref, current, deadline, timeout_s)
         if not outcome.succeeded:
             raise JobFailed(ref, outcome.reason or outcome.condition, outcome.message)
-        return LaunchResult(ref, created, outcome.condition, outcome.reason, outcome.message, current.get("status") or {})
+        return LaunchResult(
+            ref, created, outcome.condition, outcome.reason, outcome.message, current.get("status") or {}
+        )
 
     def delete(self, ref: ResourceRef, propagation_policy: str = "Foreground") -> bool:
         """Delete the resource with its pods (``Foreground`` or ``Background``); False if it was gone."""
@@ -309,9 +310,15 @@ class KubernetesLauncher:
     # -- creation -------------------------------------------------------------------------------
 
     def _create(self, resource: Resource, rule: CompletionRule, ref: ResourceRef) -> Resource:
-        created = self.custom.create_namespaced_custom_object(
-            rule.group, rule.version, ref.namespace, rule.plural, resource
-        )
+        """Create the resource; an ApiException escapes only for 409 (it already exists)."""
+        try:
+            created = self.custom.create_namespaced_custom_object(
+                rule.group, rule.version, ref.namespace, rule.plural, resource
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise
+            raise _api_error("create", ref, rule, error) from None
         self.echo(f"{ref}: created (uid {created['metadata'].get('uid', '')})")
         return created
 
@@ -320,9 +327,8 @@ class KubernetesLauncher:
     ) -> tuple[Resource, bool]:
         try:
             return self._create(resource, rule, ref), True
-        except ApiException as error:
-            if error.status != 409:
-                raise _api_error("create", ref, rule, error) from None
+        except ApiException:  # 409: an earlier attempt created it
+            pass
         existing = self._get(rule, ref)
         wanted, found = _owner_labels(resource), _owner_labels(existing)
         if wanted != found:

@@ -19,8 +19,9 @@ Condition types and pod labels are those the upstream controllers set:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from dmlops.platform.errors import InvalidResource
 
@@ -135,9 +136,7 @@ RULES: dict[tuple[str, str], CompletionRule] = {
             "PyTorchJob",
             "pytorchjobs",
             **_TRAINING_OPERATOR_CONDITIONS,
-            log_pods=(
-                _JOB_NAME + ",training.kubeflow.org/replica-type=master,training.kubeflow.org/replica-index=0",
-            ),
+            log_pods=(_JOB_NAME + ",training.kubeflow.org/replica-type=master,training.kubeflow.org/replica-index=0",),
             log_container="pytorch",
         ),
         CompletionRule(

@@ -15,8 +15,9 @@ a :class:`Placement`: per-worker ``cpu``/``memory``/``gpu`` (``nvidia.com/gpu``;
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from dmlops.platform.naming import is_dns1035_label
 
@@ -76,7 +77,10 @@ def _check(name: str, namespace: str, image: str, workers: int, placement: Place
         raise ValueError(f"job {name}: gpu must be 0 or more; got {placement.gpu}")
     for toleration in placement.tolerations:
         if not isinstance(toleration, Mapping):
-            raise ValueError(f"job {name}: each toleration must be a mapping like {{'key': ..., 'operator': ...}}; got {toleration!r}")
+            raise ValueError(
+                f"job {name}: each toleration must be a mapping like "
+                f"{{'key': ..., 'operator': ...}}; got {toleration!r}"
+            )
 
 
 def _env(env: Mapping[str, Any] | None) -> list[Resource]:
@@ -84,7 +88,12 @@ def _env(env: Mapping[str, Any] | None) -> list[Resource]:
 
 
 def _container(
-    name: str, image: str, command: Sequence[str], args: Sequence[str], env: Mapping[str, Any] | None, resources: Resource
+    name: str,
+    image: str,
+    command: Sequence[str],
+    args: Sequence[str],
+    env: Mapping[str, Any] | None,
+    resources: Resource,
 ) -> Resource:
     container: Resource = {"name": name, "image": image}
     if command:
@@ -253,7 +262,10 @@ def mpi_job(
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
     if api_version not in ("kubeflow.org/v2beta1", "kubeflow.org/v1"):
-        raise ValueError(f"job {name}: api_version must be kubeflow.org/v2beta1 (mpi-operator) or kubeflow.org/v1; got {api_version!r}")
+        raise ValueError(
+            f"job {name}: api_version must be kubeflow.org/v2beta1 (mpi-operator) or kubeflow.org/v1; "
+            f"got {api_version!r}"
+        )
     if slots_per_worker < 1:
         raise ValueError(f"job {name}: slots_per_worker must be at least 1; got {slots_per_worker}")
     launcher_placement = Placement(
@@ -270,7 +282,11 @@ def mpi_job(
         "Launcher": _replica(1, _pod_template(launcher, launcher_placement), restart_policy),
         "Worker": _replica(workers, _pod_template(worker, where), None),
     }
-    spec: Resource = {"slotsPerWorker": slots_per_worker, "runPolicy": _run_policy(backoff_limit), "mpiReplicaSpecs": replicas}
+    spec: Resource = {
+        "slotsPerWorker": slots_per_worker,
+        "runPolicy": _run_policy(backoff_limit),
+        "mpiReplicaSpecs": replicas,
+    }
     if api_version == "kubeflow.org/v2beta1":
         spec["mpiImplementation"] = "OpenMPI"
     return {"apiVersion": api_version, "kind": "MPIJob", "metadata": _metadata(name, namespace, where), "spec": spec}
