@@ -92,11 +92,14 @@ def cluster_store_spec(
     }
 
 
-def _expand_variables(value: Any, where: str) -> Any:
+def _resolve(value: Any, where: str) -> Any:
+    """Expand ``${VAR}`` in strings; whole floats back to ints (a KFP dict parameter turns 3 into 3.0)."""
     if isinstance(value, dict):
-        return {key: _expand_variables(item, f"{where}.{key}") for key, item in value.items()}
+        return {key: _resolve(item, f"{where}.{key}") for key, item in value.items()}
     if isinstance(value, list):
-        return [_expand_variables(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return [_resolve(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, str):
         expanded = os.path.expandvars(value)
         unset = _UNSET_VARIABLE.findall(expanded)
@@ -118,7 +121,7 @@ def repo_config(spec: dict[str, Any]) -> Any:
         raise FeatureStoreError(
             "a store spec must be a dict with at least 'project' (see local_store_spec/cluster_store_spec)"
         )
-    expanded = _expand_variables(spec, "spec")
+    expanded = _resolve(spec, "spec")
     try:
         config = RepoConfig(**expanded)
         # Feast builds these lazily; build them now so a bad spec fails here, with its key named.

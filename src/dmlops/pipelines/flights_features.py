@@ -1,4 +1,7 @@
-"""Flights features in Feast, and the sub-pipeline that builds point-in-time training and eval sets.
+"""The flights feature repo in Feast (the sub-pipeline using it is ``flights_features_pipeline``).
+
+This module imports no KFP component: the ``feast_apply`` step imports it at run time by its reference
+``DEFINITIONS``, where KFP's component decorators are not available.
 
 - ``weather`` by ``origin``: hourly observations, joined at the flight's scheduled hour (TTL 1 hour: the
   observation of that hour, else of the hour before; older weather is no value);
@@ -9,14 +12,7 @@
 """
 
 from datetime import timedelta
-from typing import NamedTuple
 
-from kfp import dsl
-from kfp.dsl import Dataset, Input
-
-from dmlops.components.features import (feast_apply, feast_materialize, feast_online_features, feast_source,
-                                        feast_training_set, running_means)
-from dmlops.components.transform import derive_columns
 from dmlops.features.config import local_store_spec
 
 DEFINITIONS = "dmlops.pipelines.flights_features:definitions"
@@ -80,51 +76,3 @@ def definitions(weather: str, planes: str, carriers: str) -> list:
     service = FeatureService(name="flights", features=[weather_view, weather_derived, plane_view, carrier_view])
     return [origin, tailnum, carrier, weather_view, weather_derived, plane_view, carrier_view, service]
 
-
-class FeatureSets(NamedTuple):
-    training_set: Dataset
-    eval_set: Dataset
-
-
-@dsl.pipeline(name="flights-features", description="Flights features in Feast: apply, materialize, point-in-time training and eval sets.")
-def flights_features(
-    train: Input[Dataset],
-    eval: Input[Dataset],
-    weather: Input[Dataset],
-    planes: Input[Dataset],
-    store: dict,
-    timestamp_column: str = "time_hour",
-    label_column: str = "label",
-    materialize_start: str = "2013-01-01",
-    materialize_end: str = "2014-01-02",
-) -> FeatureSets:
-    """From labelled train/eval flights (scheduled-departure time in ``timestamp_column``, label in
-    ``label_column``), hourly weather and planes: carrier statistics from the training flights, apply the
-    feature repo to ``store`` (a store spec, e.g. ``LOCAL_STORE``), materialize ``[materialize_start,
-    materialize_end]`` and check one online lookup, and join point-in-time features to train and eval."""
-    stamped_planes = derive_columns(dataset=planes, columns=PLANE_VALID_FROM).set_display_name("stamp planes")
-    carriers = running_means(
-        dataset=train, entity_column="carrier", time_column=timestamp_column,
-        means={**CARRIER_MEANS, "delay_rate": label_column}, count_column=CARRIER_COUNT, available_after="1 day",
-    ).set_display_name("carrier statistics (train)")
-    applied = feast_apply(
-        store=store, definitions=DEFINITIONS,
-        arguments={
-            "weather": feast_source(dataset=weather).set_display_name("weather source").output,
-            "planes": feast_source(dataset=stamped_planes.outputs["output"]).set_display_name("planes source").output,
-            "carriers": feast_source(dataset=carriers.outputs["output"]).set_display_name("carrier source").output,
-        },
-    ).set_display_name("feast apply")
-    materialized = feast_materialize(
-        store=store, start=materialize_start, end=materialize_end, incremental=False,
-    ).after(applied).set_display_name("feast materialize")
-    feast_online_features(
-        store=store, features=FEATURES, entity_rows=SMOKE_ENTITY_ROWS,
-    ).after(materialized).set_display_name("online lookup")
-    train_set = feast_training_set(
-        store=store, entities=train, features=FEATURES, timestamp_column=timestamp_column,
-    ).after(applied).set_display_name("training set")
-    eval_set = feast_training_set(
-        store=store, entities=eval, features=FEATURES, timestamp_column=timestamp_column,
-    ).after(applied).set_display_name("eval set")
-    return FeatureSets(training_set=train_set.outputs["training_set"], eval_set=eval_set.outputs["training_set"])

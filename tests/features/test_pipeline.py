@@ -1,0 +1,36 @@
+"""The flights feature sub-pipeline end to end with kfp.local, on the January slices."""
+
+import pandas as pd
+import pytest
+from kfp import dsl, local
+from kfp.dsl import Dataset
+
+from dmlops.features import local_store_spec, online_features
+from dmlops.pipelines.flights_features import FEATURES
+from dmlops.pipelines.flights_features_pipeline import FeatureSets, flights_features
+
+
+@pytest.mark.slow
+def test_flights_features_pipeline(flights_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = local_store_spec("feature_store", project="flights")  # relative: each step resolves it here
+
+    @dsl.pipeline
+    def wrapper(train: str, eval: str, weather: str, planes: str) -> FeatureSets:
+        datasets = {name: dsl.importer(artifact_uri=uri, artifact_class=Dataset).output
+                    for name, uri in {"train": train, "eval": eval, "weather": weather, "planes": planes}.items()}
+        features = flights_features(**datasets, store=store, materialize_end="2013-01-15")
+        return FeatureSets(training_set=features.outputs["training_set"], eval_set=features.outputs["eval_set"])
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"), raise_on_error=True)
+    run = wrapper(**{name: flights_data[name] for name in ("train", "eval", "weather", "planes")})
+
+    for name, entities in (("training_set", "train"), ("eval_set", "eval")):
+        result = pd.read_parquet(run.outputs[name].path)
+        assert len(result) == len(pd.read_parquet(flights_data[entities]))
+        assert {f"{reference.replace(':', '__')}" for reference in FEATURES} <= set(result.columns)
+        assert run.outputs[name].metadata["rows_out"] == len(result)
+        assert result["weather__temp"].notna().mean() > 0.9
+    values = online_features(store, ["weather:temp", "carrier:flights"], [{"origin": "JFK", "carrier": "UA"}])
+    train = pd.read_parquet(flights_data["train"])
+    assert values["carrier__flights"] == [(train["carrier"] == "UA").sum()]
