@@ -1,0 +1,156 @@
+"""The kustomize base and overlays in manifests/: rendered with ``kubectl kustomize`` (kustomize built into
+kubectl), every object validated against its schema: the Kubernetes OpenAPI schemas for built-in kinds
+(kubernetes-validate, strict), the upstream CRDs in shared/crds for KServe and Feast kinds (tests/crds.py).
+PrometheusRule has no CRD there; tests/cluster/test_monitoring.py checks it with promtool.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from crds import crd_errors
+from dmlops.components.images import DEFAULT_REGISTRY, IMAGE_FAMILIES
+from dmlops import __version__
+from dmlops.serving import packaging
+from dmlops.serving.__main__ import build_parser
+from image_imports import REPO
+
+MANIFESTS = REPO / "manifests"
+KUSTOMIZATIONS = {
+    "cluster": MANIFESTS / "cluster",
+    "standalone": MANIFESTS / "overlays" / "standalone",
+    "multi-user": MANIFESTS / "overlays" / "multi-user",
+}
+OVERLAY_NAMESPACE = {"standalone": "kubeflow", "multi-user": "kubeflow-user-example-com"}
+OVERLAY_SERVICE_ACCOUNT = {"standalone": "pipeline-runner", "multi-user": "default-editor"}
+KUBERNETES_VERSION = "1.32.0"
+CLUSTER_SCOPED = {"ClusterServingRuntime"}
+NO_SCHEMA_HERE = {"PrometheusRule"}  # checked in test_monitoring.py
+
+
+def render(folder: Path) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (kustomize) is not installed: apt-get install kubectl")
+    result = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"kubectl kustomize {folder.relative_to(REPO)} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {name: render(folder) for name, folder in KUSTOMIZATIONS.items()}
+
+
+def schema_errors(obj: dict) -> list[str]:
+    """Errors of ``obj`` against its schema; built-in kinds via kubernetes-validate."""
+    group = obj["apiVersion"].rpartition("/")[0]
+    if "." in group and not group.endswith(".k8s.io"):
+        return crd_errors(obj)
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{'.'.join(map(str, error.path))}: {error.message}"]
+    return []
+
+
+@pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+def test_every_rendered_object_validates_against_its_schema(rendered, name):
+    objects = rendered[name]
+    assert objects, f"{name} renders nothing"
+    for obj in objects:
+        if obj["kind"] in NO_SCHEMA_HERE:
+            continue
+        errors = schema_errors(obj)
+        assert not errors, f"{name}: {obj['kind']} {obj['metadata']['name']}: {errors}"
+
+
+def test_validation_catches_a_wrong_field(rendered):
+    """The validators used above reject a typo in a built-in kind and in a custom resource."""
+    pvc = next(o for o in rendered["standalone"] if o["kind"] == "PersistentVolumeClaim")
+    broken_pvc = {**pvc, "spec": {**pvc["spec"], "accesModes": pvc["spec"]["accessModes"]}}
+    assert schema_errors(broken_pvc)
+    runtime = next(o for o in rendered["cluster"] if o["kind"] == "ClusterServingRuntime")
+    broken_runtime = {**runtime, "spec": {**runtime["spec"], "protocolVersion": ["v1"]}}
+    assert schema_errors(broken_runtime)
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAY_NAMESPACE))
+def test_overlay_puts_everything_in_its_namespace_and_binds_its_service_account(rendered, overlay):
+    objects = rendered[overlay]
+    namespace = OVERLAY_NAMESPACE[overlay]
+    for obj in objects:
+        assert obj["kind"] not in CLUSTER_SCOPED, f"{overlay}: cluster-scoped {obj['kind']} belongs in manifests/cluster"
+        assert obj["metadata"].get("namespace") == namespace, f"{overlay}: {obj['kind']} {obj['metadata']['name']}"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dmlops"
+    (binding,) = [o for o in objects if o["kind"] == "RoleBinding"]
+    (role,) = [o for o in objects if o["kind"] == "Role"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": OVERLAY_SERVICE_ACCOUNT[overlay], "namespace": namespace}
+    ]
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(["Role", "RoleBinding", "PersistentVolumeClaim", "PrometheusRule", "ConfigMap",
+                            "FeatureStore"]), kinds
+
+
+def test_base_includes_the_feature_store(rendered):
+    stores = [o for o in rendered["standalone"] if o["kind"] == "FeatureStore"]
+    expected = [d for f in sorted((MANIFESTS / "feature-store").glob("*.yaml")) if f.name != "kustomization.yaml"
+                for d in yaml.safe_load_all(f.read_text()) if d]
+    assert [s["metadata"]["name"] for s in stores] == [d["metadata"]["name"] for d in expected]
+
+
+def test_cluster_kustomization_is_cluster_scoped_only(rendered):
+    for obj in rendered["cluster"]:
+        assert obj["kind"] in CLUSTER_SCOPED and "namespace" not in obj["metadata"]
+
+
+def test_checkpoint_volume_is_shared_by_the_workers(rendered):
+    (pvc,) = [o for o in rendered["standalone"] if o["kind"] == "PersistentVolumeClaim"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_grafana_dashboard_is_shipped_to_the_sidecar(rendered):
+    (config_map,) = [o for o in rendered["standalone"] if o["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["data"]["dmlops-serving.json"] == (MANIFESTS / "base" / "grafana-dashboard.json").read_text()
+
+
+class TestClusterServingRuntime:
+    @pytest.fixture
+    def runtime(self, rendered):
+        (runtime,) = [o for o in rendered["cluster"] if o["kind"] == "ClusterServingRuntime"]
+        return runtime
+
+    def test_is_what_the_deploy_step_asks_for(self, runtime):
+        assert runtime["metadata"]["name"] == packaging.DMLOPS_RUNTIME
+        formats = [f["name"] for f in runtime["spec"]["supportedModelFormats"]]
+        assert formats == [packaging.DMLOPS_MODEL_FORMAT]
+        assert runtime["spec"]["protocolVersions"] == ["v1", "v2"]
+
+    def test_runs_the_dmlops_predictor_of_this_version(self, runtime):
+        (container,) = runtime["spec"]["containers"]
+        assert container["name"] == "kserve-container"
+        assert container["image"] == f"{DEFAULT_REGISTRY}/serve:{__version__}"
+        assert "serve" in IMAGE_FAMILIES
+        assert container["command"] == ["python", "-m", "dmlops.serving"]
+        # The predictor's own argument parser accepts the runtime's arguments (KServe fills in {{.Name}}).
+        args = build_parser().parse_args([a.replace("{{.Name}}", "flights") for a in container["args"]])
+        assert (args.model_name, args.model_dir, args.http_port) == ("flights", "/mnt/models", packaging.DMLOPS_HTTP_PORT)
+        assert container["ports"][0]["containerPort"] == packaging.DMLOPS_HTTP_PORT
+        assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(packaging.DMLOPS_HTTP_PORT)
+
+    def test_runs_as_the_images_non_root_user(self, runtime):
+        (container,) = runtime["spec"]["containers"]
+        security = container["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000
+        assert security["allowPrivilegeEscalation"] is False
+        dockerfile = (REPO / "containers" / "serve" / "Dockerfile").read_text()
+        assert "USER 1000" in dockerfile and "--uid 1000" in dockerfile
