@@ -5,8 +5,8 @@
   the canary becomes the stable server, rollback = the canary is stopped. The stable server keeps
   answering throughout.
 - KServe, Serverless: the InferenceService is updated with ``canaryTrafficPercent``; the gates call the
-  ``prev`` and ``latest`` revisions through their tag-routing URLs; promote removes the percentage (the new
-  revision takes 100%), rollback sets it to 0 (the previous revision keeps 100%).
+  ``prev`` and ``latest`` revisions through their tag-routing URLs; promote sets the percentage to 100 (the new
+  revision takes all traffic), rollback sets it to 0 (the previous revision keeps 100%).
 - KServe, RawDeployment: no traffic split, so the update rolls out in place and is smoke-tested; a failed
   smoke test restores the previous spec.
 
@@ -154,9 +154,12 @@ def _read_service(launcher, service: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _with_canary(service: dict[str, Any], percent: int | None) -> dict[str, Any]:
-    """``service`` with the predictor's canaryTrafficPercent set (None removes it on merge-patch)."""
+    """``service`` with the predictor's canaryTrafficPercent set, or without it (all traffic to the
+    latest revision) when ``percent`` is None."""
     updated = copy.deepcopy(service)
-    updated["spec"]["predictor"]["canaryTrafficPercent"] = percent
+    updated["spec"]["predictor"].pop("canaryTrafficPercent", None)
+    if percent is not None:
+        updated["spec"]["predictor"]["canaryTrafficPercent"] = percent
     return updated
 
 
@@ -224,7 +227,7 @@ def deploy_kubernetes(
         window = _window(_predict_url(tags["prev"]["url"], name), _predict_url(tags["latest"]["url"], name),
                          window_bodies, policy)
         decision = judge(policy, smoke, window["stable"], window["canary"])
-    final = launcher.apply(_with_canary(service, None if decision.promoted else 0), timeout_s=timeout_s)
+    final = launcher.apply(_with_canary(service, 100 if decision.promoted else 0), timeout_s=timeout_s)
     url = final.status.get("url", "")
     serving_revision = tags["latest" if decision.promoted else "prev"]["revision"]
     return RolloutResult("kubernetes", name, url, _predict_url(url, name), serving_revision,

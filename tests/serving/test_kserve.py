@@ -1,0 +1,231 @@
+"""KServe: storage layouts, InferenceService dicts against the upstream CRD, and rollouts through the
+platform launcher against the fake Kubernetes API. A scripted KServe controller answers the API: it
+makes a revision per storage URI, splits traffic by ``canaryTrafficPercent`` and publishes tag URLs that
+point at real local model servers, so the gates run over HTTP as on a cluster."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import threading
+from pathlib import Path
+
+import fsspec
+import pytest
+
+TESTS = str(Path(__file__).resolve().parents[1])
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+from crds import assert_valid, crd_errors  # noqa: E402
+from fake_kube import FakeKube, fake_kube  # noqa: E402,F401
+
+from dmlops.platform.kubernetes import KubernetesLauncher  # noqa: E402
+from dmlops.serving.deploy import RolloutFailed, deploy_kubernetes, model_features  # noqa: E402
+from dmlops.serving.local import start_server, stop_server  # noqa: E402
+from dmlops.serving.packaging import inference_service, package_model, writable_location  # noqa: E402
+from dmlops.serving.rollout import FIRST_DEPLOY, PROMOTE, ROLLBACK, RolloutPolicy  # noqa: E402
+from models import ConstantOutput, broken_copy  # noqa: E402
+
+NAME, NAMESPACE = "flights-delay", "ml"
+POLICY = RolloutPolicy(smoke_requests=4, window_requests=40, concurrency=2)
+
+
+# -- InferenceService dicts and storage layouts -------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"canary_traffic_percent": 10, "service_account": "pipeline-runner", "labels": {"dmlops.io/run-id": "r1"}},
+        {"deployment_mode": "RawDeployment", "min_replicas": 2, "model_args": ["--model_format", "onnx"]},
+        {"model_format": "pytorch", "runtime": "kserve-tritonserver", "protocol": "v2"},
+        {"model_format": "tensorflow", "runtime": "kserve-tensorflow-serving"},
+    ],
+)
+def test_inference_services_validate_against_the_kserve_crd(options):
+    service = inference_service(NAME, NAMESPACE, "gs://models/flights/v3", **options)
+    assert_valid(service)
+    predictor = service["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "gs://models/flights/v3"
+    assert predictor.get("canaryTrafficPercent") == options.get("canary_traffic_percent")
+
+
+def test_the_validator_catches_a_misplaced_canary_field():
+    service = inference_service(NAME, NAMESPACE, "s3://models/v1", canary_traffic_percent=10)
+    service["spec"]["predictor"]["model"]["canaryTrafficPercent"] = service["spec"]["predictor"].pop("canaryTrafficPercent")
+    assert any("canaryTrafficPercent" in error for error in crd_errors(service))
+
+
+def test_inference_service_refuses_what_kserve_cannot_do():
+    with pytest.raises(ValueError, match="RawDeployment has no traffic split"):
+        inference_service(NAME, NAMESPACE, "s3://m", deployment_mode="RawDeployment", canary_traffic_percent=10)
+    with pytest.raises(ValueError, match="DNS-1035"):
+        inference_service("Flights_Delay", NAMESPACE, "s3://m")
+
+
+def test_package_layouts_for_each_runtime(model_dir, tmp_path):
+    dmlops = package_model(str(model_dir), str(tmp_path / "dmlops"))
+    assert dmlops == {"storage_uri": str(tmp_path / "dmlops"), "format": "dmlops", "runtime": "dmlops", "protocol": "v1"}
+    assert sorted(path.name for path in (tmp_path / "dmlops").iterdir()) == sorted(path.name for path in model_dir.iterdir())
+
+    triton = package_model(str(model_dir), str(tmp_path / "triton"), runtime="triton", model_name=NAME)
+    assert triton["runtime"] == "kserve-tritonserver" and triton["format"] == "pytorch" and triton["protocol"] == "v2"
+    assert (tmp_path / "triton" / NAME / "1" / "model.pt").is_file()
+    config = (tmp_path / "triton" / NAME / "config.pbtxt").read_text()
+    assert 'platform: "pytorch_libtorch"' in config and "dims: [ -1, 3 ]" in config and "dims: [ -1, 2 ]" in config
+
+    onnx = package_model(str(model_dir), str(tmp_path / "triton-onnx"), runtime="triton", model_format="onnx", model_name=NAME)
+    assert onnx["format"] == "onnx" and (tmp_path / "triton-onnx" / NAME / "1" / "model.onnx").is_file()
+
+    with pytest.raises(ValueError, match="needs a SavedModel"):
+        package_model(str(model_dir), str(tmp_path / "tf"), runtime="tfserving")
+
+
+def test_package_to_object_storage_and_pvc(model_dir, tmp_path):
+    package_model(str(model_dir), "memory://models/flights/v1")
+    filesystem = fsspec.filesystem("memory")
+    assert filesystem.exists("/models/flights/v1/metadata.json")
+    files = json.loads(filesystem.cat("/models/flights/v1/metadata.json"))["files"]
+    assert all(filesystem.exists(f"/models/flights/v1/{name}") for name in files)
+
+    assert writable_location("pvc://models-claim/flights/v1", str(tmp_path)) == f"{tmp_path}/models-claim/flights/v1"
+    with pytest.raises(ValueError, match="pvc://<claim>/<path>"):
+        writable_location("pvc://only-claim")
+
+
+# -- rollouts through the launcher ------------------------------------------------------------------
+
+class FakeKServe:
+    """The part of the KServe controller a rollout sees: one revision per storage URI, traffic split by
+    canaryTrafficPercent, tag-routing URLs, and Ready once a generation is reconciled."""
+
+    def __init__(self, fake: FakeKube, server_for: dict[str, str]):
+        self.fake, self.server_for = fake, server_for
+        self.revisions: list[tuple[str, str]] = []  # (revision name, storage URI)
+        self.rolled_out = ""
+        self.stopping = False
+
+    def _pending(self):
+        service = self.fake.get("inferenceservices", NAMESPACE, NAME)
+        if self.stopping:
+            return "stop"
+        if service and (service.get("status") or {}).get("observedGeneration") != service["metadata"]["generation"]:
+            return service
+        return None
+
+    def run(self) -> None:
+        while True:
+            try:
+                service = self.fake.wait_for(self._pending, timeout=0.2)
+            except TimeoutError:
+                continue
+            if service == "stop":
+                return
+            self.reconcile(service)
+
+    def reconcile(self, service: dict) -> None:
+        predictor = service["spec"]["predictor"]
+        storage = predictor["model"]["storageUri"]
+        if not self.revisions or self.revisions[-1][1] != storage:
+            self.revisions.append((f"{NAME}-predictor-{len(self.revisions) + 1:05d}", storage))
+        latest, _ = self.revisions[-1]
+        percent = predictor.get("canaryTrafficPercent")
+        url_of = {name: self.server_for[uri] for name, uri in self.revisions}
+        if percent in (None, 100) or not self.rolled_out or self.rolled_out == latest:
+            self.rolled_out = latest
+            traffic = [{"revisionName": latest, "percent": 100, "tag": "latest", "latestRevision": True, "url": url_of[latest]}]
+            main = url_of[latest]
+        else:
+            previous = self.rolled_out
+            traffic = [
+                {"revisionName": latest, "percent": percent, "tag": "latest", "latestRevision": True, "url": url_of[latest]},
+                {"revisionName": previous, "percent": 100 - percent, "tag": "prev", "latestRevision": False,
+                 "url": url_of[previous]},
+            ]
+            main = url_of[latest] if percent >= 50 else url_of[previous]
+        status = {
+            "observedGeneration": service["metadata"]["generation"],
+            "url": main,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
+            "components": {"predictor": {"latestCreatedRevision": latest, "latestReadyRevision": latest,
+                                         "latestRolledoutRevision": self.rolled_out, "traffic": traffic}},
+        }
+        self.fake.patch_status("inferenceservices", NAMESPACE, NAME, {"status": None})
+        self.fake.patch_status("inferenceservices", NAMESPACE, NAME, status)
+
+
+@pytest.fixture(scope="module")
+def broken_server(model_dir, tmp_path_factory):
+    broken = broken_copy(model_dir, tmp_path_factory.mktemp("broken") / "model", ConstantOutput)
+    process = start_server(str(broken), NAME, log_dir=tmp_path_factory.mktemp("broken-logs"))
+    yield process
+    stop_server(process)
+
+
+@pytest.fixture
+def kserve(fake_kube, server, broken_server):  # noqa: F811
+    controller = FakeKServe(fake_kube, {
+        "gs://models/v1": server.url, "gs://models/v2": server.url, "gs://models/broken": broken_server.url,
+    })
+    thread = threading.Thread(target=controller.run, daemon=True)
+    thread.start()
+    yield controller
+    controller.stopping = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def launcher(fake_kube):  # noqa: F811
+    return KubernetesLauncher(fake_kube.api_client(), echo=lambda line: None, poll_interval_s=0.05, watch_window_s=2)
+
+
+def _rollout(launcher, storage_uri: str, eval_uri: str, features: list[str], **options):
+    service = inference_service(NAME, NAMESPACE, storage_uri, **options)
+    return deploy_kubernetes(launcher, service, eval_uri, features, POLICY, timeout_s=30)
+
+
+def test_first_deploy_then_promote_then_rollback(fake_kube, kserve, launcher, model_dir, data_dir):  # noqa: F811
+    eval_uri, features = str(data_dir / "eval.parquet"), model_features(str(model_dir))
+
+    first = _rollout(launcher, "gs://models/v1", eval_uri, features)
+    assert first.decision.action == FIRST_DEPLOY
+    created = fake_kube.get("inferenceservices", NAMESPACE, NAME)
+    assert_valid({key: value for key, value in created.items() if key != "status"})
+    assert "canaryTrafficPercent" not in created["spec"]["predictor"]
+    assert first.stable_revision == f"{NAME}-predictor-00001"
+
+    second = _rollout(launcher, "gs://models/v2", eval_uri, features)
+    assert second.decision.action == PROMOTE, second.decision.reasons
+    assert second.decision.canary.requests == POLICY.window_requests
+    assert second.stable_revision == second.canary_revision == f"{NAME}-predictor-00002"
+    patches = [request.body for request in fake_kube.requests if request.method == "PATCH"]
+    assert [patch["spec"]["predictor"]["canaryTrafficPercent"] for patch in patches] == [POLICY.canary_percent, 100]
+    assert_valid({key: value for key, value in fake_kube.get("inferenceservices", NAMESPACE, NAME).items() if key != "status"})
+
+    third = _rollout(launcher, "gs://models/broken", eval_uri, features)
+    assert third.decision.action == ROLLBACK
+    assert any(reason.startswith("prediction_shift_psi") for reason in third.decision.reasons)
+    live = fake_kube.get("inferenceservices", NAMESPACE, NAME)
+    assert live["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert live["status"]["components"]["predictor"]["traffic"][1] == {
+        "revisionName": f"{NAME}-predictor-00002", "percent": 100, "tag": "prev", "latestRevision": False,
+        "url": kserve.server_for["gs://models/v2"]}
+    assert third.stable_revision == f"{NAME}-predictor-00002" and third.canary_revision == f"{NAME}-predictor-00003"
+    assert "**Decision: rollback**" in third.markdown()
+
+
+def test_raw_deployment_update_is_smoke_tested_and_restored(fake_kube, kserve, launcher, model_dir, data_dir, tmp_path):  # noqa: F811
+    eval_uri, features = str(data_dir / "eval.parquet"), model_features(str(model_dir))
+    _rollout(launcher, "gs://models/v1", eval_uri, features, deployment_mode="RawDeployment")
+    kserve.server_for["gs://models/unreachable"] = "http://127.0.0.1:9"  # nothing listens: every request fails
+    result = _rollout(launcher, "gs://models/unreachable", eval_uri, features, deployment_mode="RawDeployment")
+    assert result.decision.action == ROLLBACK
+    assert fake_kube.get("inferenceservices", NAMESPACE, NAME)["spec"]["predictor"]["model"]["storageUri"] == "gs://models/v1"
+
+
+def test_first_deploy_that_fails_its_smoke_test_fails_the_rollout(fake_kube, kserve, launcher, model_dir, data_dir):  # noqa: F811
+    kserve.server_for["gs://models/unreachable"] = "http://127.0.0.1:9"
+    with pytest.raises(RolloutFailed, match="smoke test"):
+        _rollout(launcher, "gs://models/unreachable", str(data_dir / "eval.parquet"), model_features(str(model_dir)))
