@@ -5,7 +5,6 @@ point at real local model servers, so the gates run over HTTP as on a cluster.""
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import threading

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
-from dmlops.serving.packaging import DEPLOYMENT_MODE_ANNOTATION
+from dmlops.serving.packaging import DEPLOYMENT_MODE_ANNOTATION, DMLOPS_RUNTIME, inference_service, package_model
 from dmlops.serving.rollout import (
     FIRST_DEPLOY,
     PROMOTE,
@@ -233,3 +233,53 @@ def deploy_kubernetes(
     return RolloutResult("kubernetes", name, url, _predict_url(url, name), serving_revision,
                          tags["latest"]["revision"], decision,
                          {**details, "canary traffic percent": str(policy.canary_percent)})
+
+
+def deploy(
+    model_uri: str,
+    eval_uri: str,
+    endpoint: str,
+    policy: RolloutPolicy,
+    *,
+    backend: str = "auto",
+    storage_uri: str = "",
+    runtime: str = DMLOPS_RUNTIME,
+    model_format: str = "",
+    deployment_mode: str = "Serverless",
+    namespace: str = "",
+    service_account: str = "",
+    cpu: str = "1",
+    memory: str = "1Gi",
+    min_replicas: int = 1,
+    max_replicas: int = 3,
+    feast_config: str = "",
+    timeout_s: float = 900.0,
+) -> RolloutResult:
+    """Roll the exported model at ``model_uri`` out to ``endpoint`` on the local or the KServe backend.
+
+    On KServe the model is packaged for ``runtime`` at ``storage_uri`` (for the dmlops runtime the export
+    is served where it is when ``storage_uri`` is empty) and the InferenceService ``endpoint`` is created
+    or updated in ``namespace`` (default: the pod's own).
+    """
+    from dmlops.platform.backend import resolve_backend
+
+    if resolve_backend(backend) == "local":
+        return deploy_local(model_uri, endpoint, eval_uri, policy, model_format=model_format, feast_config=feast_config)
+    if runtime != DMLOPS_RUNTIME:
+        raise ValueError(
+            f"runtime {runtime!r}: the canary gates replay feature rows, which only the dmlops runtime accepts; "
+            "package for Triton/TF Serving with dmlops.serving.packaging.package_model and deploy it yourself"
+        )
+    from dmlops.platform.kubernetes import KubernetesLauncher, current_namespace
+
+    served = package_model(model_uri, storage_uri) if storage_uri else {"storage_uri": model_uri}
+    model_args = ["--model_format", model_format] if model_format else []
+    if feast_config:
+        model_args += ["--feast_config", feast_config]
+    service = inference_service(
+        endpoint, namespace or current_namespace(), served["storage_uri"], deployment_mode=deployment_mode,
+        service_account=service_account, min_replicas=min_replicas, max_replicas=max_replicas, cpu=cpu,
+        memory=memory, model_args=model_args,
+    )
+    return deploy_kubernetes(KubernetesLauncher(), service, eval_uri, model_features(model_uri), policy,
+                             timeout_s=timeout_s)
