@@ -411,6 +411,11 @@ class FakeKube:
             return copy.deepcopy(obj)
 
 
+def _desired_state(obj: Obj) -> Obj:
+    """Everything but metadata and status: a change here bumps metadata.generation."""
+    return {key: value for key, value in obj.items() if key not in ("metadata", "status")}
+
+
 def _status(code: int, reason: str, message: str) -> Obj:
     return {
         "kind": "Status",
@@ -601,15 +606,14 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     result["status"] = copy.deepcopy(current["status"])
                 kept = ("name", "namespace", "uid", "creationTimestamp", "generation")
                 result["metadata"] = {**(updated.get("metadata") or {}), **{k: current["metadata"][k] for k in kept}}
-                spec_of = lambda obj: {k: v for k, v in obj.items() if k not in ("metadata", "status")}  # noqa: E731
-                if spec_of(result) != spec_of(current):
+                if _desired_state(result) != _desired_state(current):
                     result["metadata"]["generation"] = current["metadata"]["generation"] + 1
             result["metadata"]["resourceVersion"] = str(fake._next_version())
             fake._objects[key] = result
             fake._record("MODIFIED", key[0], key[1], result)
             self._send_json(200, result)
 
-        def _matching(self, group: str, plural: str, namespace: str, obj: Obj, query: dict) -> bool:
+        def _matching(self, namespace: str, obj: Obj, query: dict) -> bool:
             return (
                 obj["metadata"]["namespace"] == namespace
                 and matches_label_selector(obj["metadata"].get("labels") or {}, query.get("labelSelector", ""))
@@ -622,8 +626,7 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     items = [
                         copy.deepcopy(obj)
                         for (obj_group, obj_plural, _, _), obj in sorted(fake._objects.items())
-                        if (obj_group, obj_plural) == (group, plural)
-                        and self._matching(group, plural, namespace, obj, query)
+                        if (obj_group, obj_plural) == (group, plural) and self._matching(namespace, obj, query)
                     ]
                     version = str(fake._resource_version)
             except ValueError as error:
@@ -681,7 +684,7 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                         self._end_chunked()
                     return
                 for event_type, obj in pending:
-                    if self._matching(group, plural, namespace, obj, query):
+                    if self._matching(namespace, obj, query):
                         self._chunk(json.dumps({"type": event_type, "object": obj}).encode() + b"\n")
                 pending = []
 
