@@ -100,8 +100,10 @@ def test_submit_starts_a_run_with_settings_and_parameters(kfp_api, settings_file
     (run,) = _posts(api, "/apis/v2beta1/runs")
     assert run["experiment_id"] == "exp-1"
     assert run["runtime_config"]["parameters"] == {"eval_from": "2013-12-01"}
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "flights"
-    executors = run["pipeline_spec"] and run["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    submitted = run["pipeline_spec"]
+    assert submitted["pipeline_spec"]["pipelineInfo"]["name"] == "flights"
+    executors = submitted["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(submitted["pipeline_spec"]["deploymentSpec"]["executors"])
     assert executors, "cluster settings did not reach the submitted pipeline"
     for config in executors.values():
         assert config["secretAsEnv"][0]["secretName"] == "gcs-credentials"

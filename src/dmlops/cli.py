@@ -51,9 +51,13 @@ def run_pipeline(name: str, params: dict[str, object], output_dir: Path) -> Path
     return run_dir
 
 
+def _count(value: object) -> str:
+    return f"{int(value):,}" if isinstance(value, (int, float)) else str(value)
+
+
 def print_summary(run_dir: Path, seconds: float) -> None:
     """A table of every task's output artifacts, their row counts and where they are."""
-    table = Table(title=f"{run_dir.name}: finished in {seconds:.1f} s")
+    table = Table(title=f"{run_dir.name}: finished in {seconds:.1f} s", expand=False)
     for column in ("step", "output", "rows", "location"):
         table.add_column(column)
     steps = sorted(run_dir.rglob("executor_output.json"), key=lambda path: path.stat().st_mtime)
@@ -62,7 +66,8 @@ def print_summary(run_dir: Path, seconds: float) -> None:
         for output_name, entry in sorted(outputs.items()):
             for artifact in entry.get("artifacts", []):
                 rows = artifact.get("metadata", {}).get("rows", "")
-                table.add_row(output_file.parent.name, output_name, str(rows), artifact["uri"])
+                location = Path(artifact["uri"]).relative_to(run_dir) if artifact["uri"].startswith("/") else artifact["uri"]
+                table.add_row(output_file.parent.name, output_name, _count(rows), str(location))
     console.print(table)
     console.print(f"{len(steps)} steps; artifacts under {run_dir}")
 

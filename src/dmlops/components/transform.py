@@ -25,7 +25,7 @@ def derive_columns(
         columns=columns, quarantine_when=quarantine_when, quarantine_reason=quarantine_reason,
     )
     output.metadata.update(result.metadata())
-    output.metadata["derived_columns"] = sorted(columns)
+    output.metadata.update({"rows": result.rows_out, "derived_columns": sorted(columns)})
     quarantine.metadata.update({"rows": result.rows_quarantined, "reason": quarantine_reason})
 
 

