@@ -115,7 +115,7 @@ def test_range_and_domain_findings_show_offending_rows_and_values(tmp_path, sche
     report = validate(write(tmp_path / "bad.parquet", columns), schema)
     by_check = {finding.check: finding for finding in report.findings}
     assert by_check["range"].examples == [{
-        "order_id": 5, "amount": 999.0, "status": "shipped", "coupon": None,
+        "row": 5, "order_id": 5, "amount": 999.0, "status": "shipped", "coupon": None,
         "placed_at": (START + timedelta(hours=5)).isoformat()}]
     assert by_check["range"].observed == 1 and by_check["range"].expected == {"min": 10.0, "max": 59.0}
     assert by_check["allowed_values"].examples == [["lost", 2], ["void", 1]]

@@ -9,6 +9,7 @@ need the min/max of the first query).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
@@ -36,9 +37,13 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+ROW_NUMBER = "file_row_number"
+
+
 @dataclass(frozen=True)
 class ParquetSource:
-    """A Parquet file or folder of Parquet files: its path, Arrow schema and DuckDB table expression."""
+    """A Parquet file: its path, Arrow schema and DuckDB table expression. The table also has the
+    column ``file_row_number``, each row's 0-based position in the file."""
 
     path: str
     schema: pa.Schema
@@ -46,29 +51,31 @@ class ParquetSource:
 
 
 def open_parquet(path: str | Path) -> ParquetSource:
-    """Open a Parquet file, or a folder of ``*.parquet`` files, for querying; a clear DataError if it
-    does not exist or is not Parquet."""
+    """Open a Parquet file for querying; a clear DataError if it does not exist or is not Parquet."""
     location = Path(path)
-    if not location.exists():
-        raise DataError(f"dataset {location} does not exist; pass the path of a Parquet file or folder")
-    files = sorted(location.rglob("*.parquet")) if location.is_dir() else [location]
-    if not files:
-        raise DataError(f"dataset folder {location} holds no *.parquet files")
+    if not location.is_file():
+        raise DataError(f"dataset {location} is not a file; pass the path of a Parquet file")
     try:
-        schema = pq.read_schema(files[0])
+        schema = pq.read_schema(location)
     except (pa.ArrowInvalid, OSError) as error:
-        raise DataError(f"dataset {files[0]} is not readable as Parquet: {error}") from None
-    pattern = str(location / "**" / "*.parquet") if location.is_dir() else str(location)
+        raise DataError(f"dataset {location} is not readable as Parquet: {error}") from None
     # can_have_nan: Parquet min/max statistics leave NaN out, and without it DuckDB trusts them and
     # folds isnan(x) to false for files written by pyarrow (duckdb/duckdb#25521).
-    return ParquetSource(str(location), schema, f"read_parquet({quote_literal(pattern)}, can_have_nan = true)")
+    options = f"can_have_nan = true, {ROW_NUMBER} = true"
+    return ParquetSource(str(location), schema, f"read_parquet({quote_literal(str(location))}, {options})")
+
+
+@functools.cache
+def _database() -> duckdb.DuckDBPyConnection:
+    database = duckdb.connect()
+    database.execute("SET GLOBAL TimeZone = 'UTC'")
+    return database
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with UTC as its time zone (so time values read back in UTC)."""
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    return connection
+    """A connection to this process's in-memory DuckDB database (opened once: opening one costs tens of
+    milliseconds), whose time zone is UTC so time values read back in UTC."""
+    return _database().cursor()
 
 
 def column_kind(data_type: pa.DataType) -> str:
@@ -146,18 +153,18 @@ def _numeric_value(name: str, data_type: pa.DataType) -> tuple[str, str]:
     return f"CAST({column} AS DOUBLE)", ""
 
 
-def _profile_aggregates(schema: pa.Schema) -> dict[str, str]:
+def _profile_aggregates(schema: pa.Schema, distributions: bool) -> dict[str, str]:
     aggregates = {"rows": "count(*)"}
     for index, arrow_field in enumerate(schema):
         column, kind = quote_identifier(arrow_field.name), column_kind(arrow_field.type)
         prefix = f"c{index}_"
         aggregates[prefix + "count"] = f"count({column})"
-        if kind == OTHER:
+        value, keep = _numeric_value(arrow_field.name, arrow_field.type)
+        if kind == NUMERIC and keep:
+            aggregates[prefix + "nan"] = f"count_if(isnan({column}))"
+        if kind == OTHER or not distributions:
             continue
         if kind == NUMERIC:
-            value, keep = _numeric_value(arrow_field.name, arrow_field.type)
-            if keep:
-                aggregates[prefix + "nan"] = f"count_if(isnan({column}))"
             aggregates[prefix + "distinct"] = f"count(DISTINCT {column}){keep}"
             aggregates[prefix + "min"] = f"min({column}){keep}"
             aggregates[prefix + "max"] = f"max({column}){keep}"
@@ -272,16 +279,18 @@ def compute_statistics(
     aggregates: dict[str, str] | None = None,
     top_values: int = 10,
     histogram_bins: int = 20,
+    distributions: bool = True,
     connection: duckdb.DuckDBPyConnection | None = None,
 ) -> DatasetStatistics:
     """Statistics of every column of a Parquet dataset.
 
     ``aggregates`` (name -> SQL aggregate over the dataset's columns) are evaluated in the same scan
-    as the statistics; their values come back in ``DatasetStatistics.aggregates``.
+    as the statistics; their values come back in ``DatasetStatistics.aggregates``. With
+    ``distributions=False`` only counts, nulls and NaNs are computed (one cheap query).
     """
     source = open_parquet(dataset_path)
     connection = connection or connect()
-    profile_sql = _profile_aggregates(source.schema)
+    profile_sql = _profile_aggregates(source.schema, distributions)
     extra = {f"x{index}": sql for index, sql in enumerate((aggregates or {}).values())}
     try:
         values = run_aggregates(connection, source, {**profile_sql, **extra})
@@ -292,7 +301,7 @@ def compute_statistics(
             except duckdb.Error as probe_error:
                 raise DataError(f"{name} cannot be evaluated on {source.path}: {probe_error}") from None
         raise DataError(f"statistics of {source.path} failed: {error}") from None
-    keys = _group_keys(source.schema, values, histogram_bins)
+    keys = _group_keys(source.schema, values, histogram_bins) if distributions else {}
     grouped = _grouped_counts(connection, source, keys, max(top_values, histogram_bins))
     rows = values["rows"]
     columns = {}

@@ -1,9 +1,11 @@
 """Schema inference and validation of Parquet datasets against the dmlops schema document.
 
 :func:`infer_schema` profiles a dataset and writes the schema a user edits and keeps in git;
-:func:`validate` checks a dataset against it. Every check of every column is one aggregate in the
-single statistics scan of :func:`dmlops.data.statistics.compute_statistics`; only a failed check runs
-one more small query, for a few example offending rows or values.
+:func:`validate` checks a dataset against it. Every check is one aggregate (offending rows, and the
+first offending row numbers) in the single statistics scan of
+:func:`dmlops.data.statistics.compute_statistics`. Only failures cost more: one query fetches the
+example rows of every failed check, and each failed allowed_values/unique check runs one query for
+its most frequent offending values.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow as pa
 from dmlops.data.errors import SchemaError, ValidationFailed
 from dmlops.data.schema import arrow_type, load_schema, type_name
 from dmlops.data.statistics import (
-    NUMERIC, ColumnStatistics, compute_statistics, connect, jsonable,
+    NUMERIC, ROW_NUMBER, ColumnStatistics, compute_statistics, connect, jsonable,
     open_parquet, quote_identifier, quote_literal,
 )
 
@@ -30,7 +32,9 @@ EXAMPLES = 5
 
 @dataclass
 class Finding:
-    """One failed check: which column and check, how bad, what was expected and what was seen."""
+    """One failed check: which column and check, how bad, what was expected and what was seen.
+    ``examples`` are offending rows (``{"row": 0-based position in the file, column: value ...}``) or
+    ``[value, count]`` pairs of offending or repeated values."""
 
     check: str
     column: str | None
@@ -209,11 +213,15 @@ class _Check:
     expected: Any
     label: str
     violation: str  # SQL condition true for an offending row
-    examples: str  # "rows" (example rows) or "values" (offending values with counts)
+    examples: str  # "rows" (example rows), "values" (offending values) or "duplicates" (repeated values)
     counted: str = ""  # SQL aggregate of offending rows, when not count_if(violation)
 
-    def aggregate(self) -> str:
-        return self.counted or f"count_if({self.violation})"
+    def aggregates(self) -> dict[str, str]:
+        """The count of offending rows and, for row examples, the first offending row numbers."""
+        aggregates = {self.label: self.counted or f"count_if({self.violation})"}
+        if self.examples == "rows":
+            aggregates[f"{self.label} (example rows)"] = f"min({ROW_NUMBER}, {EXAMPLES}) FILTER (WHERE {self.violation})"
+        return aggregates
 
 
 def _value_checks(name: str, rules: dict[str, Any], severity: str) -> list[_Check]:
@@ -253,12 +261,23 @@ def _expression_checks(schema: dict[str, Any]) -> list[_Check]:
     return checks
 
 
-def _examples(connection, source_sql: str, check: _Check) -> list:
-    """A few offending rows, offending values with counts, or repeated values with counts."""
-    if check.examples == "rows":
-        cursor = connection.execute(f"SELECT * FROM {source_sql} WHERE {check.violation} LIMIT {EXAMPLES}")
-        names = [description[0] for description in cursor.description]
-        return [dict(zip(names, jsonable(list(row)))) for row in cursor.fetchall()]
+def _example_rows(connection, source_sql: str, row_numbers: set[int]) -> dict[int, dict[str, Any]]:
+    """The rows at these positions (one query for the examples of every check), each with its "row"."""
+    if not row_numbers:
+        return {}
+    cursor = connection.execute(
+        f"SELECT * FROM {source_sql} WHERE {ROW_NUMBER} IN ({', '.join(map(str, sorted(row_numbers)))})")
+    names = [description[0] for description in cursor.description]
+    rows = {}
+    for values in cursor.fetchall():
+        record = dict(zip(names, jsonable(list(values))))
+        number = record.pop(ROW_NUMBER)
+        rows[number] = {"row": number, **record}
+    return rows
+
+
+def _example_values(connection, source_sql: str, check: _Check) -> list:
+    """The most frequent offending (or repeated) values with their counts."""
     column = quote_identifier(check.column)
     where = f"WHERE {check.violation}" if check.examples == "values" else ""
     having = "HAVING count(*) > 1" if check.examples == "duplicates" else ""
@@ -280,12 +299,16 @@ def _describe(check: _Check, count: int, rows: int) -> str:
     return f"{where}: {count} of {rows} rows break {check.expected}"
 
 
-def validate(dataset_path: str | Path, schema: dict[str, Any] | str | Path) -> ValidationReport:
+def validate(
+    dataset_path: str | Path, schema: dict[str, Any] | str | Path, *, statistics: bool = True,
+) -> ValidationReport:
     """Validate a Parquet dataset against a schema (a dict, JSON text or a JSON file path).
 
     Checks types, required columns, nullability and null fractions, ranges, allowed values, uniqueness,
     the row count and each SQL expression (a row breaks it when the expression is false; NULL passes, as
-    in a SQL CHECK constraint). Columns not in the schema give a warning.
+    in a SQL CHECK constraint). Columns not in the schema give a warning. ``statistics=False`` leaves
+    out the distribution statistics (min/max, mean, quantiles, histograms, top values) of the report
+    and computes only what the checks need.
     """
     document = load_schema(schema)
     if document is None:
@@ -321,8 +344,8 @@ def validate(dataset_path: str | Path, schema: dict[str, Any] | str | Path) -> V
 
     connection = connect()
     stats = compute_statistics(
-        source.path, aggregates={check.label: check.aggregate() for check in value_checks},
-        connection=connection,
+        source.path, aggregates={name: sql for check in value_checks for name, sql in check.aggregates().items()},
+        distributions=statistics, connection=connection,
     )
     rows = stats.rows
     for name, (rules, severity) in null_rules.items():
@@ -339,13 +362,19 @@ def validate(dataset_path: str | Path, schema: dict[str, Any] | str | Path) -> V
                 findings.append(Finding(
                     "max_null_fraction", name, severity, limit, round(column.null_fraction, 6), column.nulls,
                     f"column {name!r} is {column.null_fraction:.2%} null, more than max_null_fraction {limit}"))
-    for check in value_checks:
-        checks_run += 1
+    failed = [check for check in value_checks if stats.aggregates[check.label]]
+    checks_run += len(value_checks)
+    example_rows = _example_rows(connection, source.sql, {
+        number for check in failed if check.examples == "rows"
+        for number in stats.aggregates[f"{check.label} (example rows)"]})
+    for check in failed:
         count = stats.aggregates[check.label]
-        if count:
-            findings.append(Finding(
-                check.check, check.column, check.severity, check.expected, count, count,
-                _describe(check, count, rows), _examples(connection, source.sql, check)))
+        if check.examples == "rows":
+            examples = [example_rows[number] for number in stats.aggregates[f"{check.label} (example rows)"]]
+        else:
+            examples = _example_values(connection, source.sql, check)
+        findings.append(Finding(check.check, check.column, check.severity, check.expected, count, count,
+                                _describe(check, count, rows), examples))
     bounds = document.get("row_count") or {}
     if bounds.get("min") is not None or bounds.get("max") is not None:
         checks_run += 1
