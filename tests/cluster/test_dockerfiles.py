@@ -43,8 +43,10 @@ WORKER_IMAGES = ("torch-horovod", "tf-horovod")
 # Imports an image deliberately does not provide, and why. The test fails when one is no longer
 # reachable, so this list cannot outlive the code it excuses.
 NOT_IN_IMAGE = {
-    ("torch-horovod", "tensorflow"): "TensorFlow strategies run their workers in the tf-horovod image",
-    ("torch-horovod", "keras"): "TensorFlow strategies run their workers in the tf-horovod image",
+    # TensorFlow strategies run their workers in the tf-horovod image. The train and evaluate components
+    # themselves run in torch-horovod: with backend "local" they can train and evaluate torch models only.
+    ("torch-horovod", "tensorflow"): "TensorFlow models are trained in the tf-horovod image",
+    ("torch-horovod", "keras"): "TensorFlow models are trained in the tf-horovod image",
     ("tf-horovod", "torch"): "torch strategies run their workers in the torch-horovod image",
     ("serve", "tensorflow"): "SavedModel models are served by KServe's TF Serving runtime",
     ("serve", "onnxruntime"): "ONNX models are served by KServe's Triton runtime",

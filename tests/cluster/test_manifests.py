@@ -147,6 +147,16 @@ class TestClusterServingRuntime:
         assert container["ports"][0]["containerPort"] == packaging.DMLOPS_HTTP_PORT
         assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(packaging.DMLOPS_HTTP_PORT)
 
+    def test_serves_the_inference_services_the_deploy_step_builds(self, runtime):
+        """KServe picks a runtime by name, model format and protocol: all three match."""
+        for protocol in ("v1", "v2"):
+            service = packaging.inference_service("flights", "kubeflow", "gs://bucket/model", protocol=protocol)
+            model = service["spec"]["predictor"]["model"]
+            assert model["runtime"] == runtime["metadata"]["name"]
+            assert model["modelFormat"]["name"] in [f["name"] for f in runtime["spec"]["supportedModelFormats"]]
+            assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+            assert service["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
+
     def test_runs_as_the_images_non_root_user(self, runtime):
         (container,) = runtime["spec"]["containers"]
         security = container["securityContext"]
