@@ -24,6 +24,7 @@ list handed to ``watch.stream``→watch, patch→patch, replace→update, delete
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def _watched_methods(call: ast.Call) -> set[str]:
     return set()
 
 
+@functools.cache
 def launcher_verbs() -> dict[str, dict[str, set[str]]]:
     """For each public launcher method: {"custom": verbs on the resource it is given, "pods": ...,
     "pods/log": ...}, following calls inside dmlops/platform/kubernetes.py."""
@@ -215,6 +217,7 @@ def _is_launcher(receiver: ast.expr) -> bool:
     return False
 
 
+@functools.cache
 def permissions_used() -> dict[Permission, set[str]]:
     """Every permission the code needs, with the places (module:line) that need it."""
     needed: dict[Permission, set[str]] = {}

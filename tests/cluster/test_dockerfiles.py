@@ -7,6 +7,7 @@ starts in the serve image. The import closure is read from the source (tests/clu
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 import re
@@ -81,6 +82,7 @@ def serving_runtime_container() -> dict:
     return runtime["spec"]["containers"][0]
 
 
+@functools.cache
 def code_by_image() -> dict[str, list[tuple[str, set[str]]]]:
     """For each image family: (what runs there, its third-party imports)."""
     runs: dict[str, list[tuple[str, set[str]]]] = {family: [] for family in IMAGE_FAMILIES}
