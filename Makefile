@@ -3,7 +3,10 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test compile services bench clean
+.PHONY: demo test compile services bench images clean
+
+VERSION = $(shell python3 -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
+REGISTRY ?= ghcr.io/dmlops
 
 $(INSTALLED): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
@@ -23,6 +26,13 @@ services:
 
 bench: $(INSTALLED)
 	for script in bench/*.py; do $(PYTHON) $$script || exit 1; done
+
+images:
+	docker build -f containers/base/Dockerfile --build-arg VERSION=$(VERSION) -t $(REGISTRY)/base:$(VERSION) .
+	docker build -f containers/torch-horovod/Dockerfile --build-arg VERSION=$(VERSION) -t $(REGISTRY)/torch-horovod:$(VERSION) .
+	docker build -f containers/torch-horovod/Dockerfile.cuda --build-arg VERSION=$(VERSION) -t $(REGISTRY)/torch-horovod:$(VERSION)-cuda .
+	docker build -f containers/tf-horovod/Dockerfile --build-arg VERSION=$(VERSION) -t $(REGISTRY)/tf-horovod:$(VERSION) .
+	docker build -f containers/serve/Dockerfile --build-arg VERSION=$(VERSION) -t $(REGISTRY)/serve:$(VERSION) .
 
 clean:
 	rm -rf $(VENV) local_outputs

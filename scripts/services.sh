@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# System packages the tests start as real servers (Redis). Installs them with apt when missing and root.
+# System programs the tests use for real: Redis (started by the test fixtures) and Prometheus's promtool
+# (checks the alert rules). Installs the missing ones with apt when running as root.
 set -euo pipefail
-if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "redis-server is missing: install it (e.g. apt-get install redis-server); Redis tests will be skipped" >&2
-  fi
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "missing ${missing[*]}: install them (apt-get install ${missing[*]}); their tests will be skipped" >&2
 fi
