@@ -23,7 +23,12 @@ from fake_kube import FakeKube, fake_kube  # noqa: E402,F401
 from dmlops.platform.kubernetes import KubernetesLauncher  # noqa: E402
 from dmlops.serving.deploy import RolloutFailed, deploy_kubernetes, model_features  # noqa: E402
 from dmlops.serving.local import start_server, stop_server  # noqa: E402
-from dmlops.serving.packaging import inference_service, package_model, writable_location  # noqa: E402
+from dmlops.serving.packaging import (  # noqa: E402
+    inference_service,
+    package_model,
+    serving_runtime_container,
+    writable_location,
+)  # noqa: E402
 from dmlops.serving.rollout import FIRST_DEPLOY, PROMOTE, ROLLBACK, RolloutPolicy  # noqa: E402
 from models import ConstantOutput, broken_copy  # noqa: E402
 
@@ -55,6 +60,16 @@ def test_the_validator_catches_a_misplaced_canary_field():
     service = inference_service(NAME, NAMESPACE, "s3://models/v1", canary_traffic_percent=10)
     service["spec"]["predictor"]["model"]["canaryTrafficPercent"] = service["spec"]["predictor"].pop("canaryTrafficPercent")
     assert any("canaryTrafficPercent" in error for error in crd_errors(service))
+
+
+def test_the_runtime_container_arguments_are_what_the_server_parses():
+    from dmlops.serving.__main__ import build_parser
+
+    container = serving_runtime_container()
+    assert container["command"] == ["python", "-m", "dmlops.serving"]
+    args = build_parser().parse_args([arg.replace("{{.Name}}", NAME) for arg in container["args"]])
+    assert (args.model_dir, args.model_name, args.http_port, args.enable_grpc) == ("/mnt/models", NAME, 8080, False)
+    assert container["ports"][0]["containerPort"] == args.http_port
 
 
 def test_inference_service_refuses_what_kserve_cannot_do():

@@ -77,6 +77,11 @@ def _malformed(eval_rows) -> list[tuple[str, str, bytes, str]]:
     v2_wrong_shape["inputs"][0]["shape"] = [2, 3]
     v2_short = v2_body(eval_rows[:2])
     v2_short["inputs"][0]["shape"] = [3]
+    v2_empty = v2_body(eval_rows[:1])
+    for tensor in v2_empty["inputs"]:
+        tensor["shape"], tensor["data"] = [0], []
+    v2_nested = v2_body(eval_rows[:1])
+    v2_nested["inputs"][0]["data"] = [[[1.0]]]
     return [
         ("v1", "bad JSON", b'{"instances": [', "Unrecognized request format"),
         ("v1", "not an object", b"[1, 2, 3]", "instances"),
@@ -92,6 +97,9 @@ def _malformed(eval_rows) -> list[tuple[str, str, bytes, str]]:
         ("v2", "wrong type", v1(v2_wrong_type), "must be float"),
         ("v2", "wrong shape", v1(v2_wrong_shape), "is not [rows] or [rows, 1]"),
         ("v2", "shape and data disagree", v1(v2_short), "says 3 rows but the data has 2"),
+        ("v2", "no rows", v1(v2_empty), "no rows"),
+        ("v2", "nested too deep", v1(v2_nested), "must be float"),
+        ("v2", "data not a list", v1({"inputs": [{"name": "distance", "shape": [1], "datatype": "FP64", "data": 1.0}]}), ""),
     ]
 
 

@@ -36,6 +36,19 @@ DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 _TRITON_BACKENDS = {"torchscript": ("pytorch", "pytorch_libtorch", "model.pt"), "onnx": ("onnx", "onnxruntime_onnx", "model.onnx")}
 
 
+def serving_runtime_container() -> dict[str, Any]:
+    """The container of the ``dmlops`` ClusterServingRuntime: command, arguments (with KServe's
+    ``{{.Name}}`` placeholder for the model name), HTTP port; protocols v1 and v2, Prometheus metrics on
+    ``/metrics`` of the same port."""
+    return {
+        "name": "kserve-container",
+        "command": ["python", "-m", "dmlops.serving"],
+        "args": ["--model_dir=/mnt/models", "--model_name={{.Name}}", f"--http_port={DMLOPS_HTTP_PORT}",
+                 "--enable_grpc=false"],
+        "ports": [{"containerPort": DMLOPS_HTTP_PORT, "protocol": "TCP"}],
+    }
+
+
 def writable_location(storage_uri: str, pvc_mount_root: str = PVC_MOUNT_ROOT) -> str:
     """Where a step writes ``storage_uri``: the URI itself, or for ``pvc://claim/path`` the path under the
     claim's mount (``<pvc_mount_root>/<claim>/path``)."""

@@ -132,6 +132,8 @@ class DmlopsModel(kserve.Model):
         if len(counts) > 1:
             raise RequestError(f"inputs have different row counts {sorted(counts)}; every input needs one value per row")
         rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        if not rows:
+            raise RequestError("the inputs have no rows; send at least one value per input")
         if self.feast:
             self._enrich(rows)
         for index, row in enumerate(rows):
