@@ -13,6 +13,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from dmlops.data.drift import compare
 from dmlops.data.errors import DataError, SchemaError, ValidationFailed
 from dmlops.data.schema import load_schema
 from dmlops.data.validation import infer_schema, schema_json, validate
@@ -249,3 +250,20 @@ def test_flights_schema_and_december_validation(flights):
     assert by_column[("range", "dep_delay")].count == below > 0
     landed_without_delay = pc.sum(pc.and_(pc.is_valid(december["arr_time"]), pc.is_null(december["arr_delay"]))).as_py()
     assert by_column[("expression", "arrival_delay_known_when_landed")].count == landed_without_delay
+    assert all(example["month"] == 12 for example in by_column[("range", "month")].examples)
+
+
+def test_flights_december_drifts_only_in_month(flights):
+    _, folder = flights
+    report = compare(folder / "train.parquet", folder / "december.parquet")
+    assert report.drifted_columns == ["month"]
+    assert set(report.skipped) == {"time_hour", "tailnum"}  # a time column; 4,000 tail numbers
+    assert {column.column for column in report.columns} >= {"dep_delay", "arr_delay", "carrier", "origin", "dest"}
+
+
+def test_nan_is_left_out_of_ranges_as_in_the_statistics(tmp_path):
+    path = write(tmp_path / "nan.parquet", {"x": pa.array([1.0, float("nan"), 3.0, None], pa.float64(), from_pandas=False)})
+    schema = infer_schema(path)
+    assert schema["columns"]["x"]["min"] == 1.0 and schema["columns"]["x"]["max"] == 3.0
+    report = validate(path, schema)
+    assert report.passed and report.statistics["x"].nan == 1

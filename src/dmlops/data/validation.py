@@ -224,7 +224,7 @@ class _Check:
         return aggregates
 
 
-def _value_checks(name: str, rules: dict[str, Any], severity: str) -> list[_Check]:
+def _value_checks(name: str, data_type: pa.DataType, rules: dict[str, Any], severity: str) -> list[_Check]:
     column = quote_identifier(name)
     checks = []
     if rules.get("min") is not None or rules.get("max") is not None:
@@ -234,8 +234,11 @@ def _value_checks(name: str, rules: dict[str, Any], severity: str) -> list[_Chec
             outside.append(f"{column} < {_literal(low)}")
         if high is not None:
             outside.append(f"{column} > {_literal(high)}")
+        violation = " OR ".join(outside)
+        if pa.types.is_floating(data_type):  # NaN is no value (counted in the statistics), as NULL
+            violation = f"NOT isnan({column}) AND ({violation})"
         checks.append(_Check("range", name, severity, {"min": low, "max": high},
-                             f"the min/max of column {name!r} in the schema", " OR ".join(outside), "rows"))
+                             f"the min/max of column {name!r} in the schema", violation, "rows"))
     if rules.get("allowed_values") is not None:
         allowed = rules["allowed_values"]
         if not isinstance(allowed, list) or not allowed:
@@ -339,7 +342,7 @@ def validate(
                 null_rules[name] = (rules, severity)
                 continue
         null_rules[name] = (rules, severity)
-        value_checks.extend(_value_checks(name, rules, severity))
+        value_checks.extend(_value_checks(name, actual, rules, severity))
     value_checks.extend(_expression_checks(document))
 
     connection = connect()
