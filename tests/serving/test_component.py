@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import requests
@@ -37,6 +38,9 @@ def test_deploy_component_leaves_a_live_local_endpoint(model_dir, data_dir, eval
         assert response.status_code == 200 and len(response.json()["predictions"]) == 2
         metrics = outputs["artifacts"]["metrics"]["artifacts"][0]["metadata"]
         assert metrics["promoted"] == 1.0 and metrics["decision"] == "first-deploy"
+        command = state.query_command()
+        answer = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True)
+        assert len(json.loads(answer.stdout)["predictions"]) == 1
         report = next((tmp_path / "root").rglob("deploy/report")).read_text()
         assert "**Decision: first-deploy**" in report
     finally:

@@ -59,8 +59,11 @@ class RolloutResult:
     details: dict[str, str] = field(default_factory=dict)
 
     def query_hint(self) -> str:
-        """A command that queries the endpoint."""
-        return f"curl -s -H 'Content-Type: application/json' -d '{{\"instances\": [{{...}}]}}' {self.predict_url}"
+        """A command that queries the endpoint (with a real example row for a local endpoint)."""
+        if self.backend == "local":
+            return EndpointState.load(self.endpoint).query_command()
+        return (f"curl -s -H 'Content-Type: application/json' "
+                f"-d '{{\"instances\": [{{\"<feature>\": <value>, ...}}]}}' {self.predict_url}")
 
     def markdown(self) -> str:
         details = {"backend": self.backend, "endpoint": self.endpoint, "URL": self.predict_url,
@@ -109,6 +112,7 @@ def deploy_local(
     canary = start_server(model_uri, endpoint, log_dir=state_dir() / "logs", model_format=model_format,
                           feast_config=feast_config)
     state.canary = canary
+    state.example = {"instances": smoke_bodies[0]["instances"][:1]}
     state.save()
     smoke = _smoke(canary.predict_url, smoke_bodies, policy)
     stable = state.stable

@@ -146,6 +146,14 @@ class EndpointState:
     endpoint: str
     stable: ServerProcess | None = None
     canary: ServerProcess | None = None
+    example: dict | None = None
+
+    def query_command(self) -> str:
+        """A curl command that sends the recorded example request to the stable server."""
+        if self.stable is None:
+            return ""
+        body = json.dumps(self.example or {"instances": [{}]}).replace("'", "'\\''")
+        return f"curl -s -H 'Content-Type: application/json' -d '{body}' {self.stable.predict_url}"
 
     @property
     def path(self) -> Path:
@@ -155,7 +163,8 @@ class EndpointState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         document = {"endpoint": self.endpoint,
                     "stable": asdict(self.stable) if self.stable else None,
-                    "canary": asdict(self.canary) if self.canary else None}
+                    "canary": asdict(self.canary) if self.canary else None,
+                    "example": self.example}
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(document, indent=2))
         temporary.replace(self.path)
@@ -170,7 +179,8 @@ class EndpointState:
         servers = {
             role: ServerProcess(**document[role]) if document.get(role) else None for role in ("stable", "canary")
         }
-        return cls(endpoint, *(server if server and server.alive() else None for server in servers.values()))
+        stable, canary = (server if server and server.alive() else None for server in servers.values())
+        return cls(endpoint, stable, canary, document.get("example"))
 
 
 def list_endpoints() -> list[EndpointState]:
