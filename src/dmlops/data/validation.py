@@ -383,9 +383,14 @@ def validate(
         checks_run += 1
         low, high = bounds.get("min"), bounds.get("max")
         if (low is not None and rows < low) or (high is not None and rows > high):
+            wanted = []
+            if low is not None:
+                wanted.append(f"at least {low}")
+            if high is not None:
+                wanted.append(f"at most {high}")
             findings.append(Finding(
                 "row_count", None, _severity(bounds, "row_count"), {"min": low, "max": high}, rows, 0,
-                f"{source.path} has {rows} rows, outside the row_count range [{low}, {high}]"))
+                f"{source.path} has {rows} rows; the schema's row_count asks for {' and '.join(wanted)}"))
     for name in actual_types:
         if name not in document.get("columns", {}):
             findings.append(Finding("unexpected_column", name, "warn", "not present", "present", 0,
