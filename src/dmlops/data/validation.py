@@ -286,7 +286,7 @@ def _example_values(connection, source_sql: str, check: _Check) -> list:
     having = "HAVING count(*) > 1" if check.examples == "duplicates" else ""
     rows = connection.execute(
         f"SELECT {column}, count(*) AS n FROM {source_sql} {where} GROUP BY {column} {having} "
-        f"ORDER BY n DESC LIMIT {EXAMPLES}"
+        f"ORDER BY n DESC, {column} LIMIT {EXAMPLES}"
     ).fetchall()
     return [[jsonable(value), n] for value, n in rows]
 
