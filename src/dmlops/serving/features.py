@@ -95,7 +95,8 @@ class FeatureContract:
     def __post_init__(self) -> None:
         stats = self.preprocessing.numeric
         object.__setattr__(self, "_kinds", {name: _kind(self.types.get(name, "")) for name in self.features})
-        object.__setattr__(self, "_means", np.array([stats[name]["mean"] for name in self.numeric], np.float64))
+        object.__setattr__(self, "_mean_list", [stats[name]["mean"] for name in self.numeric])
+        object.__setattr__(self, "_means", np.array(self._mean_list, np.float64))
         object.__setattr__(self, "_stds", np.array([stats[name]["std"] for name in self.numeric], np.float64))
         object.__setattr__(self, "_vocabularies", [
             {value: index + 1 for index, value in enumerate(self.preprocessing.categorical[name])}
@@ -147,10 +148,11 @@ class FeatureContract:
 
     def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Numeric float32 [rows, numeric] and categorical int64 [rows, categorical] model inputs."""
+        means = self._mean_list
         raw = np.array(
-            [[row[name] for name in self.numeric] for row in rows], dtype=np.float64
+            [[mean if row[name] is None else row[name] for name, mean in zip(self.numeric, means)] for row in rows],
+            dtype=np.float64,
         ).reshape(len(rows), len(self.numeric))
-        raw = np.where(np.isnan(raw), self._means, raw)
         numeric = ((raw - self._means) / self._stds).astype(np.float32)
         categorical = np.array(
             [

@@ -106,6 +106,13 @@ class DmlopsModel(kserve.Model):
         self.model = ExportedModel(self.model_uri, self.model_format, self.threads)
         if self.feast:
             self.feast.open()
+        # metric children resolved once: label lookups would cost more than the encoding of a row
+        self._outcomes = {(protocol, outcome): metrics.requests_total.labels(self.name, protocol, outcome)
+                          for protocol in ("v1", "v2") for outcome in metrics.OUTCOMES}
+        self._latency = {protocol: metrics.request_seconds.labels(self.name, protocol) for protocol in ("v1", "v2")}
+        self._predictions = metrics.prediction.labels(self.name)
+        self._rows = metrics.rows_total.labels(self.name)
+        self._lookup = metrics.feature_lookup_seconds.labels(self.name)
         self.ready = True
         return self.ready
 
@@ -143,7 +150,7 @@ class DmlopsModel(kserve.Model):
     def _enrich(self, rows: list[Any]) -> None:
         started = time.perf_counter()
         self.feast.enrich(rows)
-        metrics.feature_lookup_seconds.labels(self.name).observe(time.perf_counter() - started)
+        self._lookup.observe(time.perf_counter() - started)
 
     def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
         started = time.perf_counter()
@@ -152,17 +159,16 @@ class DmlopsModel(kserve.Model):
             rows = self.v2_rows(payload) if protocol == "v2" else self.v1_rows(payload)
             probabilities = self.model.predict_rows(rows)
         except RequestError as error:
-            metrics.requests_total.labels(self.name, protocol, "rejected").inc()
+            self._outcomes[protocol, "rejected"].inc()
             raise InvalidInput(str(error)) from None
         except Exception:
-            metrics.requests_total.labels(self.name, protocol, "error").inc()
+            self._outcomes[protocol, "error"].inc()
             raise
-        metrics.requests_total.labels(self.name, protocol, "ok").inc()
-        metrics.rows_total.labels(self.name).inc(len(rows))
-        histogram = metrics.prediction.labels(self.name)
-        for value in probabilities:
-            histogram.observe(value)
-        metrics.request_seconds.labels(self.name, protocol).observe(time.perf_counter() - started)
+        self._outcomes[protocol, "ok"].inc()
+        self._rows.inc(len(rows))
+        for value in probabilities.tolist():
+            self._predictions.observe(value)
+        self._latency[protocol].observe(time.perf_counter() - started)
         if protocol == "v1":
             return {"predictions": probabilities.tolist()}
         output = InferOutput(OUTPUT_NAME, [len(rows)], "FP64", probabilities.tolist())
