@@ -1,6 +1,6 @@
 """Point-in-time training sets from the offline store, and online feature lookups.
 
-A training set keeps every entity row, in order, with all its columns and their types: only the join
+A training set keeps every entity row, in order, with all its columns and values: only the join
 keys and the event time go through Feast's point-in-time join, and the features are joined back by row.
 A row with no feature row inside a view's TTL keeps nulls for that view and is counted.
 """
