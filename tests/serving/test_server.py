@@ -139,11 +139,18 @@ def test_model_metadata_lists_the_features(server):
     assert document["outputs"][0]["name"] == "probability"
 
 
-@pytest.mark.parametrize("model_format", ["onnx"])
-def test_other_model_formats_give_the_same_predictions(model_dir, eval_rows, model_format, tmp_path):
+def test_the_onnx_file_gives_the_same_predictions(model_dir, eval_rows):
     pytest.importorskip("onnxruntime")
-    from dmlops.serving.model import ExportedModel
+    from dmlops.serving.model import ServedModel
 
     rows = eval_rows[:30]
-    model = ExportedModel(str(model_dir), model_format)
+    model = ServedModel(str(model_dir), "onnx")
     np.testing.assert_allclose(model.predict_rows(rows), offline_probabilities(model_dir, rows), rtol=1e-5, atol=1e-6)
+
+
+def test_a_directory_without_an_export_fails_with_a_clear_error(tmp_path):
+    from dmlops.data.errors import DataError
+    from dmlops.serving.model import ServedModel
+
+    with pytest.raises(DataError, match="has no metadata.json"):
+        ServedModel(str(tmp_path))

@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dmlops.serving", parents=[kserve_parser],
                                      description="Serve an exported dmlops model with kserve.ModelServer.")
     parser.add_argument("--model_dir", default="/mnt/models", help="exported model directory or URI")
-    parser.add_argument("--model_format", default="", choices=["", "torchscript", "onnx", "savedmodel"],
-                        help="model file to serve (default: the framework's native format)")
+    parser.add_argument("--model_format", default="", choices=["", "native", "onnx"],
+                        help="native (TorchScript or SavedModel, the default) or onnx")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the model runtime")
     parser.add_argument("--feast_config", default="",
                         help="JSON (or a path to a JSON file) with store, features and entity_keys")

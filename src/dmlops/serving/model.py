@@ -1,96 +1,81 @@
-"""An exported dmlops model loaded for serving: its metadata, feature contract and one framework runner.
+"""An exported dmlops model loaded for serving: its metadata, feature contract and predictor.
 
-The export (``dmlops.training.export``) holds TorchScript ``model.pt`` and ONNX ``model.onnx`` for torch
-models, a SavedModel for TensorFlow models, and ``metadata.json``. Every runner takes the encoded
-(numeric float32, categorical int64) arrays and returns the positive-class logit per row.
+The export and its loader are the training worker's (:class:`dmlops.training.evaluate.ExportedModel`:
+digests checked, TorchScript for torch models, SavedModel for TensorFlow models). Serving adds the
+request feature contract, a bound on the runtime's threads, and the ONNX file of torch exports as an
+alternative format (with onnxruntime).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable
 
+import fsspec
 import numpy as np
 
 from dmlops.serving.features import FeatureContract
-from dmlops.training.export import METADATA_FILE, fetch
+from dmlops.training.evaluate import ExportedModel as TrainedModel
+from dmlops.training.export import METADATA_FILE
 
-Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
-FORMATS = ("torchscript", "onnx", "savedmodel")
-_DEFAULT_FORMAT = {"torch": "torchscript", "tensorflow": "savedmodel", "tf": "savedmodel"}
-
-
-def _torchscript_runner(path: Path, threads: int) -> Runner:
-    import torch
-
-    torch.set_num_threads(threads)
-    module = torch.jit.load(str(path), map_location="cpu").eval()
-
-    def run(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(numeric), torch.from_numpy(categorical)).numpy()
-
-    return run
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+FORMATS = ("", "native", "onnx")
 
 
-def _onnx_runner(path: Path, threads: int) -> Runner:
+def _limit_threads(framework: str, threads: int) -> None:
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    elif framework == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
+def _onnx_predictor(path: str, threads: int) -> Predictor:
     try:
         import onnxruntime
     except ImportError:
         raise RuntimeError("serving the ONNX model needs onnxruntime: pip install onnxruntime") from None
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     output = session.get_outputs()[0].name
 
-    def run(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        return session.run([output], {"numeric": numeric, "categorical": categorical})[0].reshape(-1)
+    def predict(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        logits = session.run([output], {"numeric": numeric, "categorical": categorical})[0].reshape(-1)
+        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
-    return run
-
-
-def _savedmodel_runner(path: Path, threads: int) -> Runner:
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-
-    def run(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        outputs = signature(numeric=tf.constant(numeric), categorical=tf.constant(categorical))
-        return next(iter(outputs.values())).numpy().reshape(-1)
-
-    return run
+    return predict
 
 
-_RUNNERS = {"torchscript": _torchscript_runner, "onnx": _onnx_runner, "savedmodel": _savedmodel_runner}
+class ServedModel:
+    """A model directory (local path or fsspec URI) ready to predict probabilities from request rows.
 
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-
-
-class ExportedModel:
-    """A model directory (local path or fsspec URI) ready to predict probabilities from request rows."""
+    ``model_format``: ``""``/``"native"`` (TorchScript or SavedModel) or ``"onnx"`` (torch exports).
+    """
 
     def __init__(self, uri: str, model_format: str = "", threads: int = 1):
-        self.directory = fetch(uri)
-        self.metadata: dict[str, Any] = json.loads((self.directory / METADATA_FILE).read_text())
+        if model_format not in FORMATS:
+            raise ValueError(f"model format {model_format!r}: choose native or onnx")
+        try:
+            with fsspec.open(f"{uri.rstrip('/')}/{METADATA_FILE}") as handle:
+                framework = json.load(handle).get("framework", "")
+        except FileNotFoundError:
+            framework = ""  # the loader below says what is missing
+        _limit_threads(framework, threads)  # before the runtime initializes
+        trained = TrainedModel(uri)
+        self.metadata: dict[str, Any] = trained.metadata
         self.contract = FeatureContract.from_metadata(self.metadata)
-        framework = self.metadata.get("framework", "")
-        self.format = model_format or _DEFAULT_FORMAT.get(framework, "")
-        files = self.metadata.get("model_files", {})
-        if self.format not in FORMATS or self.format not in files:
-            raise ValueError(
-                f"{uri}: no {self.format or framework!r} model file; this export has {sorted(files)} "
-                f"(choose one of them as the model format)"
-            )
-        self.runner = _RUNNERS[self.format](self.directory / files[self.format], threads)
-
-    def logits(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        return self.runner(numeric, categorical)
+        if model_format == "onnx":
+            files = self.metadata["model_files"]
+            if "onnx" not in files:
+                raise ValueError(f"{uri}: this export has no ONNX file, only {sorted(files)}; serve it natively")
+            self.predict_encoded = _onnx_predictor(str(trained.directory / files["onnx"]), threads)
+        else:
+            self.predict_encoded = trained.predict_proba
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Positive-class probabilities (float64) for rows already checked against the contract."""
-        return sigmoid(self.logits(*self.contract.encode(rows)))
-
+        return self.predict_encoded(*self.contract.encode(rows))

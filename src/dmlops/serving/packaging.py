@@ -96,9 +96,9 @@ def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", 
             shutil.copy(source / METADATA_FILE, layout / METADATA_FILE)
             served = {"format": format_name, "runtime": "kserve-tritonserver", "protocol": "v2"}
         else:
-            if "savedmodel" not in files:
+            if "saved_model" not in files:
                 raise ValueError(f"{model_uri}: TF Serving needs a SavedModel; this export has {sorted(files)}")
-            shutil.copytree(source / files["savedmodel"], layout / str(version))
+            shutil.copytree(source / files["saved_model"], layout / str(version))
             served = {"format": "tensorflow", "runtime": "kserve-tensorflow-serving", "protocol": "v1"}
         publish(layout, writable_location(storage_uri))
     return {"storage_uri": storage_uri, **served}

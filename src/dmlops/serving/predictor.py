@@ -22,7 +22,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from dmlops.serving import metrics
 from dmlops.serving.features import RequestError
-from dmlops.serving.model import ExportedModel
+from dmlops.serving.model import ServedModel
 
 OUTPUT_NAME = "probability"
 
@@ -99,11 +99,11 @@ class DmlopsModel(kserve.Model):
         self.model_format = model_format
         self.threads = threads
         self.feast = feast
-        self.model: ExportedModel | None = None
+        self.model: ServedModel | None = None
         self._extra_fields = frozenset(feast.entity_keys if feast else ())
 
     def load(self) -> bool:
-        self.model = ExportedModel(self.model_uri, self.model_format, self.threads)
+        self.model = ServedModel(self.model_uri, self.model_format, self.threads)
         if self.feast:
             self.feast.open()
         # metric children resolved once: label lookups would cost more than the encoding of a row
