@@ -243,3 +243,20 @@ def test_first_deploy_that_fails_its_smoke_test_fails_the_rollout(fake_kube, kse
     kserve.server_for["gs://models/unreachable"] = "http://127.0.0.1:9"
     with pytest.raises(RolloutFailed, match="smoke test"):
         _rollout(launcher, "gs://models/unreachable", str(data_dir / "eval.parquet"), model_features(str(model_dir)))
+
+
+def test_deploy_with_the_kubernetes_backend_packages_and_rolls_out(fake_kube, kserve, model_dir, data_dir, tmp_path,  # noqa: F811
+                                                                   monkeypatch):
+    from dmlops.serving.deploy import deploy
+
+    monkeypatch.setenv("KUBECONFIG", str(fake_kube.write_kubeconfig(tmp_path / "kubeconfig", NAMESPACE)))
+    kserve.server_for["memory://models/flights/v9"] = kserve.server_for["gs://models/v1"]
+    result = deploy(str(model_dir), str(data_dir / "eval.parquet"), NAME, POLICY, backend="kubernetes",
+                    storage_uri="memory://models/flights/v9", model_format="onnx")
+    assert result.decision.action == FIRST_DEPLOY and result.backend == "kubernetes"
+    service = fake_kube.get("inferenceservices", NAMESPACE, NAME)
+    assert service["spec"]["predictor"]["model"]["storageUri"] == "memory://models/flights/v9"
+    assert service["spec"]["predictor"]["model"]["args"] == ["--model_format", "onnx"]
+    assert fsspec.filesystem("memory").exists("/models/flights/v9/metadata.json")
+    with pytest.raises(ValueError, match="only the dmlops runtime"):
+        deploy(str(model_dir), str(data_dir / "eval.parquet"), NAME, POLICY, backend="kubernetes", runtime="triton")
