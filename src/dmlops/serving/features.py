@@ -10,7 +10,6 @@ columns map to 1-based vocabulary indices (null or unseen -> 0).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -69,14 +68,22 @@ def _category_text(value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
 class FeatureContract:
     """The features a model takes, in order, with their types and the fitted preprocessing."""
 
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
-    types: dict[str, str]
-    preprocessing: Preprocessing
+    def __init__(self, numeric: list[str], categorical: list[str], types: dict[str, str], preprocessing: Preprocessing):
+        self.numeric = tuple(numeric)
+        self.categorical = tuple(categorical)
+        self.types = dict(types)
+        self.preprocessing = preprocessing
+        self._kinds = {name: _kind(self.types.get(name, "")) for name in self.features}
+        self._mean_list = [preprocessing.numeric[name]["mean"] for name in self.numeric]
+        self._means = np.array(self._mean_list, np.float64)
+        self._stds = np.array([preprocessing.numeric[name]["std"] for name in self.numeric], np.float64)
+        self._vocabularies = [
+            {value: index + 1 for index, value in enumerate(preprocessing.categorical[name])}
+            for name in self.categorical
+        ]
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> FeatureContract:
@@ -85,23 +92,8 @@ class FeatureContract:
             if key not in metadata:
                 raise ValueError(f"model metadata has no {key!r}; export the model with dmlops.training")
         inputs = metadata["inputs"]
-        return cls(
-            numeric=tuple(inputs["numeric"]["columns"]),
-            categorical=tuple(inputs["categorical"]["columns"]),
-            types=dict(metadata["feature_schema"]),
-            preprocessing=Preprocessing.from_dict(metadata["preprocessing"]),
-        )
-
-    def __post_init__(self) -> None:
-        stats = self.preprocessing.numeric
-        object.__setattr__(self, "_kinds", {name: _kind(self.types.get(name, "")) for name in self.features})
-        object.__setattr__(self, "_mean_list", [stats[name]["mean"] for name in self.numeric])
-        object.__setattr__(self, "_means", np.array(self._mean_list, np.float64))
-        object.__setattr__(self, "_stds", np.array([stats[name]["std"] for name in self.numeric], np.float64))
-        object.__setattr__(self, "_vocabularies", [
-            {value: index + 1 for index, value in enumerate(self.preprocessing.categorical[name])}
-            for name in self.categorical
-        ])
+        return cls(inputs["numeric"]["columns"], inputs["categorical"]["columns"], metadata["feature_schema"],
+                   Preprocessing.from_dict(metadata["preprocessing"]))
 
     @property
     def features(self) -> tuple[str, ...]:
