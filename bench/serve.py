@@ -85,7 +85,6 @@ class BareModel:
 
 def start_bare(model_dir: Path, log_dir: Path):
     from dmlops.platform.local import free_ports
-    from dmlops.serving.local import ServerProcess
 
     (port,) = free_ports(1)
     log = open(log_dir / f"bare-{port}.log", "ab")
