@@ -258,5 +258,5 @@ def test_deploy_with_the_kubernetes_backend_packages_and_rolls_out(fake_kube, ks
     assert service["spec"]["predictor"]["model"]["storageUri"] == "memory://models/flights/v9"
     assert service["spec"]["predictor"]["model"]["args"] == ["--model_format", "onnx"]
     assert fsspec.filesystem("memory").exists("/models/flights/v9/metadata.json")
-    with pytest.raises(ValueError, match="only the dmlops runtime"):
+    with pytest.raises(ValueError, match="needs its own model layout: give storage_uri"):
         deploy(str(model_dir), str(data_dir / "eval.parquet"), NAME, POLICY, backend="kubernetes", runtime="triton")

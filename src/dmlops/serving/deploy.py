@@ -20,18 +20,22 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from dmlops.serving.features import FeatureContract
 from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
 from dmlops.serving.packaging import DEPLOYMENT_MODE_ANNOTATION, DMLOPS_RUNTIME, inference_service, package_model
 from dmlops.serving.rollout import (
+    DMLOPS_V1,
     FIRST_DEPLOY,
     PROMOTE,
     ROLLBACK,
     Decision,
+    RequestFormat,
     RolloutPolicy,
     TrafficStats,
     judge,
     replay,
     replay_requests,
+    request_format,
     smoke_failed,
 )
 from dmlops.training.export import METADATA_FILE, fetch
@@ -78,13 +82,18 @@ def model_features(model_uri: str) -> list[str]:
     return [*inputs["numeric"]["columns"], *inputs["categorical"]["columns"]]
 
 
-def _smoke(url: str, bodies: list[dict[str, Any]], policy: RolloutPolicy) -> TrafficStats:
-    return replay({"canary": url}, bodies, concurrency=policy.concurrency, timeout_s=policy.request_timeout_s)["canary"]
+Batches = list[list[dict[str, Any]]]
 
 
-def _window(stable_url: str, canary_url: str, bodies: list[dict[str, Any]], policy: RolloutPolicy) -> dict[str, TrafficStats]:
-    return replay({"stable": stable_url, "canary": canary_url}, bodies,
-                  concurrency=policy.concurrency, timeout_s=policy.request_timeout_s)
+def _smoke(url: str, batches: Batches, policy: RolloutPolicy, request: RequestFormat = DMLOPS_V1) -> TrafficStats:
+    return replay({"canary": url}, batches, concurrency=policy.concurrency, timeout_s=policy.request_timeout_s,
+                  request=request)["canary"]
+
+
+def _window(stable_url: str, canary_url: str, batches: Batches, policy: RolloutPolicy,
+            request: RequestFormat = DMLOPS_V1) -> dict[str, TrafficStats]:
+    return replay({"stable": stable_url, "canary": canary_url}, batches,
+                  concurrency=policy.concurrency, timeout_s=policy.request_timeout_s, request=request)
 
 
 def _first_deploy_decision(smoke: TrafficStats, reason: str) -> Decision:
@@ -106,22 +115,22 @@ def deploy_local(
     if state.canary is not None:  # left by an interrupted rollout
         stop_server(state.canary)
         state.canary = None
-    bodies = replay_requests(eval_uri, model_features(model_uri), policy.smoke_requests + policy.window_requests,
-                             policy.rows_per_request)
-    smoke_bodies, window_bodies = bodies[: policy.smoke_requests], bodies[policy.smoke_requests :]
+    batches = replay_requests(eval_uri, model_features(model_uri), policy.smoke_requests + policy.window_requests,
+                              policy.rows_per_request)
+    smoke_batches, window_batches = batches[: policy.smoke_requests], batches[policy.smoke_requests :]
     canary = start_server(model_uri, endpoint, log_dir=state_dir() / "logs", model_format=model_format,
                           feast_config=feast_config)
     state.canary = canary
-    state.example = {"instances": smoke_bodies[0]["instances"][:1]}
+    state.example = {"instances": smoke_batches[0][:1]}
     state.save()
-    smoke = _smoke(canary.predict_url, smoke_bodies, policy)
+    smoke = _smoke(canary.predict_url, smoke_batches, policy)
     stable = state.stable
     if stable is None:
         decision = _first_deploy_decision(smoke, f"first deploy: smoke test passed ({smoke.requests} requests); 100% to it")
     elif smoke_failed(smoke):
         decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)
     else:
-        window = _window(stable.predict_url, canary.predict_url, window_bodies, policy)
+        window = _window(stable.predict_url, canary.predict_url, window_batches, policy)
         decision = judge(policy, smoke, window["stable"], window["canary"])
     if decision.promoted:
         state.stable, state.canary = canary, None
@@ -174,10 +183,6 @@ def _tag_urls(status: dict[str, Any]) -> dict[str, dict[str, str]]:
             for entry in traffic if entry.get("tag")}
 
 
-def _predict_url(base_url: str, model_name: str) -> str:
-    return f"{base_url.rstrip('/')}/v1/models/{model_name}:predict"
-
-
 def deploy_kubernetes(
     launcher,
     service: dict[str, Any],
@@ -185,13 +190,15 @@ def deploy_kubernetes(
     features: list[str],
     policy: RolloutPolicy,
     *,
+    request: RequestFormat = DMLOPS_V1,
     timeout_s: float = 900.0,
 ) -> RolloutResult:
     """Roll the InferenceService dict ``service`` (see :func:`dmlops.serving.packaging.inference_service`)
-    out through the platform launcher, judged by ``policy`` on replayed ``eval_uri`` rows."""
+    out through the platform launcher, judged by ``policy`` on replayed ``eval_uri`` rows sent in the
+    runtime's ``request`` format."""
     name = service["metadata"]["name"]
-    bodies = replay_requests(eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request)
-    smoke_bodies, window_bodies = bodies[: policy.smoke_requests], bodies[policy.smoke_requests :]
+    batches = replay_requests(eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request)
+    smoke_batches, window_batches = batches[: policy.smoke_requests], batches[policy.smoke_requests :]
     existing = _read_service(launcher, service)
     serverless = service["metadata"]["annotations"].get(DEPLOYMENT_MODE_ANNOTATION, "Serverless") == "Serverless"
     details = {"InferenceService": f"{service['metadata']['namespace']}/{name}",
@@ -202,7 +209,7 @@ def deploy_kubernetes(
         url = result.status.get("url", "")
         predictor = (result.status.get("components") or {}).get("predictor") or {}
         revision = predictor.get("latestReadyRevision", "")
-        smoke = _smoke(_predict_url(url, name), smoke_bodies, policy)
+        smoke = _smoke(request.url(url, name), smoke_batches, policy, request)
         if existing is None:
             decision = _first_deploy_decision(smoke, f"first deploy: smoke test passed ({smoke.requests} requests)")
             if not decision.promoted:
@@ -215,7 +222,7 @@ def deploy_kubernetes(
         else:
             decision = Decision(PROMOTE, [f"RawDeployment (no traffic split): updated in place, smoke test passed "
                                           f"({smoke.requests} requests)"], [], smoke)
-        return RolloutResult("kubernetes", name, url, _predict_url(url, name), revision, "", decision, details)
+        return RolloutResult("kubernetes", name, url, request.url(url, name), revision, "", decision, details)
 
     result = launcher.apply(_with_canary(service, policy.canary_percent), timeout_s=timeout_s)
     tags = _tag_urls(result.status)
@@ -224,17 +231,17 @@ def deploy_kubernetes(
             f"InferenceService {name}: no 'prev'/'latest' tag URLs in status.components.predictor.traffic; "
             f"the service needs the annotation serving.kserve.io/enable-tag-routing=true (got tags {sorted(tags)})"
         )
-    smoke = _smoke(_predict_url(tags["latest"]["url"], name), smoke_bodies, policy)
+    smoke = _smoke(request.url(tags["latest"]["url"], name), smoke_batches, policy, request)
     if smoke_failed(smoke):
         decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)
     else:
-        window = _window(_predict_url(tags["prev"]["url"], name), _predict_url(tags["latest"]["url"], name),
-                         window_bodies, policy)
+        window = _window(request.url(tags["prev"]["url"], name), request.url(tags["latest"]["url"], name),
+                         window_batches, policy, request)
         decision = judge(policy, smoke, window["stable"], window["canary"])
     final = launcher.apply(_with_canary(service, 100 if decision.promoted else 0), timeout_s=timeout_s)
     url = final.status.get("url", "")
     serving_revision = tags["latest" if decision.promoted else "prev"]["revision"]
-    return RolloutResult("kubernetes", name, url, _predict_url(url, name), serving_revision,
+    return RolloutResult("kubernetes", name, url, request.url(url, name), serving_revision,
                          tags["latest"]["revision"], decision,
                          {**details, "canary traffic percent": str(policy.canary_percent)})
 
@@ -269,21 +276,26 @@ def deploy(
 
     if resolve_backend(backend) == "local":
         return deploy_local(model_uri, endpoint, eval_uri, policy, model_format=model_format, feast_config=feast_config)
-    if runtime != DMLOPS_RUNTIME:
-        raise ValueError(
-            f"runtime {runtime!r}: the canary gates replay feature rows, which only the dmlops runtime accepts; "
-            "package for Triton/TF Serving with dmlops.serving.packaging.package_model and deploy it yourself"
-        )
     from dmlops.platform.kubernetes import KubernetesLauncher, current_namespace
 
-    served = package_model(model_uri, storage_uri) if storage_uri else {"storage_uri": model_uri}
-    model_args = ["--model_format", model_format] if model_format else []
+    if runtime != DMLOPS_RUNTIME and not storage_uri:
+        raise ValueError(f"runtime {runtime!r} needs its own model layout: give storage_uri (gs://, s3://, pvc://)")
+    served = (package_model(model_uri, storage_uri, runtime=runtime, model_name=endpoint, model_format=model_format)
+              if storage_uri else {"storage_uri": model_uri, "format": "dmlops", "runtime": DMLOPS_RUNTIME, "protocol": "v1"})
+    metadata = json.loads((fetch(model_uri) / METADATA_FILE).read_text())
+    request = request_format(runtime, FeatureContract.from_metadata(metadata))
+    model_args = []
+    if runtime == DMLOPS_RUNTIME and model_format:
+        model_args = ["--model_format", model_format]
     if feast_config:
+        if runtime != DMLOPS_RUNTIME:
+            raise ValueError("feast_config: only the dmlops runtime looks up online features")
         model_args += ["--feast_config", feast_config]
     service = inference_service(
-        endpoint, namespace or current_namespace(), served["storage_uri"], deployment_mode=deployment_mode,
+        endpoint, namespace or current_namespace(), served["storage_uri"], model_format=served["format"],
+        runtime=served["runtime"], protocol=served["protocol"], deployment_mode=deployment_mode,
         service_account=service_account, min_replicas=min_replicas, max_replicas=max_replicas, cpu=cpu,
         memory=memory, model_args=model_args,
     )
     return deploy_kubernetes(KubernetesLauncher(), service, eval_uri, model_features(model_uri), policy,
-                             timeout_s=timeout_s)
+                             request=request, timeout_s=timeout_s)

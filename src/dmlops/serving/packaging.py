@@ -74,7 +74,8 @@ def _triton_config(name: str, platform: str, metadata: dict[str, Any]) -> str:
 def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", model_name: str = "model",
                   model_format: str = "", version: int = 1) -> dict[str, Any]:
     """Write the exported model at ``model_uri`` to ``storage_uri`` in ``runtime``'s layout; returns
-    what the InferenceService needs (storage URI, model format name, runtime, protocol)."""
+    what the InferenceService needs (storage URI, model format name, runtime, protocol). For Triton,
+    ``model_format`` ``onnx`` serves the ONNX file, anything else the TorchScript one."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     source = fetch(model_uri)
@@ -86,7 +87,7 @@ def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", 
             shutil.copytree(source, layout)
             served = {"format": DMLOPS_MODEL_FORMAT, "runtime": DMLOPS_RUNTIME, "protocol": "v1"}
         elif runtime == "triton":
-            model_format = model_format or "torchscript"
+            model_format = "onnx" if model_format == "onnx" else "torchscript"
             if model_format not in _TRITON_BACKENDS or model_format not in files:
                 raise ValueError(f"{model_uri}: Triton serves torchscript or onnx; this export has {sorted(files)}")
             format_name, platform, file_name = _TRITON_BACKENDS[model_format]

@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import fsspec
 import numpy as np
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import requests
 
 from dmlops.data.errors import DataError
+from dmlops.serving.features import FeatureContract
 
 PROMOTE, ROLLBACK, FIRST_DEPLOY = "promote", "rollback", "first-deploy"
 _MAX_ERROR_SAMPLES = 5
@@ -75,9 +76,9 @@ class TrafficStats:
         }
 
 
-def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_request: int) -> list[dict[str, Any]]:
-    """``count`` V1 request bodies of ``rows_per_request`` rows from an evaluation Parquet dataset,
-    cycling through its rows; only the model's feature columns are sent."""
+def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_request: int) -> list[list[dict[str, Any]]]:
+    """``count`` requests of ``rows_per_request`` rows each from an evaluation Parquet dataset, cycling
+    through its rows; only the model's feature columns are kept."""
     filesystem, path = fsspec.core.url_to_fs(eval_uri)
     if not filesystem.exists(path):
         raise DataError(f"replay data {eval_uri} does not exist; pass the evaluation dataset")
@@ -91,35 +92,98 @@ def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_req
     if not rows:
         raise DataError(f"replay data {eval_uri} has no rows")
     rows = [rows[index % len(rows)] for index in range(needed)]
-    return [{"instances": rows[start : start + rows_per_request]} for start in range(0, needed, rows_per_request)]
+    return [rows[start : start + rows_per_request] for start in range(0, needed, rows_per_request)]
 
 
-def _check_response(response: requests.Response, rows: int) -> list[float]:
+def _sigmoid(values: list[float]) -> list[float]:
+    return (1.0 / (1.0 + np.exp(-np.asarray(values, np.float64)))).tolist()
+
+
+def _flat(values: Any) -> list[float]:
+    return np.asarray(values, np.float64).reshape(-1).tolist()
+
+
+@dataclass(frozen=True)
+class RequestFormat:
+    """How replayed rows are sent to a serving runtime and its answer read back as probabilities:
+    ``path`` (after the base URL, ``{name}`` = model name), ``encode(rows) -> body``,
+    ``decode(document) -> probabilities``."""
+
+    path: str
+    encode: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    decode: Callable[[dict[str, Any]], list[float]]
+
+    def url(self, base_url: str, model_name: str) -> str:
+        return base_url.rstrip("/") + self.path.format(name=model_name)
+
+
+DMLOPS_V1 = RequestFormat(
+    "/v1/models/{name}:predict", lambda rows: {"instances": rows}, lambda document: _flat(document["predictions"]),
+)
+
+
+def request_format(runtime: str, contract: FeatureContract | None = None) -> RequestFormat:
+    """The request format of a runtime: ``dmlops`` takes feature rows; ``triton`` (V2) and ``tfserving``
+    (V1) take the encoded ``numeric``/``categorical`` tensors, encoded here with ``contract``, and answer
+    logits."""
+    if runtime == "dmlops":
+        return DMLOPS_V1
+    if contract is None:
+        raise ValueError(f"runtime {runtime!r} takes encoded tensors: pass the model's feature contract")
+    if runtime == "triton":
+        def encode_v2(rows: list[dict[str, Any]]) -> dict[str, Any]:
+            numeric, categorical = contract.encode(rows)
+            return {"inputs": [
+                {"name": "numeric", "shape": list(numeric.shape), "datatype": "FP32", "data": numeric.reshape(-1).tolist()},
+                {"name": "categorical", "shape": list(categorical.shape), "datatype": "INT64",
+                 "data": categorical.reshape(-1).tolist()},
+            ]}
+
+        return RequestFormat("/v2/models/{name}/infer", encode_v2, lambda document: _sigmoid(_flat(document["outputs"][0]["data"])))
+    if runtime == "tfserving":
+        def encode_v1(rows: list[dict[str, Any]]) -> dict[str, Any]:
+            numeric, categorical = contract.encode(rows)
+            return {"instances": [{"numeric": n, "categorical": c} for n, c in zip(numeric.tolist(), categorical.tolist())]}
+
+        return RequestFormat("/v1/models/{name}:predict", encode_v1, lambda document: _sigmoid(_flat(document["predictions"])))
+    raise ValueError(f"runtime {runtime!r}: choose dmlops, triton or tfserving")
+
+
+def _answer(response: requests.Response, rows: int, request: RequestFormat) -> list[float]:
+    """The probabilities in a response; ValueError for an error status or a malformed answer."""
     if response.status_code != 200:
         raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
-    predictions = response.json().get("predictions")
-    if not isinstance(predictions, list) or len(predictions) != rows:
-        raise ValueError(f"expected {rows} predictions, got {str(predictions)[:100]}")
-    values = [float(value) for value in predictions]
+    try:
+        values = request.decode(response.json())
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"malformed answer ({error}): {response.text[:100]}") from None
+    if len(values) != rows:
+        raise ValueError(f"expected {rows} predictions, got {len(values)}: {values[:5]}")
     if not all(0.0 <= value <= 1.0 for value in values):
         raise ValueError(f"predictions outside [0, 1]: {values[:5]}")
     return values
 
 
 def replay(
-    targets: dict[str, str], bodies: list[dict[str, Any]], *, concurrency: int, timeout_s: float
+    targets: dict[str, str],
+    batches: list[list[dict[str, Any]]],
+    *,
+    concurrency: int,
+    timeout_s: float,
+    request: RequestFormat = DMLOPS_V1,
 ) -> dict[str, TrafficStats]:
-    """Send every body to every target URL (V1 predict URLs), interleaved, ``concurrency`` at a time."""
+    """Send every batch of rows to every target URL, interleaved, ``concurrency`` at a time."""
     stats = {name: TrafficStats() for name in targets}
     lock = threading.Lock()
     local = threading.local()
 
-    def send(name: str, body: dict[str, Any]) -> None:
+    def send(name: str, rows: list[dict[str, Any]]) -> None:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
+        body = request.encode(rows)
         started = time.perf_counter()
         try:
-            values = _check_response(session.post(targets[name], json=body, timeout=timeout_s), len(body["instances"]))
+            values = _answer(session.post(targets[name], json=body, timeout=timeout_s), len(rows), request)
             error = ""
         except (requests.RequestException, ValueError) as failure:
             values, error = [], str(failure)
@@ -136,7 +200,7 @@ def replay(
                 record.predictions.extend(values)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for future in [pool.submit(send, name, body) for body in bodies for name in targets]:
+        for future in [pool.submit(send, name, rows) for rows in batches for name in targets]:
             future.result()
     return stats
 
