@@ -26,6 +26,7 @@ def deploy(
     max_p99_ratio: float = 3.0,
     max_prediction_shift: float = 0.25,
     storage_uri: str = "",
+    runtime: str = "dmlops",
     model_format: str = "",
     deployment_mode: str = "Serverless",
     namespace: str = "",
@@ -46,7 +47,8 @@ def deploy(
     ``backend``: ``local`` (two local model servers that outlive the step; ``dmlops serve --stop`` stops
     them), ``kubernetes`` (a KServe InferenceService named ``endpoint``, Serverless with a canary or
     RawDeployment updated in place) or ``auto``. ``storage_uri`` (gs://, s3://, pvc://) repackages the
-    model there; by default KServe downloads the model artifact itself.
+    model there for ``runtime``: ``dmlops`` (the default; without ``storage_uri`` KServe downloads the model
+    artifact itself), ``triton`` or ``tfserving``. ``model_format``: ``native`` or ``onnx``.
     """
     from collections import namedtuple
 
@@ -62,7 +64,7 @@ def deploy(
     backend = resolve_backend(backend)
     result = roll_out(
         model.uri if backend == "kubernetes" else model.path, eval_data.path, endpoint, policy,
-        backend=backend, storage_uri=storage_uri, model_format=model_format, deployment_mode=deployment_mode,
+        backend=backend, storage_uri=storage_uri, runtime=runtime, model_format=model_format, deployment_mode=deployment_mode,
         namespace=namespace, service_account=service_account, cpu=cpu, memory=memory,
         min_replicas=min_replicas, max_replicas=max_replicas, feast_config=feast_config,
         timeout_s=float(timeout_seconds),
