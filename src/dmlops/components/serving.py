@@ -64,7 +64,8 @@ def deploy(
     backend = resolve_backend(backend)
     result = roll_out(
         model.uri if backend == "kubernetes" else model.path, eval_data.path, endpoint, policy,
-        backend=backend, storage_uri=storage_uri, runtime=runtime, model_format=model_format, deployment_mode=deployment_mode,
+        backend=backend, storage_uri=storage_uri, runtime=runtime, model_format=model_format,
+        deployment_mode=deployment_mode,
         namespace=namespace, service_account=service_account, cpu=cpu, memory=memory,
         min_replicas=min_replicas, max_replicas=max_replicas, feast_config=feast_config,
         timeout_s=float(timeout_seconds),
@@ -75,6 +76,7 @@ def deploy(
     with open(report.path, "w") as handle:
         handle.write(result.markdown())
     print(f"{result.decision.action}: {result.endpoint} serves at {result.predict_url}\n{result.query_hint()}")
-    outputs = namedtuple("RolloutOutputs", ["endpoint_url", "predict_url", "stable_revision", "canary_revision", "decision"])
+    outputs = namedtuple("RolloutOutputs",
+                         ["endpoint_url", "predict_url", "stable_revision", "canary_revision", "decision"])
     return outputs(result.url, result.predict_url, result.stable_revision, result.canary_revision,
                    result.decision.action)

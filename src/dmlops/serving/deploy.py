@@ -280,8 +280,10 @@ def deploy(
 
     if runtime != DMLOPS_RUNTIME and not storage_uri:
         raise ValueError(f"runtime {runtime!r} needs its own model layout: give storage_uri (gs://, s3://, pvc://)")
-    served = (package_model(model_uri, storage_uri, runtime=runtime, model_name=endpoint, model_format=model_format)
-              if storage_uri else {"storage_uri": model_uri, "format": "dmlops", "runtime": DMLOPS_RUNTIME, "protocol": "v1"})
+    if storage_uri:
+        served = package_model(model_uri, storage_uri, runtime=runtime, model_name=endpoint, model_format=model_format)
+    else:
+        served = {"storage_uri": model_uri, "format": "dmlops", "runtime": DMLOPS_RUNTIME, "protocol": "v1"}
     metadata = json.loads((fetch(model_uri) / METADATA_FILE).read_text())
     request = request_format(runtime, FeatureContract.from_metadata(metadata))
     model_args = []

@@ -33,7 +33,10 @@ DMLOPS_HTTP_PORT = 8080
 PVC_MOUNT_ROOT = "/mnt/pvc"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-_TRITON_BACKENDS = {"torchscript": ("pytorch", "pytorch_libtorch", "model.pt"), "onnx": ("onnx", "onnxruntime_onnx", "model.onnx")}
+_TRITON_BACKENDS = {  # export file key -> (KServe model format, Triton platform, file name in the repository)
+    "torchscript": ("pytorch", "pytorch_libtorch", "model.pt"),
+    "onnx": ("onnx", "onnxruntime_onnx", "model.onnx"),
+}
 
 
 def serving_runtime_container() -> dict[str, Any]:

@@ -139,13 +139,15 @@ def request_format(runtime: str, contract: FeatureContract | None = None) -> Req
                  "data": categorical.reshape(-1).tolist()},
             ]}
 
-        return RequestFormat("/v2/models/{name}/infer", encode_v2, lambda document: _sigmoid(_flat(document["outputs"][0]["data"])))
+        return RequestFormat("/v2/models/{name}/infer", encode_v2,
+                             lambda document: _sigmoid(_flat(document["outputs"][0]["data"])))
     if runtime == "tfserving":
         def encode_v1(rows: list[dict[str, Any]]) -> dict[str, Any]:
             numeric, categorical = contract.encode(rows)
             return {"instances": [{"numeric": n, "categorical": c} for n, c in zip(numeric.tolist(), categorical.tolist())]}
 
-        return RequestFormat("/v1/models/{name}:predict", encode_v1, lambda document: _sigmoid(_flat(document["predictions"])))
+        return RequestFormat("/v1/models/{name}:predict", encode_v1,
+                             lambda document: _sigmoid(_flat(document["predictions"])))
     raise ValueError(f"runtime {runtime!r}: choose dmlops, triton or tfserving")
 
 
