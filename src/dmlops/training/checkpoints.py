@@ -1,15 +1,17 @@
 """Periodic training checkpoints under a URI (local path, gs://, s3://, any fsspec URL).
 
-A checkpoint is one opaque payload named by its global step, ``ckpt-000000001200.bin``. A payload is
-written under a temporary name and then moved into place, so a worker killed mid-write never leaves a
-checkpoint that looks complete. The newest ``keep`` checkpoints are kept.
+A checkpoint is one opaque payload named by its global step, ``ckpt-000000001200.bin``. On a local
+path a payload is written under a temporary name and renamed into place; an object store's upload is
+atomic by itself. A worker killed mid-write never leaves a checkpoint that looks complete. The newest ``keep`` checkpoints are kept.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 _NAME = re.compile(r"ckpt-(\d{12})\.bin$")
 
@@ -39,11 +41,14 @@ class CheckpointStore:
         """Write the checkpoint of ``step`` and drop the ones beyond ``keep``; returns its URI."""
         self.fs.makedirs(self.path, exist_ok=True)
         name = f"ckpt-{step:012d}.bin"
-        temporary = self._file(f".{name}.partial")
-        self.fs.pipe_file(temporary, payload)
-        self.fs.mv(temporary, self._file(name))
+        if isinstance(self.fs, LocalFileSystem):
+            temporary = self._file(f".{name}.partial")
+            self.fs.pipe_file(temporary, payload)
+            os.replace(temporary, self._file(name))
+        else:
+            self.fs.pipe_file(self._file(name), payload)
         for old in self.steps()[: -self.keep]:
-            self.fs.rm(self._file(f"ckpt-{old:012d}.bin"))
+            self.fs.rm_file(self._file(f"ckpt-{old:012d}.bin"))
         return f"{self.uri}/{name}"
 
     def latest(self) -> tuple[int, bytes] | None:

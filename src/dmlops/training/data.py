@@ -7,7 +7,7 @@ way. Nothing here knows a particular data set: the label and feature columns are
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -44,11 +44,20 @@ class Preprocessing:
     categorical: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A JSON-ready form; columns are lists because the model's input order is their order."""
+        return {
+            "label": self.label,
+            "numeric": [{"column": name, **stats} for name, stats in self.numeric.items()],
+            "categorical": [{"column": name, "vocabulary": vocabulary} for name, vocabulary in self.categorical.items()],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(label=data["label"], numeric=dict(data["numeric"]), categorical=dict(data["categorical"]))
+        return cls(
+            label=data["label"],
+            numeric={item["column"]: {"mean": item["mean"], "std": item["std"]} for item in data["numeric"]},
+            categorical={item["column"]: list(item["vocabulary"]) for item in data["categorical"]},
+        )
 
     @property
     def cardinalities(self) -> list[int]:
@@ -160,7 +169,7 @@ def binary_labels(table: pa.Table, label: str, source: str) -> np.ndarray:
     bad = np.flatnonzero((values != 0) & (values != 1))
     if bad.size:
         raise DataError(
-            f"{source}: label {label!r} must be 0 or 1 but is {values[bad[0]]!r} at row {int(bad[0])} "
+            f"{source}: label {label!r} must be 0 or 1 but is {float(values[bad[0]])!r} at row {int(bad[0])} "
             f"({bad.size} such rows); the label must be binary"
         )
     return values.astype(np.float32)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import fsspec
+
 from dmlops.platform.local import LocalRunResult, run_workers
 from dmlops.training.config import TrainConfig
+from dmlops.training.export import METADATA_FILE
 
 # How each strategy's workers are started, named after the operator that starts them on a cluster.
 LAUNCH_KIND = {
@@ -32,6 +36,34 @@ class WorkerResources:
 def worker_command(config: TrainConfig) -> list[str]:
     """The command every worker runs."""
     return [sys.executable, "-m", "dmlops.training.worker", *config.to_args()]
+
+
+def read_export_metadata(export_uri: str) -> dict[str, Any]:
+    """The metadata.json of a finished export (its metrics, files and digests)."""
+    filesystem, path = fsspec.core.url_to_fs(export_uri)
+    return json.loads(filesystem.cat_file(f"{path}/{METADATA_FILE}"))
+
+
+def run_training(
+    config: TrainConfig,
+    num_workers: int,
+    backend: str = "local",
+    resources: WorkerResources | None = None,
+    max_restarts: int = 1,
+    timeout: float | None = None,
+    image: str = "",
+    namespace: str = "",
+    job_name: str = "",
+) -> dict[str, Any]:
+    """Train on ``backend`` ("local" or "kubernetes") and return the export's metadata."""
+    if backend == "local":
+        run_local(config, num_workers, max_restarts, timeout)
+    elif backend == "kubernetes":
+        run_kubernetes(config, num_workers, resources or WorkerResources(), image, namespace, job_name,
+                       max_restarts, timeout)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; choose 'local' or 'kubernetes'")
+    return read_export_metadata(config.export_uri)
 
 
 def run_local(config: TrainConfig, num_workers: int, max_restarts: int = 1, timeout: float | None = None) -> LocalRunResult:

@@ -79,3 +79,18 @@ def write_metrics_file(path: str | Path, metrics: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(katib_lines(metrics)) + "\n")
     Path(f"{path}.json").write_text(json.dumps(metrics, indent=2))
+
+
+def markdown_report(title: str, metrics: dict[str, Any], details: dict[str, Any] | None = None) -> str:
+    """A Markdown summary for the KFP UI: the scalar metrics, the confusion matrix and run details."""
+    lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {name} | {value:.6g} |" for name, value in scalar_metrics(metrics).items()]
+    if "confusion_matrix" in metrics:
+        (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+        lines += ["", f"Confusion matrix at threshold {metrics.get('threshold', 0.5)}:", "",
+                  "| actual \\ predicted | 0 | 1 |", "| --- | --- | --- |",
+                  f"| 0 | {tn} | {fp} |", f"| 1 | {fn} | {tp} |"]
+    if details:
+        lines += ["", "| setting | value |", "| --- | --- |"]
+        lines += [f"| {name} | {value} |" for name, value in details.items()]
+    return "\n".join(lines) + "\n"

@@ -147,4 +147,7 @@ class TorchTrainer:
 
             hvd.shutdown()
         elif torch.distributed.is_initialized():
+            # wait for rank 0's export: a rank tearing down while rank 0, which hosts the rendezvous
+            # store, exits can block forever
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()

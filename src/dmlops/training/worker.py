@@ -56,43 +56,43 @@ def train(config: TrainConfig) -> dict[str, Any]:
     evaluation = load_encoded(config.eval_uri, preprocessing) if config.eval_uri else None
 
     trainer = make_trainer(config, preprocessing, train_data)
-    try:
-        metrics = fit(config, trainer, train_data, evaluation)
-        if trainer.rank == 0:
-            with tempfile.TemporaryDirectory(prefix="dmlops-export-") as scratch:
-                directory = Path(scratch) / "model"
-                directory.mkdir()
-                model_files = trainer.export(directory)
-                write_metadata(directory, {
-                    "framework": trainer.framework,
-                    "strategy": config.strategy,
-                    "model_files": model_files,
-                    "label": spec.label,
-                    "inputs": {
-                        "numeric": {"columns": spec.numeric, "dtype": "float32"},
-                        "categorical": {"columns": spec.categorical, "dtype": "int64"},
-                        "output": "logit of the positive class; probability = sigmoid(logit)",
-                    },
-                    "feature_schema": {name: str(schema.field(name).type) for name in spec.columns},
-                    "preprocessing": preprocessing.to_dict(),
-                    "hyperparameters": {
-                        "epochs": config.epochs, "batch_size": config.batch_size,
-                        "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
-                        "hidden_units": config.hidden_units, "embedding_dim": config.embedding_dim,
-                        "dropout": config.dropout, "seed": config.seed,
-                    },
-                    "metrics": metrics,
-                    "train_rows": len(train_data),
-                })
-                publish(directory, config.export_uri)
-            for line in katib_lines(metrics):
-                log(line)
-            if config.metrics_file:
-                write_metrics_file(config.metrics_file, metrics)
-            log(f"exported {trainer.framework} model to {config.export_uri}")
-        return metrics
-    finally:
-        trainer.close()
+    # no try/finally: a failing worker must exit (non-zero) rather than wait for the others in a
+    # collective; its launcher then stops and restarts the group
+    metrics = fit(config, trainer, train_data, evaluation)
+    if trainer.rank == 0:
+        with tempfile.TemporaryDirectory(prefix="dmlops-export-") as scratch:
+            directory = Path(scratch) / "model"
+            directory.mkdir()
+            model_files = trainer.export(directory)
+            write_metadata(directory, {
+                "framework": trainer.framework,
+                "strategy": config.strategy,
+                "model_files": model_files,
+                "label": spec.label,
+                "inputs": {
+                    "numeric": {"columns": spec.numeric, "dtype": "float32"},
+                    "categorical": {"columns": spec.categorical, "dtype": "int64"},
+                    "output": "logit of the positive class; probability = sigmoid(logit)",
+                },
+                "feature_schema": {name: str(schema.field(name).type) for name in spec.columns},
+                "preprocessing": preprocessing.to_dict(),
+                "hyperparameters": {
+                    "epochs": config.epochs, "batch_size": config.batch_size,
+                    "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
+                    "hidden_units": config.hidden_units, "embedding_dim": config.embedding_dim,
+                    "dropout": config.dropout, "seed": config.seed,
+                },
+                "metrics": metrics,
+                "train_rows": len(train_data),
+            })
+            publish(directory, config.export_uri)
+        for line in katib_lines(metrics):
+            log(line)
+        if config.metrics_file:
+            write_metrics_file(config.metrics_file, metrics)
+        log(f"exported {trainer.framework} model to {config.export_uri}")
+    trainer.close()
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,172 @@
+"""TensorFlow training: a custom loop under ``MultiWorkerMirroredStrategy`` (``tf-multiworker``) or
+with Horovod's DistributedGradientTape (``horovod-tf``).
+
+tf-multiworker reads TF_CONFIG as TFJob sets it (no TF_CONFIG: one local worker). Keras 3
+``model.fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so each step is
+``strategy.run`` of a replica function; the Keras optimizer sums gradients across replicas in replica
+context, so the loss is divided by the number of replicas. horovod-tf reads what ``horovodrun`` gives.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dmlops.training.config import TrainConfig
+from dmlops.training.data import EncodedData, Preprocessing
+
+PREDICT_BATCH = 65536
+
+
+def build_model(preprocessing: Preprocessing, config: TrainConfig):
+    """The Keras tabular model: inputs ``numeric`` [n, d] float32 and ``categorical`` [n, c] int64,
+    output one logit per row (the same architecture as the torch TabularMLP)."""
+    import keras
+
+    numeric = keras.Input(shape=(len(preprocessing.numeric),), dtype="float32", name="numeric")
+    categorical = keras.Input(shape=(len(preprocessing.categorical),), dtype="int64", name="categorical")
+    parts = [numeric]
+    widths = preprocessing.embedding_sizes(config.embedding_dim)
+    for index, (size, width) in enumerate(zip(preprocessing.cardinalities, widths)):
+        parts.append(keras.layers.Embedding(size, width, name=f"embedding_{index}")(categorical[:, index]))
+    hidden = keras.layers.Concatenate()(parts) if len(parts) > 1 else numeric
+    for units in config.hidden_units:
+        hidden = keras.layers.Dense(units, activation="relu")(hidden)
+        if config.dropout > 0:
+            hidden = keras.layers.Dropout(config.dropout)(hidden)
+    logit = keras.ops.squeeze(keras.layers.Dense(1)(hidden), axis=-1)
+    return keras.Model([numeric, categorical], logit)
+
+
+class TFTrainer:
+    """One worker's Keras model, optimizer and training shard, and its link to the other workers."""
+
+    framework = "tensorflow"
+
+    def __init__(self, config: TrainConfig, preprocessing: Preprocessing, train: EncodedData):
+        import keras
+        import tensorflow as tf
+
+        threads = int(os.environ.get("OMP_NUM_THREADS", "0"))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        self.tf, self.keras = tf, keras
+        self.config = config
+        self.preprocessing = preprocessing
+        self.horovod = config.strategy == "horovod-tf"
+        if self.horovod:
+            import horovod.tensorflow as hvd
+
+            hvd.init()
+            self.hvd = hvd
+            self.rank, self.world_size = hvd.rank(), hvd.size()
+            self.strategy = tf.distribute.get_strategy()
+        else:
+            collective = tf.distribute.experimental.CommunicationOptions(
+                implementation=tf.distribute.experimental.CommunicationImplementation.RING
+            )
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=collective)
+            self.rank = self.strategy.cluster_resolver.task_id or 0
+            self.world_size = self.strategy.num_replicas_in_sync
+
+        keras.utils.set_random_seed(config.seed)
+        with self.strategy.scope():
+            self.model = build_model(preprocessing, config)
+            self.optimizer = keras.optimizers.AdamW(
+                learning_rate=config.learning_rate, weight_decay=config.weight_decay
+            )
+            self.optimizer.build(self.model.trainable_variables)
+        if self.horovod:
+            hvd.broadcast_variables(self.model.variables, root_rank=0)
+
+        self.numeric = tf.constant(train.numeric)
+        self.categorical = tf.constant(train.categorical)
+        self.labels = tf.constant(train.labels)
+        self.loss_sum = 0.0
+        self.loss_steps = 0
+        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+
+    def _loss_and_gradients(self, numeric, categorical, labels, replicas: int):
+        tf = self.tf
+        with tf.GradientTape() as tape:
+            logits = self.model([numeric, categorical], training=True)
+            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+            scaled = loss / replicas
+        if self.horovod:
+            tape = self.hvd.DistributedGradientTape(tape)
+        return loss, tape.gradient(scaled, self.model.trainable_variables)
+
+    def _distributed_step(self, numeric, categorical, labels):
+        replicas = 1 if self.horovod else self.world_size
+
+        def replica_step(numeric, categorical, labels):
+            loss, gradients = self._loss_and_gradients(numeric, categorical, labels, replicas)
+            self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+            return loss
+
+        if self.horovod:
+            return replica_step(numeric, categorical, labels)
+        per_replica = self.strategy.run(replica_step, args=(numeric, categorical, labels))
+        return self.strategy.experimental_local_results(per_replica)[0]
+
+    def reseed(self, value: int) -> None:
+        self.keras.utils.set_random_seed(value)
+
+    def prepare_epoch(self, rows: np.ndarray) -> None:
+        tf = self.tf
+        self.epoch_numeric = tf.gather(self.numeric, rows)
+        self.epoch_categorical = tf.gather(self.categorical, rows)
+        self.epoch_labels = tf.gather(self.labels, rows)
+
+    def train_step(self, step: int, batch_size: int) -> None:
+        start, stop = step * batch_size, (step + 1) * batch_size
+        loss = self._step(
+            self.epoch_numeric[start:stop], self.epoch_categorical[start:stop], self.epoch_labels[start:stop]
+        )
+        self.loss_sum += float(loss)
+        self.loss_steps += 1
+
+    def take_mean_loss(self) -> float:
+        mean = self.loss_sum / max(self.loss_steps, 1)
+        self.loss_sum, self.loss_steps = 0.0, 0
+        return mean
+
+    def state(self) -> bytes:
+        arrays = {f"model_{i}": value for i, value in enumerate(self.model.get_weights())}
+        arrays.update({f"optimizer_{i}": variable.numpy() for i, variable in enumerate(self.optimizer.variables)})
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    def load_state(self, payload: bytes) -> None:
+        arrays = np.load(io.BytesIO(payload))
+        self.model.set_weights([arrays[f"model_{i}"] for i in range(len(self.model.weights))])
+        for i, variable in enumerate(self.optimizer.variables):
+            variable.assign(arrays[f"optimizer_{i}"])
+
+    def _plain_model(self):
+        """A copy of the model outside any distribution strategy (for prediction and export)."""
+        model = build_model(self.preprocessing, self.config)
+        model.set_weights(self.model.get_weights())
+        return model
+
+    def predict(self, data: EncodedData) -> np.ndarray:
+        model = self._plain_model()
+        chunks = [
+            model([data.numeric[start : start + PREDICT_BATCH], data.categorical[start : start + PREDICT_BATCH]],
+                  training=False).numpy()
+            for start in range(0, len(data), PREDICT_BATCH)
+        ]
+        return 1.0 / (1.0 + np.exp(-np.concatenate(chunks).astype(np.float64)))
+
+    def export(self, directory: Path) -> dict[str, str]:
+        """Write a SavedModel (signature ``serving_default``: inputs ``numeric``, ``categorical``)."""
+        self._plain_model().export(str(directory / "saved_model"), format="tf_saved_model", verbose=False)
+        return {"saved_model": "saved_model"}
+
+    def close(self) -> None:
+        if self.horovod:
+            self.hvd.shutdown()
