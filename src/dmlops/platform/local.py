@@ -166,7 +166,6 @@ def run_workers(
     started = time.monotonic()
     restarts = 0
     while True:
-        base_env["DMLOPS_RESTART_COUNT"] = str(restarts)
         workers = _start_group(kind, num_workers, command, base_env, output)
         failed = None
         try:
