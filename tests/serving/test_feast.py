@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import offline_probabilities
+from serving_helpers import offline_probabilities
 from dmlops.serving.local import start_server, stop_server
 
 pytestmark = pytest.mark.slow  # starts Redis and a model server

@@ -30,7 +30,7 @@ from dmlops.serving.packaging import (  # noqa: E402
     writable_location,
 )  # noqa: E402
 from dmlops.serving.rollout import FIRST_DEPLOY, PROMOTE, ROLLBACK, RolloutPolicy  # noqa: E402
-from models import ConstantOutput, broken_copy  # noqa: E402
+from serving_models import ConstantOutput, broken_copy  # noqa: E402
 
 NAME, NAMESPACE = "flights-delay", "ml"
 POLICY = RolloutPolicy(smoke_requests=4, window_requests=40, concurrency=2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import offline_probabilities
+from serving_helpers import offline_probabilities
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.rollout import (
     PROMOTE,

@@ -11,7 +11,7 @@ import requests
 from dmlops.serving.deploy import RolloutFailed, deploy_local
 from dmlops.serving.local import EndpointState, list_endpoints, stop_endpoints
 from dmlops.serving.rollout import FIRST_DEPLOY, PROMOTE, ROLLBACK, RolloutPolicy
-from models import ConstantOutput, FailsOnFirstCategory, broken_copy
+from serving_models import ConstantOutput, FailsOnFirstCategory, broken_copy
 
 ENDPOINT = "flights-delay"
 POLICY = RolloutPolicy(smoke_requests=5, window_requests=60, rows_per_request=2, concurrency=2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import offline_probabilities
+from serving_helpers import offline_probabilities
 
 MODEL = "flights-delay"
 
