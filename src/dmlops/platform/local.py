@@ -40,6 +40,10 @@ class WorkerGroupTimeout(WorkerGroupFailed):
     """A worker group ran past its timeout and was stopped."""
 
 
+class WorkerGroupStopped(WorkerGroupFailed):
+    """The caller set ``stop``; the workers were stopped."""
+
+
 @dataclass
 class LocalRunResult:
     """How a local run ended: the number of group restarts it took and the wall time."""
@@ -153,6 +157,7 @@ def run_workers(
     max_restarts: int = 0,
     timeout: float | None = None,
     output: TextIO | None = None,
+    stop: threading.Event | None = None,
 ) -> LocalRunResult:
     """Run ``command`` as a group of ``num_workers`` workers started the way ``kind``'s operator starts
     them; return when all exit 0, restart the group when one fails, raise WorkerGroupFailed when no
@@ -176,6 +181,8 @@ def run_workers(
                     for worker in workers:
                         worker.reader.join(timeout=STOP_GRACE_SECONDS)
                     return LocalRunResult(restarts=restarts, seconds=time.monotonic() - started)
+                if stop is not None and stop.is_set():
+                    raise WorkerGroupStopped(f"{num_workers} {kind} workers stopped on request")
                 if timeout is not None and time.monotonic() - started > timeout:
                     raise WorkerGroupTimeout(f"{num_workers} {kind} workers ran past the {timeout:.0f} s timeout")
                 time.sleep(0.05)
