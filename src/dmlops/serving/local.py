@@ -52,12 +52,13 @@ class ServerProcess:
 
     def alive(self) -> bool:
         """Whether the process still runs and is a dmlops model server on this port (not a reused pid)."""
-        try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+        listing = subprocess.run(["ps", "-ww", "-o", "stat=,args=", "-p", str(self.pid)],  # Linux and macOS
+                                 capture_output=True, text=True)
+        if listing.returncode != 0 or not listing.stdout.strip():
             return False
-        return state != "Z" and b"dmlops.serving" in cmdline and str(self.port).encode() in cmdline
+        state, _, command = listing.stdout.strip().partition(" ")
+        arguments = command.split()
+        return not state.startswith("Z") and "dmlops.serving" in arguments and str(self.port) in arguments
 
 
 def _log_tail(path: str, lines: int = 30) -> str:
