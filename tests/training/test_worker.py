@@ -15,7 +15,7 @@ import pytest
 
 from dmlops.platform.local import run_workers
 from dmlops.training.checkpoints import CheckpointStore
-from dmlops.training.config import TrainConfig
+from dmlops.training.config import TF_STRATEGIES, TrainConfig
 from dmlops.training.evaluate import ExportedModel, evaluate_model
 from dmlops.training.export import file_digests
 from dmlops.training.launch import LAUNCH_KIND, run_local, worker_command
@@ -64,13 +64,29 @@ def test_torch_ddp_two_workers_train_export_and_evaluate(tabular, tmp_path):
     assert "auc=" in Path(config.metrics_file).read_text()
 
 
-def test_one_and_two_torch_workers_reach_equivalent_metrics(tabular, tmp_path):
-    one = config_for(tabular, tmp_path / "one")
-    two = config_for(tabular, tmp_path / "two")
+STRATEGY_PARAMS = [
+    pytest.param("torch-ddp"),
+    pytest.param("horovod-torch", marks=pytest.mark.slow),
+    pytest.param("tf-multiworker", marks=pytest.mark.slow),
+    pytest.param("horovod-tf", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_PARAMS)
+def test_one_and_two_workers_reach_equivalent_metrics(strategy, tabular, tmp_path):
+    pytest.importorskip("tensorflow" if strategy in TF_STRATEGIES else "torch")
+    if strategy.startswith("horovod"):
+        pytest.importorskip("horovod", reason="build it with scripts/build_horovod.sh")
+    one = config_for(tabular, tmp_path / "one", strategy)
+    two = config_for(tabular, tmp_path / "two", strategy)
     run_local(one, num_workers=1, max_restarts=0)
     run_local(two, num_workers=2, max_restarts=0)
+    assert final_metrics(two)["workers"] == 2 and final_metrics(two)["auc"] > 0.75
     for name in ("auc", "log_loss", "accuracy"):
         assert final_metrics(one)[name] == pytest.approx(final_metrics(two)[name], abs=EQUIVALENCE_TOLERANCE)
+    # the exported model (TorchScript or SavedModel) alone reproduces the worker's evaluation
+    exported = evaluate_model(two.export_uri, tabular["eval"])
+    assert exported["auc"] == pytest.approx(final_metrics(two)["auc"], abs=1e-6)
 
 
 def test_a_tampered_export_is_refused(tabular, tmp_path):

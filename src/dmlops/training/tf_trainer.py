@@ -4,7 +4,9 @@ with Horovod's DistributedGradientTape (``horovod-tf``).
 tf-multiworker reads TF_CONFIG as TFJob sets it (no TF_CONFIG: one local worker). Keras 3
 ``model.fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so each step is
 ``strategy.run`` of a replica function; the Keras optimizer sums gradients across replicas in replica
-context, so the loss is divided by the number of replicas. horovod-tf reads what ``horovodrun`` gives.
+context, so the loss is divided by the number of replicas. horovod-tf reads what ``horovodrun`` gives
+and averages gradients with ``hvd.grouped_allreduce`` (Horovod's DistributedGradientTape and
+broadcast_variables predate Keras 3 variables).
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ class TFTrainer:
                 learning_rate=config.learning_rate, weight_decay=config.weight_decay
             )
             self.optimizer.build(self.model.trainable_variables)
-        if self.horovod:
-            hvd.broadcast_variables(self.model.variables, root_rank=0)
+        if self.horovod:  # hvd.broadcast_variables cannot assign Keras 3 variables: broadcast values
+            for variable in self.model.variables:
+                variable.assign(hvd.broadcast(variable.value, root_rank=0, name=variable.path))
 
         self.numeric = tf.constant(train.numeric)
         self.categorical = tf.constant(train.categorical)
@@ -95,9 +98,11 @@ class TFTrainer:
             logits = self.model([numeric, categorical], training=True)
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
             scaled = loss / replicas
-        if self.horovod:
-            tape = self.hvd.DistributedGradientTape(tape)
-        return loss, tape.gradient(scaled, self.model.trainable_variables)
+        gradients = tape.gradient(scaled, self.model.trainable_variables)
+        if self.horovod:  # DistributedGradientTape cannot key Keras 3 variables: average the gradients
+            dense = [tf.convert_to_tensor(gradient) for gradient in gradients]
+            gradients = self.hvd.grouped_allreduce(dense, op=self.hvd.Average)
+        return loss, gradients
 
     def _distributed_step(self, numeric, categorical, labels):
         replicas = 1 if self.horovod else self.world_size

@@ -90,7 +90,7 @@ class TorchTrainer:
         batch = slice(step * batch_size, (step + 1) * batch_size)
         logits = self.train_model(self.epoch_numeric[batch], self.epoch_categorical[batch])
         loss = F.binary_cross_entropy_with_logits(logits, self.epoch_labels[batch])
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         self.loss_sum += loss.detach()
