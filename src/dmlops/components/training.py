@@ -49,10 +49,13 @@ def train(
     ``max_restarts`` times from the newest one. ``worker_*``, ``node_selector`` and ``tolerations`` size
     the worker pods of the ``kubernetes`` backend.
     """
+    from dmlops.platform.backend import resolve_backend
     from dmlops.training.config import TrainConfig
     from dmlops.training.launch import WorkerResources, run_training
     from dmlops.training.metrics import markdown_report, scalar_metrics
 
+    backend = resolve_backend(backend)
+    # local workers write the artifact's path; cluster workers write its object-store URI
     export_uri = model.path if backend == "local" else model.uri
     config = TrainConfig(
         train_uri=train_data.path, eval_uri=eval_data.path, label=label, export_uri=export_uri,
@@ -65,8 +68,8 @@ def train(
     )
     resources = WorkerResources(cpu=worker_cpu, memory=worker_memory, gpu=worker_gpu,
                                 node_selector=node_selector, tolerations=tolerations)
-    exported = run_training(config, num_workers, backend=backend, resources=resources, max_restarts=max_restarts,
-                            timeout=timeout_seconds or None, namespace=namespace)
+    exported = run_training(config, num_workers, backend=backend, resources=resources,
+                            max_restarts=max_restarts, timeout=timeout_seconds or None, namespace=namespace)
 
     results = exported["metrics"]
     model.framework = exported["framework"]

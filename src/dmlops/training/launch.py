@@ -9,6 +9,7 @@ from typing import Any
 
 import fsspec
 
+from dmlops.platform.backend import resolve_backend
 from dmlops.platform.local import LocalRunResult, run_workers
 from dmlops.training.config import TrainConfig
 from dmlops.training.export import METADATA_FILE
@@ -55,14 +56,12 @@ def run_training(
     namespace: str = "",
     job_name: str = "",
 ) -> dict[str, Any]:
-    """Train on ``backend`` ("local" or "kubernetes") and return the export's metadata."""
-    if backend == "local":
+    """Train on ``backend`` ("local", "kubernetes" or "auto") and return the export's metadata."""
+    if resolve_backend(backend) == "local":
         run_local(config, num_workers, max_restarts, timeout)
-    elif backend == "kubernetes":
+    else:
         run_kubernetes(config, num_workers, resources or WorkerResources(), image, namespace, job_name,
                        max_restarts, timeout)
-    else:
-        raise ValueError(f"unknown backend {backend!r}; choose 'local' or 'kubernetes'")
     return read_export_metadata(config.export_uri)
 
 
