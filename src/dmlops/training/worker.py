@@ -12,10 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from dmlops.data.errors import DataError
 from dmlops.training.config import TF_STRATEGIES, TrainConfig, parse_args
 from dmlops.training.data import (
     EncodedData,
+    FeatureSpec,
+    Preprocessing,
     binary_labels,
     fit_preprocessing,
     load_encoded,
@@ -28,7 +32,7 @@ from dmlops.training.loop import Trainer, fit, log
 from dmlops.training.metrics import katib_lines, write_metrics_file
 
 
-def make_trainer(config: TrainConfig, preprocessing, train: EncodedData) -> Trainer:
+def make_trainer(config: TrainConfig, preprocessing: Preprocessing, train: EncodedData) -> Trainer:
     """The framework trainer for ``config.strategy``."""
     if config.strategy in TF_STRATEGIES:
         from dmlops.training.tf_trainer import TFTrainer
@@ -37,6 +41,44 @@ def make_trainer(config: TrainConfig, preprocessing, train: EncodedData) -> Trai
     from dmlops.training.torch_trainer import TorchTrainer
 
     return TorchTrainer(config, preprocessing, train)
+
+
+def export_model(
+    config: TrainConfig,
+    trainer: Trainer,
+    schema: pa.Schema,
+    spec: FeatureSpec,
+    preprocessing: Preprocessing,
+    metrics: dict[str, Any],
+    train_rows: int,
+) -> None:
+    """Write the model files and metadata.json into a scratch folder, then publish it to export_uri."""
+    with tempfile.TemporaryDirectory(prefix="dmlops-export-") as scratch:
+        directory = Path(scratch) / "model"
+        directory.mkdir()
+        model_files = trainer.export(directory)
+        write_metadata(directory, {
+            "framework": trainer.framework,
+            "strategy": config.strategy,
+            "model_files": model_files,
+            "label": spec.label,
+            "inputs": {
+                "numeric": {"columns": spec.numeric, "dtype": "float32"},
+                "categorical": {"columns": spec.categorical, "dtype": "int64"},
+                "output": "logit of the positive class; probability = sigmoid(logit)",
+            },
+            "feature_schema": {name: str(schema.field(name).type) for name in spec.columns},
+            "preprocessing": preprocessing.to_dict(),
+            "hyperparameters": {
+                "epochs": config.epochs, "batch_size": config.batch_size,
+                "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
+                "hidden_units": config.hidden_units, "embedding_dim": config.embedding_dim,
+                "dropout": config.dropout, "seed": config.seed,
+            },
+            "metrics": metrics,
+            "train_rows": train_rows,
+        })
+        publish(directory, config.export_uri)
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -60,32 +102,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # collective; its launcher then stops and restarts the group
     metrics = fit(config, trainer, train_data, evaluation)
     if trainer.rank == 0:
-        with tempfile.TemporaryDirectory(prefix="dmlops-export-") as scratch:
-            directory = Path(scratch) / "model"
-            directory.mkdir()
-            model_files = trainer.export(directory)
-            write_metadata(directory, {
-                "framework": trainer.framework,
-                "strategy": config.strategy,
-                "model_files": model_files,
-                "label": spec.label,
-                "inputs": {
-                    "numeric": {"columns": spec.numeric, "dtype": "float32"},
-                    "categorical": {"columns": spec.categorical, "dtype": "int64"},
-                    "output": "logit of the positive class; probability = sigmoid(logit)",
-                },
-                "feature_schema": {name: str(schema.field(name).type) for name in spec.columns},
-                "preprocessing": preprocessing.to_dict(),
-                "hyperparameters": {
-                    "epochs": config.epochs, "batch_size": config.batch_size,
-                    "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
-                    "hidden_units": config.hidden_units, "embedding_dim": config.embedding_dim,
-                    "dropout": config.dropout, "seed": config.seed,
-                },
-                "metrics": metrics,
-                "train_rows": len(train_data),
-            })
-            publish(directory, config.export_uri)
+        export_model(config, trainer, schema, spec, preprocessing, metrics, len(train_data))
         for line in katib_lines(metrics):
             log(line)
         if config.metrics_file:
