@@ -24,7 +24,18 @@ def _metadata(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def flights_run(tmp_path_factory):
+def serving_dir(tmp_path_factory):
+    """Local endpoints of this run are recorded (and stopped) apart from any others on the machine."""
+    folder = tmp_path_factory.mktemp("serving")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DMLOPS_SERVING_DIR", str(folder))
+    yield folder
+    subprocess.run([sys.executable, "-m", "dmlops.cli", "serve", "--stop"], check=True)
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def flights_run(tmp_path_factory, serving_dir):
     out = tmp_path_factory.mktemp("runs")
     completed = subprocess.run(
         [sys.executable, "-m", "dmlops.cli", "run", "flights", "--output-dir", str(out)],
@@ -61,6 +72,26 @@ def test_validation_and_drift_reports_are_written(flights_run):
     assert steps["validate"]["metrics"]["rows"] == steps["split-by-time"]["train"]["rows"]
     assert steps["validate-2"]["metrics"]["rows"] == steps["split-by-time"]["eval"]["rows"]
     assert "<html" in (run_dir / "compare" / "html").read_text().lower()
+
+
+def test_feature_sets_keep_every_entity_row(flights_run):
+    _, _, steps = flights_run
+    split = steps["split-by-time"]
+    assert steps["feast-training-set"]["training_set"]["rows"] == split["train"]["rows"]
+    assert steps["feast-training-set-2"]["training_set"]["rows"] == split["eval"]["rows"]
+
+
+def test_tuned_model_is_trained_evaluated_and_served(flights_run):
+    _, printed, steps = flights_run
+    tuned = json.loads(next(flights_run[0].rglob("tune/executor_output.json")).read_text())["parameterValues"]
+    assert steps["tune"]["trials"]["rows"] == 2
+    assert 0.5 < steps["evaluate"]["metrics"]["auc"] <= 1.0
+    assert f"| batch_size | {tuned['batch_size']} |" in (flights_run[0] / "train" / "report").read_text()
+    assert steps["deploy"]["metrics"]["decision"] == "first-deploy"
+    command = next(line for line in printed.splitlines() if line.startswith("curl "))
+    answer = json.loads(subprocess.run(command, shell=True, capture_output=True, text=True, check=True).stdout)
+    (probability,) = answer["predictions"]
+    assert 0.0 <= probability <= 1.0
 
 
 def test_summary_names_every_step(flights_run):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import filecmp
+import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -59,6 +62,19 @@ def components_readme() -> str:
     return "\n".join(sections)
 
 
+_DICT_DEFAULT = re.compile(r"^(#\s+\w+: dict \[Default: )(.*)(\])$", re.MULTILINE)
+
+
+def _compile(component, path: Path) -> None:
+    """Compile to ``path``; the header comment's dict defaults (written in protobuf map order, which changes
+    from process to process) are rewritten with sorted keys so the file is the same on every compile."""
+    compiler.Compiler().compile(component, str(path))
+    text = path.read_text()
+    path.write_text(_DICT_DEFAULT.sub(
+        lambda match: match.group(1) + json.dumps(ast.literal_eval(match.group(2)), sort_keys=True) + match.group(3),
+        text))
+
+
 def compile_all(out_dir: Path) -> list[Path]:
     """Write components/<area>/<name>.yaml, components/README.md and pipelines/<name>.yaml under ``out_dir``."""
     written = []
@@ -66,7 +82,7 @@ def compile_all(out_dir: Path) -> list[Path]:
         for component in components:
             path = out_dir / "components" / area / f"{component.python_func.__name__}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
-            compiler.Compiler().compile(component, str(path))
+            _compile(component, path)
             written.append(path)
     readme = out_dir / "components" / "README.md"
     readme.write_text(components_readme())
@@ -74,7 +90,7 @@ def compile_all(out_dir: Path) -> list[Path]:
     for name, pipeline in PIPELINES.items():
         path = out_dir / "pipelines" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        compiler.Compiler().compile(pipeline, str(path))
+        _compile(pipeline, path)
         written.append(path)
     return written
 

@@ -1,5 +1,5 @@
-"""`dmlops run | compile | submit`: run a pipeline locally, write the component and pipeline YAML, or
-submit a pipeline to Kubeflow Pipelines."""
+"""`dmlops run | compile | submit | serve`: run a pipeline locally, write the component and pipeline YAML,
+submit a pipeline to Kubeflow Pipelines, or list and stop the local model endpoints a run left serving."""
 
 from __future__ import annotations
 
@@ -48,7 +48,20 @@ def run_pipeline(name: str, params: dict[str, object], output_dir: Path) -> Path
     new_runs = sorted(set(root.iterdir()) - before, key=lambda path: path.stat().st_mtime)
     run_dir = new_runs[-1]
     print_summary(run_dir, time.monotonic() - started)
+    print_endpoints()
     return run_dir
+
+
+def print_endpoints() -> None:
+    """The local endpoints that are serving, and how to query and stop them."""
+    from dmlops.serving.local import list_endpoints
+
+    serving = [state for state in list_endpoints() if state.stable is not None]
+    for state in serving:
+        console.print(f"endpoint [bold]{state.endpoint}[/bold] serves at {state.stable.predict_url}; try:")
+        console.print(state.query_command(), soft_wrap=True, highlight=False)
+    if serving:
+        console.print("stop with: dmlops serve --stop")
 
 
 def _count(value: object) -> str:
@@ -139,7 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--settings", type=Path, help="cluster settings YAML (secrets, PVCs, nodes, GPUs)")
     submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
 
+    serve = commands.add_parser("serve", help="list the local model endpoints, or stop them")
+    serve.add_argument("--stop", nargs="?", const="", metavar="ENDPOINT", help="stop one endpoint (all without a name)")
+
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        if args.stop is None:
+            print_endpoints()
+            return 0
+        from dmlops.serving.local import stop_endpoints
+
+        stopped = stop_endpoints(args.stop)
+        console.print(f"stopped {', '.join(stopped)}" if stopped else "no local endpoint was serving")
+        return 0
     if args.command == "submit":
         submit_pipeline(args.pipeline, args.host, params=_parse_params(args.param), experiment=args.experiment,
                         namespace=args.namespace, schedule=args.schedule, settings_path=args.settings,

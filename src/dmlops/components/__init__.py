@@ -7,16 +7,23 @@
 from dmlops.components.features import (feast_apply, feast_materialize, feast_online_features, feast_source,
                                         feast_training_set, running_means)
 from dmlops.components.ingest import ingest
+from dmlops.components.serving import deploy
+from dmlops.components.training import evaluate, train
 from dmlops.components.transform import derive_columns, split_by_time
+from dmlops.components.tuning import tune
 from dmlops.components.validation import compare, infer_schema, validate
 
 COMPONENTS = {
     "data": [ingest, derive_columns, split_by_time, infer_schema, validate, compare],
     "features": [feast_source, feast_apply, feast_materialize, feast_training_set, feast_online_features,
                  running_means],
+    "training": [train, evaluate],
+    "tuning": [tune],
+    "serving": [deploy],
 }
 
 __all__ = [
-    "COMPONENTS", "compare", "derive_columns", "feast_apply", "feast_materialize", "feast_online_features",
-    "feast_source", "feast_training_set", "infer_schema", "ingest", "running_means", "split_by_time", "validate",
+    "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "feast_apply", "feast_materialize", "feast_online_features",
+    "feast_source", "feast_training_set", "infer_schema", "ingest", "running_means", "split_by_time", "train", "tune",
+    "validate",
 ]
