@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the horovod 0.28.1 wheel once (Gloo, no MPI) for the installed torch and, when importable,
-# TensorFlow; cache it in wheels/ and install it. Running it again reuses the cached wheel.
+# TensorFlow; cache it (in $DMLOPS_WHEEL_CACHE, default ~/.cache/dmlops/wheels) and install it. Running it
+# again, from any clone on the same machine, reuses the cached wheel.
 #
 #   scripts/build_horovod.sh [PYTHON]      (default: .venv/bin/python)
 #
@@ -13,7 +14,7 @@ set -euo pipefail
 VERSION=0.28.1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${1:-$ROOT/.venv/bin/python}
-WHEELS=$ROOT/wheels
+WHEELS=${DMLOPS_WHEEL_CACHE:-$HOME/.cache/dmlops/wheels}
 mkdir -p "$WHEELS"
 
 frameworks=torch
