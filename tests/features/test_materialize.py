@@ -9,7 +9,7 @@ import pytest
 
 from dmlops.features import FeatureDataError, FeatureStoreError, apply, materialize, online_features, open_store
 
-from conftest import FLIGHTS_DEFINITIONS
+from dmlops.pipelines.flights_features import DEFINITIONS as FLIGHTS_DEFINITIONS
 
 
 def utc(text: str) -> datetime:

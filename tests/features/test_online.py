@@ -6,7 +6,7 @@ import pytest
 from dmlops.features import FeatureStoreError, apply, local_store_spec, materialize, online_features
 from dmlops.pipelines.flights_features import FEATURES, SMOKE_ENTITY_ROWS
 
-from conftest import FLIGHTS_DEFINITIONS
+from dmlops.pipelines.flights_features import DEFINITIONS as FLIGHTS_DEFINITIONS
 
 END = "2013-01-08"
 

@@ -13,7 +13,7 @@ from dmlops.features.asof import AsofUnsupported, asof_feature_rows, plan
 from dmlops.features.retrieval import EVENT_TIMESTAMP, ROW_COLUMN, feast_feature_rows
 from dmlops.pipelines.flights_features import FEATURES
 
-from conftest import FLIGHTS_DEFINITIONS
+from dmlops.pipelines.flights_features import DEFINITIONS as FLIGHTS_DEFINITIONS
 
 SLICE_ROWS = 1_500
 

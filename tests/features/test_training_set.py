@@ -7,7 +7,7 @@ import pytest
 from dmlops.features import FeatureDataError, apply, build_training_set
 from dmlops.pipelines.flights_features import FEATURES, PLANE_FEATURES, WEATHER_FEATURES, WEATHER_TTL
 
-from conftest import FLIGHTS_DEFINITIONS
+from dmlops.pipelines.flights_features import DEFINITIONS as FLIGHTS_DEFINITIONS
 
 
 def asof(entities: pd.DataFrame, source: pd.DataFrame, *, key: str, time: str, columns, tolerance=None) -> pd.DataFrame:
