@@ -2,8 +2,9 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+HOROVOD := $(VENV)/.horovod
 
-.PHONY: demo test compile services bench images clean
+.PHONY: demo test compile services bench images clean horovod
 
 VERSION = $(shell python3 -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
 REGISTRY ?= ghcr.io/dmlops
@@ -12,10 +13,17 @@ $(INSTALLED): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $(INSTALLED)
 
+# horovod has no wheel that builds against torch 2.13 on PyPI: built once per machine, then cached.
+$(HOROVOD): $(INSTALLED) scripts/build_horovod.sh
+	bash scripts/build_horovod.sh $(PYTHON)
+	touch $(HOROVOD)
+
+horovod: $(HOROVOD)
+
 demo: $(INSTALLED)
 	$(VENV)/bin/dmlops run flights
 
-test: $(INSTALLED) services
+test: $(INSTALLED) $(HOROVOD) services
 	$(VENV)/bin/python -m pytest
 
 compile: $(INSTALLED)

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Create the virtual environment, install dmlops with every extra the tests use, and build horovod.
+# Create the virtual environment and install dmlops with every extra the tests use.
 set -euo pipefail
 venv=${1:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e '.[all]'
-bash "$(dirname "$0")/build_horovod.sh" "$venv/bin/python"
