@@ -2,11 +2,7 @@
 
 import importlib.util
 import io
-import shutil
-import socket
-import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -68,35 +64,3 @@ def sources(flights_data) -> dict[str, str]:
 def store(tmp_path) -> dict:
     """A fresh local store: file registry, SQLite online store, duckdb offline store."""
     return local_store_spec(tmp_path / "store", project="flights")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def redis_server():
-    """A real Redis server on a free localhost port, without persistence: its ``host:port``."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; scripts/services.sh does it)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)

@@ -42,37 +42,6 @@ def server(model_dir, tmp_path_factory) -> ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def redis_server():
-    """A real Redis server on a free 127.0.0.1 port without persistence: its ``host:port``."""
-    import shutil
-    import socket
-    import subprocess
-    import time
-
-    from dmlops.platform.local import free_ports
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    (port,) = free_ports(1)
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
 def feast_store(redis_server, tmp_path_factory) -> dict:
     """A Feast store with Redis online: ``plane_route:distance`` for planes N1..N5 (N5's distance null)."""
     from datetime import datetime, timezone

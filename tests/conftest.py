@@ -1,0 +1,34 @@
+"""Fixtures shared by several test folders: real servers the tests start themselves."""
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from dmlops.platform.local import free_ports
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis server on a free 127.0.0.1 port without persistence: its ``host:port``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; scripts/services.sh does it)")
+    (port,) = free_ports(1)
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
