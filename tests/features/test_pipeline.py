@@ -1,4 +1,6 @@
-"""The flights feature sub-pipeline end to end with kfp.local, on the January slices."""
+"""The flights feature steps end to end with kfp.local, on the January slices."""
+
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
@@ -7,7 +9,12 @@ from kfp.dsl import Dataset
 
 from dmlops.features import local_store_spec, online_features
 from dmlops.pipelines.flights_features import FEATURES
-from dmlops.pipelines.flights_features_pipeline import FeatureSets, flights_features
+from dmlops.pipelines.flights_features_pipeline import flights_features
+
+
+class FeatureSetOutputs(NamedTuple):
+    training_set: Dataset
+    eval_set: Dataset
 
 
 @pytest.mark.slow
@@ -16,11 +23,10 @@ def test_flights_features_pipeline(flights_data, tmp_path, monkeypatch):
     store = local_store_spec("feature_store", project="flights")  # relative: each step resolves it here
 
     @dsl.pipeline
-    def wrapper(train: str, eval: str, weather: str, planes: str) -> FeatureSets:
+    def wrapper(train: str, eval: str, weather: str, planes: str) -> FeatureSetOutputs:
         datasets = {name: dsl.importer(artifact_uri=uri, artifact_class=Dataset).output
                     for name, uri in {"train": train, "eval": eval, "weather": weather, "planes": planes}.items()}
-        features = flights_features(**datasets, store=store, materialize_end="2013-01-15")
-        return FeatureSets(training_set=features.outputs["training_set"], eval_set=features.outputs["eval_set"])
+        return FeatureSetOutputs(*flights_features(**datasets, store=store, materialize_end="2013-01-15"))
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"), raise_on_error=True)
     run = wrapper(**{name: flights_data[name] for name in ("train", "eval", "weather", "planes")})

@@ -99,11 +99,10 @@ def flights(
     compare(reference=split.outputs["train"], current=split.outputs["eval"]).set_display_name("drift train vs eval")
     weather = ingest(source=weather_uri, max_bad_fraction=max_bad_fraction).set_display_name("ingest weather")
     planes = ingest(source=planes_uri, max_bad_fraction=max_bad_fraction).set_display_name("ingest planes")
-    features = flights_features(
+    training_set, eval_set = flights_features(
         train=split.outputs["train"], eval=split.outputs["eval"], weather=weather.outputs["dataset"],
         planes=planes.outputs["dataset"], store=feature_store, timestamp_column="time_hour", label_column="label",
-    ).set_display_name("features")
-    training_set, eval_set = features.outputs["training_set"], features.outputs["eval_set"]
+    )
     tuned = tune(
         train_data=training_set, eval_data=eval_set, label="label", search_space=search_space,
         max_trial_count=tuning_trials, numeric_features=NUMERIC_FEATURES, categorical_features=CATEGORICAL_FEATURES,

@@ -1,10 +1,12 @@
-"""The flights feature sub-pipeline: carrier statistics from training flights, Feast apply, materialize, an
-online smoke lookup, and point-in-time training and eval sets."""
+"""The flights feature steps: carrier statistics from training flights, Feast apply, materialize, an online
+smoke lookup, and point-in-time training and eval sets.
+
+``flights_features`` adds its tasks to the pipeline that calls it (rather than being a nested pipeline), so
+cluster settings applied to a pipeline's tasks reach these steps too."""
 
 from typing import NamedTuple
 
-from kfp import dsl
-from kfp.dsl import Dataset, Input
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from dmlops.components.features import (feast_apply, feast_materialize, feast_online_features, feast_source,
                                         feast_training_set, running_means)
@@ -14,17 +16,18 @@ from dmlops.pipelines.flights_features import (CARRIER_COUNT, CARRIER_MEANS, DEF
 
 
 class FeatureSets(NamedTuple):
-    training_set: Dataset
-    eval_set: Dataset
+    """The point-in-time training and eval sets (Dataset outputs of the pipeline being built)."""
+
+    training_set: PipelineChannel
+    eval_set: PipelineChannel
 
 
-@dsl.pipeline(name="flights-features", description="Flights features in Feast: apply, materialize, point-in-time training and eval sets.")
 def flights_features(
-    train: Input[Dataset],
-    eval: Input[Dataset],
-    weather: Input[Dataset],
-    planes: Input[Dataset],
-    store: dict,
+    train: PipelineChannel,
+    eval: PipelineChannel,
+    weather: PipelineChannel,
+    planes: PipelineChannel,
+    store: dict | PipelineChannel,
     timestamp_column: str = "time_hour",
     label_column: str = "label",
     materialize_start: str = "2013-01-01",

@@ -82,7 +82,12 @@ def apply_to_current_pipeline() -> None:
     if not _active:
         return
     for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
-        _active[-1].apply(task)
+        if task.pipeline_spec is not None:
+            raise ValueError(
+                f"task {task.name!r} is a nested pipeline: cluster settings reach only the tasks of the pipeline "
+                "being compiled; add the nested pipeline's steps to it with a plain function instead")
+        if task.container_spec is not None:
+            _active[-1].apply(task)
 
 
 @contextlib.contextmanager
