@@ -32,11 +32,24 @@ def _type_name(spec_type: str) -> str:
     return spec_type.split("@")[0]
 
 
+def _cell(text: str) -> str:
+    """``text`` on one line, fit for a Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def component_markdown(area: str, component) -> str:
-    """A Markdown section for one component: what it does, every input and output."""
+    """A Markdown section for one component: what it does, every input and output.
+
+    Inputs are described in the docstring's ``Args:``; outputs there too (``Output[...]`` artifacts) or,
+    for returned values, in ``Returns:`` with one ``name: description`` per output (read as KFP reads it:
+    as a second ``Args:``, which docstring_parser parses in place of the first).
+    """
     function = component.python_func
     docstring = docstring_parser.parse(function.__doc__ or "")
-    described = {param.arg_name: " ".join(param.description.split()) for param in docstring.params}
+    described = {param.arg_name: _cell(param.description) for param in docstring.params}
+    returns_as_args = docstring_parser.parse(
+        re.sub(r"^(\s*)Returns:$", r"\1Args:", function.__doc__ or "", flags=re.MULTILINE))
+    described_outputs = {**described, **{param.arg_name: _cell(param.description) for param in returns_as_args.params}}
     summary = " ".join(filter(None, [docstring.short_description, docstring.long_description]))
     lines = [
         f"### `{function.__name__}` — [`{area}/{function.__name__}.yaml`]({area}/{function.__name__}.yaml)", "",
@@ -49,7 +62,7 @@ def component_markdown(area: str, component) -> str:
         required = "" if entry.optional else " (required)"
         lines.append(f"| in | `{name}` | {_type_name(entry.type)} | {default}{required} | {described.get(name, '')} |")
     for name, entry in (spec.outputs or {}).items():
-        lines.append(f"| out | `{name}` | {_type_name(entry.type)} | | {described.get(name, '')} |")
+        lines.append(f"| out | `{name}` | {_type_name(entry.type)} | | {described_outputs.get(name, '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,14 @@ from dmlops.components.images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def feast_source(dataset: Input[Dataset]) -> str:
     """The location of a Parquet Dataset for a Feast file source (a path locally, an object-store URI on a
-    cluster), to pass in ``feast_apply``'s ``arguments``."""
+    cluster), to pass in ``feast_apply``'s ``arguments``.
+
+    Args:
+        dataset: The Parquet dataset a Feast file source will read.
+
+    Returns:
+        Output: The dataset's path or URI as the offline store reads it (a KFP minio:// URI becomes s3://).
+    """
     from dmlops.features.repo import source_location
 
     return source_location(dataset.uri)
@@ -22,7 +29,18 @@ def feast_source(dataset: Input[Dataset]) -> str:
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def feast_apply(store: dict, definitions: str, arguments: dict, report: Output[Markdown]):
     """Register the Feast objects returned by the function ``definitions`` ("package.module:function")
-    called with ``arguments``. Idempotent; the report lists what was created, updated or unchanged."""
+    called with ``arguments``. Idempotent; the report lists what was created, updated or unchanged.
+
+    Args:
+        store: The store spec, a feature_store.yaml as a dict (dmlops.features.config.local_store_spec or
+            cluster_store_spec); ${VAR} in a value is read from the environment when the store opens.
+        definitions: The function that returns the Feast objects (entities, sources, feature views,
+            feature services), as "package.module:function" importable in the step's image.
+        arguments: Keyword arguments (name -> string) for that function, e.g. source locations from
+            feast_source; {} calls it without arguments.
+        report: A Markdown table of each object (kind, name, change). Metadata: project, the count of
+            each change (created, updated, unchanged, "kept (not in definitions)") and changes.
+    """
     from dmlops.features.repo import apply
 
     result = apply(store, definitions, arguments)
@@ -42,7 +60,19 @@ def feast_materialize(
 ):
     """Load the latest feature values up to ``end`` into the online store. ``incremental``: each view from
     the end of its range tracked in the registry (``start`` for a view never materialized), so a retry
-    neither skips nor repeats; else the whole ``[start, end]``."""
+    neither skips nor repeats; else the whole ``[start, end]``.
+
+    Args:
+        store: The store spec, a feature_store.yaml as a dict (dmlops.features.config.local_store_spec or
+            cluster_store_spec); ${VAR} in a value is read from the environment when the store opens.
+        end: The last event time to load (inclusive), an ISO date or date-time; UTC when it has no zone.
+        report: A Markdown table per view: the range written now, its status and the range tracked
+            afterwards. Metadata: incremental, end and views (view, start, end, status, tracked_until).
+        start: The first event time to load, an ISO date or date-time; needed without incremental, and
+            for a view never materialized. "" means none.
+        views: The feature views to materialize; [] materializes every online feature view of the project.
+        incremental: True continues each view from its tracked range; False writes all of [start, end].
+    """
     from dmlops.features.materialize import materialize
 
     result = materialize(store, end=end, start=start, views=views or None, incremental=incremental)
@@ -63,7 +93,21 @@ def feast_training_set(
 ):
     """Join point-in-time-correct feature values (``"view:feature"`` references) to every entity row as of
     its ``timestamp_column``. Entity rows in = rows out; rows with no value inside a view's TTL keep nulls
-    and are counted per view."""
+    and are counted per view.
+
+    Args:
+        store: The store spec, a feature_store.yaml as a dict (dmlops.features.config.local_store_spec or
+            cluster_store_spec); ${VAR} in a value is read from the environment when the store opens.
+        entities: The entity rows as Parquet: the join keys the features need and timestamp_column, no
+            null times; every column is kept in the output.
+        features: Feature references "view:feature" (on-demand views too), e.g. ["weather:temp"].
+        timestamp_column: The entity rows' event-time column; each row gets the values known at that time.
+        training_set: The entity rows in order with a column per feature, as Parquet. Metadata: rows,
+            rows_in, rows_out, feature_columns, null_values, rows_without_values (per view), join_method.
+        report: A Markdown summary: the join method, rows with no value per view, nulls per feature column.
+            Metadata as training_set's, without rows.
+        full_feature_names: True names feature columns "view__feature"; False names them "feature".
+    """
     from dmlops.features.retrieval import build_training_set
 
     result = build_training_set(
@@ -85,7 +129,17 @@ def feast_online_features(
     report: Output[Markdown],
 ):
     """Look up feature values in the online store for entity rows (dicts of join keys): a smoke test of
-    materialization and serving. Writes the values as JSON and a table; counts missing values."""
+    materialization and serving. Writes the values as JSON and a table; counts missing values.
+
+    Args:
+        store: The store spec, a feature_store.yaml as a dict (dmlops.features.config.local_store_spec or
+            cluster_store_spec); ${VAR} in a value is read from the environment when the store opens.
+        features: Feature references "view:feature", e.g. ["weather:temp"].
+        entity_rows: One dict of join keys per lookup, e.g. [{"origin": "JFK"}].
+        values: The values as JSON, column -> one value per entity row (columns "view__feature" and the
+            join keys). Metadata: rows and missing_values (null values found).
+        report: The values as a Markdown table. Metadata: rows and missing_values.
+    """
     import json
 
     from dmlops.features.retrieval import online_features
@@ -117,7 +171,22 @@ def running_means(
 ):
     """Per entity and period: the row count and the means of SQL expressions (name -> expression) over all
     rows up to the period's end, stamped ``event_timestamp`` when known (period end + ``available_after``):
-    a point-in-time feature source that never sees the rows it is joined to."""
+    a point-in-time feature source that never sees the rows it is joined to.
+
+    Args:
+        dataset: The Parquet rows to aggregate; rows with a null entity or time are left out and counted.
+        entity_column: The entity's key column, e.g. "tailnum"; also the key column of the output.
+        time_column: The column holding each row's time (a timestamp, or text DuckDB casts to one).
+        means: Output column name -> DuckDB SQL expression over the input columns whose running mean to
+            compute (nulls are left out), e.g. {"delay_rate": "label"}.
+        count_column: The name of the output column with the entity's row count up to the period's end.
+        output: One row per entity and period with data: entity_column, event_timestamp, count_column
+            and the means, as Parquet. Metadata: rows, rows_in, rows_used, rows_skipped_null_key_or_time,
+            rows_out, entities, timestamp_min and timestamp_max.
+        period: A DuckDB interval, the length of the time buckets, e.g. "1 day" or "1 hour".
+        available_after: A DuckDB interval added to the period's end before a value counts as known,
+            e.g. "6 hours" for a late batch job; "0 seconds" means as soon as the period ends.
+    """
     from dmlops.features.aggregates import running_means as compute
 
     result = compute(

@@ -21,6 +21,25 @@ def ingest(
     a glob or a folder of CSV, Parquet or JSON Lines) into a Parquet ``dataset``. Rows that cannot be
     parsed or break ``schema_json`` (a dmlops schema document) go to ``quarantine`` with a reason; the
     step fails when more than ``max_bad_fraction`` of the rows are bad. ``delimiter`` "" sniffs it.
+
+    Args:
+        source: What to read: a path or URI (local, file://, gs://, s3://, http(s)://,
+            ``pkg://<package>/<path>``) naming one file, a glob or a folder; .gz, .bz2, .zst and .zip files
+            are decompressed.
+        dataset: The rows that conform, as one Parquet file. Metadata: rows, rows_in, rows_quarantined,
+            quarantine_reasons, bytes, bytes_in, schema, source_uris and sources (uri, bytes, rows, sha256 each).
+        quarantine: The bad rows as Parquet: raw values as strings plus _source, _line, _row, _reason and
+            _raw. Metadata: rows, reasons (reason -> rows) and source_uris.
+        report: A Markdown summary: rows in = rows out + quarantined, each source with its sha256, the
+            output schema and the quarantine reasons.
+        schema_json: A dmlops schema document (as infer_schema writes it), as JSON text or a path to the
+            file, declaring column types and nullability; "" infers the types from the first file.
+        file_format: "auto" (from each file's extension: .csv/.tsv/.txt, .parquet/.pq, .jsonl/.ndjson/.json),
+            "csv", "parquet" or "jsonl".
+        max_bad_fraction: The largest fraction of rows (0 to 1) that may be quarantined before the step
+            fails; 0.0 fails on the first bad row.
+        delimiter: The CSV field delimiter; "" uses "," (tab for .tsv) and switches to tab, ";" or "|"
+            when the header reads as one column holding one of them.
     """
     from dmlops.data.ingest import ingest as run_ingest
 

@@ -49,6 +49,57 @@ def deploy(
     RawDeployment updated in place) or ``auto``. ``storage_uri`` (gs://, s3://, pvc://) repackages the
     model there for ``runtime``: ``dmlops`` (the default; without ``storage_uri`` KServe downloads the model
     artifact itself), ``triton`` or ``tfserving``. ``model_format``: ``native`` or ``onnx``.
+
+    Args:
+        model: The exported model (the train step's model artifact: model files and metadata.json).
+        eval_data: Parquet rows replayed as requests (the model's feature columns only), e.g. the evaluation set.
+        endpoint: The endpoint's name: the local model servers' name, or the InferenceService's (a
+            DNS-1035 label: lower case, starting with a letter).
+        metrics: The evidence: promoted (1 or 0), smoke_error_rate, and for a judged canary gate_error_rate,
+            gate_p99_ms, gate_prediction_shift_psi and, for each model (``stable_*``, ``canary_*``), requests,
+            errors, error_rate, p50_ms, p99_ms and mean_prediction. Metadata: decision, endpoint and backend.
+        report: A Markdown report: the decision and its reasons, the endpoint and revisions, each gate's
+            value and limit, both models' traffic and example errors.
+        backend: "local", "kubernetes" or "auto" (kubernetes inside a Kubernetes pod, else local).
+        canary_percent: The share of traffic (1 to 99) the new model gets while it is judged (Serverless).
+        smoke_requests: Requests sent to the new model before the window; any failure rolls it back (a
+            first deploy fails).
+        window_requests: Replayed requests sent to both the stable and the canary model to judge the canary.
+        rows_per_request: Rows of eval_data in each request.
+        concurrency: Requests in flight at once while replaying.
+        max_error_rate: The largest fraction (0 to 1) of the canary's window requests that may fail;
+            0.0 rolls back on any failure.
+        max_p99_ms: The canary's p99 latency limit in milliseconds.
+        max_p99_ratio: The canary's p99 latency may be at most this many times the stable's (plus 5 ms).
+        max_prediction_shift: The largest population stability index of the canary's predictions
+            against the stable's (0 means the same distribution; 0.25 is a major shift).
+        storage_uri: Kubernetes: gs://, s3:// or pvc:// location to package the model at for runtime;
+            "" serves the model artifact where it is (dmlops runtime only). Unused locally.
+        runtime: The KServe serving runtime: "dmlops" (the dmlops model server), "triton" or
+            "tfserving" (these two need storage_uri). Locally the dmlops server always runs.
+        model_format: "" or "native" (TorchScript or SavedModel) or "onnx" (torch exports), the file the
+            model server loads.
+        deployment_mode: Kubernetes: "Serverless" (a Knative canary with a traffic split) or
+            "RawDeployment" (updated in place after a smoke test; the previous spec is restored on failure).
+        namespace: The InferenceService's namespace; "" uses the step pod's own namespace.
+        service_account: The predictor pod's service account (e.g. one with storage credentials); ""
+            uses the namespace default.
+        cpu: CPU request and limit of each predictor pod (Kubernetes quantity, e.g. "1" or "500m").
+        memory: Memory request and limit of each predictor pod (Kubernetes quantity, e.g. "1Gi").
+        min_replicas: The fewest predictor pods (Kubernetes); 0 lets a Serverless service scale to zero.
+        max_replicas: The most predictor pods the autoscaler may run (Kubernetes).
+        feast_config: JSON text, or a path to a JSON file, with store, features and entity_keys: the
+            model server adds those online features to each request (dmlops runtime only); "" adds none.
+        timeout_seconds: Kubernetes: the longest wait for the InferenceService to become ready after each
+            change.
+
+    Returns:
+        endpoint_url: The endpoint's base URL after the rollout.
+        predict_url: The URL that answers prediction requests in the runtime's protocol (V1 :predict;
+            V2 /infer for triton).
+        stable_revision: The revision that serves 100% after the rollout (locally endpoint-port).
+        canary_revision: The revision the new model ran as; "" for a RawDeployment.
+        decision: "first-deploy", "promote" or "rollback".
     """
     from collections import namedtuple
 

@@ -17,6 +17,18 @@ def derive_columns(
 ):
     """Add or replace columns from SQL expressions (name -> expression); rows matching the SQL condition
     ``quarantine_when`` go to ``quarantine`` with ``quarantine_reason``. Rows in = rows out + quarantined.
+
+    Args:
+        dataset: The Parquet dataset to transform.
+        columns: Output column name -> DuckDB SQL expression over the input columns, e.g.
+            {"label": "arr_delay > 15"}; a name that already exists replaces that column in place.
+        output: Every row not quarantined, with the derived columns, as Parquet. Metadata: rows_in,
+            rows_out, rows_quarantined, quarantine_reasons, rows and derived_columns.
+        quarantine: The quarantined rows (derived columns included) with a _reason column, as Parquet.
+            Metadata: rows and reason.
+        quarantine_when: A DuckDB SQL boolean expression; rows where it is true go to quarantine (null
+            counts as false). "" quarantines nothing.
+        quarantine_reason: The text written to the _reason column of the quarantined rows.
     """
     from dmlops.data.transform import derive_columns as derive
 
@@ -41,6 +53,18 @@ def split_by_time(
 ):
     """Split a dataset by time without leakage: before ``eval_from`` trains, from ``eval_from`` + ``gap``
     evaluates; null times and rows inside the gap are quarantined with a reason.
+
+    Args:
+        dataset: The Parquet dataset to split.
+        time_column: The column holding each row's time (a timestamp or date, or text DuckDB casts to one).
+        eval_from: The first time of the evaluation side, an ISO date or date-time (e.g. "2013-11-01");
+            UTC when it has no zone.
+        train: Rows before eval_from, as Parquet. Metadata: rows, time_min, time_max and time_column.
+        eval: Rows at or after eval_from + gap, as Parquet. Metadata: rows, time_min, time_max and time_column.
+        quarantine: Rows with a null time or inside the gap, with a _reason column, as Parquet. Metadata:
+            rows and split (rows_in, rows_train, rows_eval, rows_quarantined and both time ranges).
+        gap: A DuckDB interval (e.g. "1 day") left out after eval_from so that evaluation rows do not
+            overlap what training saw; "" leaves no gap.
     """
     from dmlops.data.transform import split_by_time as split
 

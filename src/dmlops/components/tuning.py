@@ -54,6 +54,63 @@ def tune(
     and every hyperparameter as its own output (tuned or passed through) for the training step.
     ``max_trial_count``/``parallel_trial_count`` above 0 override the spec's budget (a pipeline parameter).
     ``on_failure`` (fail | use-best) and ``on_goal_not_reached`` (accept | fail) decide when the step fails.
+
+    Args:
+        train_data: The Parquet training rows every trial trains on (trial pods read its URI on a cluster).
+        eval_data: The Parquet rows every trial evaluates on; the objective metric is measured on them.
+        label: The binary label column (bool or 0/1, no nulls).
+        search_space: A Katib Experiment.spec as a dict: parameters (named after worker hyperparameters:
+            epochs, batch_size, learning_rate, weight_decay, hidden_units, embedding_dim, dropout),
+            objective, algorithm, maxTrialCount, parallelTrialCount, maxFailedTrialCount, earlyStopping.
+        best_parameters: The best trial as JSON: experiment, best_trial, objective_metric, best_objective
+            and parameters. Metadata: each best parameter, best_trial, best_objective and experiment.
+        trials: One row per trial as Parquet: trial, state, objective, best, ``param_<name>``,
+            ``metric_<name>``, observations, seconds and message. Metadata: rows and the search summary
+            (experiment, succeeded, reason, objective, goal, goal_reached, best_trial, best_objective, trials
+            and the count per trial state).
+        report: An HTML page: outcome, best parameters, the objective against each parameter, all trials.
+        metrics: ``best_<objective metric>`` and the trial counts trials_succeeded, trials_failed,
+            trials_earlyStopped and trials_killed.
+        max_trial_count: Above 0, replaces the spec's maxTrialCount (total trials); 0 keeps the spec's.
+        parallel_trial_count: Above 0, replaces the spec's parallelTrialCount (trials at once); 0 keeps the spec's.
+        strategy: How each trial trains: "torch-ddp", "horovod-torch", "horovod-tf" or "tf-multiworker"
+            (trials run as PyTorchJob, MPIJob or TFJob; one torch-ddp worker runs as a Job).
+        num_workers: Workers per trial.
+        numeric_features: Numeric feature columns; with categorical_features also empty, the features
+            are inferred (numbers and booleans numeric, strings categorical).
+        categorical_features: Categorical (embedded) feature columns; see numeric_features.
+        exclude_features: Columns never used as features when the features are inferred.
+        epochs: Passes over the training data, unless searched.
+        batch_size: Global batch size (each worker takes 1/num_workers of it), unless searched.
+        learning_rate: AdamW learning rate, unless searched.
+        weight_decay: AdamW (decoupled) weight decay, unless searched; 0.0 means none.
+        hidden_units: Sizes of the hidden layers of the MLP, unless searched.
+        embedding_dim: Size of each categorical feature's embedding, unless searched.
+        dropout: Dropout rate (0 to 1) after each hidden layer, unless searched; 0.0 means none.
+        seed: Random seed of every trial, so trials differ only by their parameters.
+        backend: "local" runs the trials here with Optuna; "kubernetes" creates a Katib Experiment.
+        namespace: Namespace of the Katib Experiment; "" uses the step pod's own namespace.
+        worker_cpu: CPU request and limit of each trial worker pod (Kubernetes quantity, e.g. "2" or "500m").
+        worker_memory: Memory request and limit of each trial worker pod (Kubernetes quantity, e.g. "4Gi").
+        worker_gpu: GPUs (nvidia.com/gpu) of each trial worker pod; 0 means none.
+        trial_image: The image trial pods run (dmlops.components.images.TORCH_IMAGE); required on
+            kubernetes, unused locally.
+        timeout_seconds: On kubernetes the longest the whole Experiment may run; locally the longest
+            one trial may run.
+        on_failure: "fail" fails the step when the search failed (too many failed trials); "use-best"
+            goes on with the best trial so far. No trial with an objective always fails.
+        on_goal_not_reached: "accept" takes the best trial when the objective's goal was missed; "fail"
+            fails the step.
+
+    Returns:
+        best_objective: The best trial's objective metric value.
+        epochs: The best trial's epochs if searched, else the epochs input.
+        batch_size: The best trial's batch_size if searched, else the batch_size input.
+        learning_rate: The best trial's learning_rate if searched, else the learning_rate input.
+        weight_decay: The best trial's weight_decay if searched, else the weight_decay input.
+        hidden_units: The best trial's hidden_units if searched, else the hidden_units input.
+        embedding_dim: The best trial's embedding_dim if searched, else the embedding_dim input.
+        dropout: The best trial's dropout if searched, else the dropout input.
     """
     import os
     from collections import namedtuple

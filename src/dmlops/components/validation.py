@@ -19,8 +19,10 @@ def infer_schema(
 
     Args:
         dataset: The Parquet dataset to profile.
-        schema: The inferred schema (JSON).
-        max_categories: String columns with at most this many distinct values get allowed_values.
+        schema: The inferred schema, a dmlops schema JSON document to pass to validate or ingest.
+            Metadata: columns (count), types (column -> type) and row_count (the allowed range).
+        max_categories: String columns with at most this many distinct values get allowed_values; those
+            with more get no allowed-values check.
     """
     from dmlops.data.validation import infer_schema as infer
     from dmlops.data.validation import schema_json
@@ -50,10 +52,12 @@ def validate(
     Args:
         dataset: The Parquet dataset to validate.
         schema: The schema JSON (from infer_schema, or edited and imported).
-        report: The full report (JSON): findings with example rows, and statistics.
-        metrics: Rows, checks, errors, warnings, passed and each column's null fraction.
+        report: The full report (JSON): findings with example rows, and per-column statistics. Metadata:
+            passed, rows, checks, errors and warnings.
+        metrics: rows, checks, errors, warnings, passed (1 or 0) and ``null_fraction.<column>`` for each column.
         html: The report as a page: summary, findings and per-column histograms.
-        fail_on: Fail the step on findings of this severity: "error", "warn" (errors and warnings) or "never".
+        fail_on: Fail the step on findings of this severity: "error", "warn" (errors and warnings) or
+            "never" (only write the report).
     """
     import json
 
@@ -90,14 +94,21 @@ def compare(
     Args:
         reference: The reference Parquet dataset (e.g. the training data).
         current: The Parquet dataset to compare (e.g. new or serving data).
-        report: The drift report (JSON): score, threshold and both distributions per column.
-        metrics: drifted, drifted_columns and each column's score named by its method.
+        report: The drift report (JSON): score, threshold and both distributions per column. Metadata:
+            drifted, drifted_columns and skipped (column -> why it was not compared).
+        metrics: drifted (1 or 0), drifted_columns, columns_compared, reference_rows, current_rows and each
+            column's score as ``<method>.<column>``.
         html: The report as a page with both distributions of each column side by side.
-        columns: Columns to compare; empty compares every numeric and categorical column in both.
-        psi_threshold: A numeric column drifts when its PSI is above this.
-        categorical_threshold: A categorical column drifts when its Jensen-Shannon distance is above this
-            (or its chi-square p-value below it).
+        columns: Columns to compare; empty compares every numeric and categorical column in both, except
+            time columns.
+        psi_threshold: A numeric column drifts when its population stability index is above this (0 means
+            the same distribution; 0.2 is a common limit for a significant shift).
+        categorical_threshold: A categorical column drifts when its Jensen-Shannon distance (0 to 1) is
+            above this, or, with chi-square, when its p-value is below it.
         categorical_method: "jensen-shannon" or "chi-square".
+
+    Returns:
+        drifted: True when at least one compared column drifted beyond its threshold.
     """
     import json
     from collections import namedtuple
