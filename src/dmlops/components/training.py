@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from dmlops.components.images import TORCH_IMAGE
+from dmlops.components.images import TF_IMAGE, TORCH_IMAGE
 
 
 @dsl.component(base_image=TORCH_IMAGE, install_kfp_package=False)
@@ -39,6 +39,10 @@ def train(
     tolerations: list = [],
     namespace: str = "",
     timeout_seconds: int = 0,
+    job_api: str = "training-operator",
+    worker_images: dict = {"torch": TORCH_IMAGE, "tf": TF_IMAGE},
+    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
     """Train an MLP with categorical embeddings on ``train_data`` with ``num_workers`` workers of
     ``strategy`` (torch-ddp, horovod-torch, horovod-tf, tf-multiworker) and export it as ``model``.
@@ -46,19 +50,28 @@ def train(
     Features are the listed columns, or inferred (strings categorical, numbers numeric) minus
     ``exclude_features``; ``batch_size`` is global. Checkpoints go to ``checkpoint_uri`` (default: beside
     the model) every ``checkpoint_every`` steps (0: every epoch); a failed worker group restarts up to
-    ``max_restarts`` times from the newest one. ``worker_*``, ``node_selector`` and ``tolerations`` size
-    the worker pods of the ``kubernetes`` backend.
+    ``max_restarts`` times from the newest one.
+
+    Backend ``kubernetes`` runs the workers as a training job named after ``run_id`` and ``task_name``
+    (a retried step reattaches to it): a PyTorchJob, or with ``job_api`` "trainer" a Trainer v2 TrainJob,
+    for torch-ddp; an MPIJob for horovod-*; a TFJob for tf-multiworker. Its pods run
+    ``worker_images["torch"]`` or ``worker_images["tf"]`` by ``strategy``, sized and placed by
+    ``worker_*``, ``node_selector`` and ``tolerations``. Its workers read the inputs and write the model at their object-store URIs (KFP MinIO:
+    the step needs its credentials as AWS_* environment variables); the step then copies the export into
+    ``model``'s local path, so the artifact KFP records holds the same files.
     """
     from dmlops.platform.backend import resolve_backend
-    from dmlops.training.config import TrainConfig
-    from dmlops.training.launch import WorkerResources, run_training
+    from dmlops.training.config import TF_STRATEGIES, TrainConfig
+    from dmlops.training.launch import WorkerResources, download_export, run_training
     from dmlops.training.metrics import markdown_report, scalar_metrics
 
     backend = resolve_backend(backend)
-    # local workers write the artifact's path; cluster workers write its object-store URI
-    export_uri = model.path if backend == "local" else model.uri
+    local = backend == "local"
+    # local workers use the artifacts' paths; cluster workers, in pods of their own, their object-store URIs
+    train_uri, eval_uri, export_uri = ((train_data.path, eval_data.path, model.path) if local
+                                       else (train_data.uri, eval_data.uri, model.uri))
     config = TrainConfig(
-        train_uri=train_data.path, eval_uri=eval_data.path, label=label, export_uri=export_uri,
+        train_uri=train_uri, eval_uri=eval_uri, label=label, export_uri=export_uri,
         strategy=strategy, numeric_features=numeric_features, categorical_features=categorical_features,
         exclude_features=exclude_features, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         weight_decay=weight_decay, hidden_units=[int(units) for units in hidden_units],
@@ -68,8 +81,12 @@ def train(
     )
     resources = WorkerResources(cpu=worker_cpu, memory=worker_memory, gpu=worker_gpu,
                                 node_selector=node_selector, tolerations=tolerations)
+    image = worker_images["tf" if strategy in TF_STRATEGIES else "torch"]
     exported = run_training(config, num_workers, backend=backend, resources=resources,
-                            max_restarts=max_restarts, timeout=timeout_seconds or None, namespace=namespace)
+                            max_restarts=max_restarts, timeout=timeout_seconds or None, image=image,
+                            namespace=namespace, run_id=run_id, task_name=task_name, job_api=job_api)
+    if not local:  # KFP uploads model.path to model.uri after this body: the same files go back
+        download_export(model.uri, model.path)
 
     results = exported["metrics"]
     model.framework = exported["framework"]

@@ -5,11 +5,16 @@
 - :func:`pytorch_job`: Training Operator v1 ``PyTorchJob`` with a Master and ``workers - 1`` Workers.
 - :func:`tf_job`: Training Operator v1 ``TFJob`` with a Chief and ``workers - 1`` Workers.
 - :func:`mpi_job`: ``MPIJob`` with one Launcher and ``workers`` Workers, for mpi-operator
-  (kubeflow.org/v2beta1) or the Training Operator v1 (kubeflow.org/v1).
+  (kubeflow.org/v2beta1) or the Training Operator v1 (kubeflow.org/v1). The Workers run no command: the
+  dmlops horovod images start sshd on port :data:`SSH_PORT` as user ``dmlops``, whose key pair the
+  operator mounts at :data:`SSH_AUTH_MOUNT_PATH`; :func:`horovodrun_command` is the Launcher's command.
+- :func:`batch_job`: a batch/v1 ``Job`` of one pod (a single-worker Katib trial).
 
 ``workers`` is always the number of worker pods that train (the world size in nodes). Every builder takes
 a :class:`Placement`: per-worker ``cpu``/``memory``/``gpu`` (``nvidia.com/gpu``; requests equal limits),
 ``node_selector``, ``tolerations``, ``service_account`` and ``labels`` (on the resource and its pods).
+``env`` values are strings, or a mapping such as ``{"secretKeyRef": {"name": ..., "key": ...}}`` that
+becomes the variable's ``valueFrom``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from typing import Any
 from dmlops.platform.naming import is_dns1035_label
 
 GPU_RESOURCE = "nvidia.com/gpu"
+SSH_PORT = 2222  # the port sshd listens on in the horovod images (containers/ssh/sshd_config)
+SSH_AUTH_MOUNT_PATH = "/home/dmlops/.ssh"  # where sshd and ssh of user dmlops find the MPIJob's key pair
+MPI_HOSTFILE = "/etc/mpi/hostfile"  # written into the Launcher by mpi-operator: "<worker host> slots=N" lines
 RUNTIME_PATCH_MANAGER = "dmlops.io/training-jobs"
 Resource = dict[str, Any]
 
@@ -84,7 +92,10 @@ def _check(name: str, namespace: str, image: str, workers: int, placement: Place
 
 
 def _env(env: Mapping[str, Any] | None) -> list[Resource]:
-    return [{"name": key, "value": str(value)} for key, value in (env or {}).items()]
+    return [
+        {"name": key, "valueFrom": dict(value)} if isinstance(value, Mapping) else {"name": key, "value": str(value)}
+        for key, value in (env or {}).items()
+    ]
 
 
 def _container(
@@ -255,10 +266,13 @@ def mpi_job(
     api_version: str = "kubeflow.org/v2beta1",
     restart_policy: str = "OnFailure",
     backoff_limit: int = 3,
+    ssh_auth_mount_path: str = SSH_AUTH_MOUNT_PATH,
     placement: Placement | None = None,
 ) -> Resource:
-    """An MPIJob: the Launcher runs ``command`` (e.g. ``mpirun``/``horovodrun`` with ``-np workers *
-    slots_per_worker``); the ``workers`` Worker pods get the placement and wait for it (sshd)."""
+    """An MPIJob: the Launcher runs ``command`` (e.g. :func:`horovodrun_command` with ``-np workers *
+    slots_per_worker``); the ``workers`` Worker pods get the placement and run no command, so the image's
+    own (sshd) starts. With mpi-operator (v2beta1) the key pair is mounted at ``ssh_auth_mount_path`` and
+    the Launcher is created once every Worker is ready."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
     if api_version not in ("kubeflow.org/v2beta1", "kubeflow.org/v1"):
@@ -289,4 +303,40 @@ def mpi_job(
     }
     if api_version == "kubeflow.org/v2beta1":
         spec["mpiImplementation"] = "OpenMPI"
+        spec["sshAuthMountPath"] = ssh_auth_mount_path
+        spec["launcherCreationPolicy"] = "WaitForWorkersReady"
     return {"apiVersion": api_version, "kind": "MPIJob", "metadata": _metadata(name, namespace, where), "spec": spec}
+
+
+def horovodrun_command(workers: int, command: Sequence[str], slots_per_worker: int = 1) -> list[str]:
+    """The MPIJob Launcher's command: ``horovodrun --gloo`` over the hosts of mpi-operator's hostfile,
+    reaching the Workers' sshd on :data:`SSH_PORT`."""
+    return [
+        "horovodrun", "--gloo", "-np", str(workers * slots_per_worker), "--hostfile", MPI_HOSTFILE,
+        "--ssh-port", str(SSH_PORT), *command,
+    ]
+
+
+def batch_job(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    command: Sequence[str],
+    args: Sequence[str] = (),
+    env: Mapping[str, Any] | None = None,
+    restart_policy: str = "Never",
+    backoff_limit: int = 0,
+    placement: Placement | None = None,
+) -> Resource:
+    """A batch/v1 Job of one pod (container ``training``)."""
+    where = placement or Placement()
+    _check(name, namespace, image, 1, where)
+    template = _pod_template(_container("training", image, command, args, env, where.resources()), where)
+    template["spec"]["restartPolicy"] = restart_policy
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(name, namespace, where),
+        "spec": {"backoffLimit": backoff_limit, "template": template},
+    }

@@ -1,8 +1,15 @@
-"""Start a distributed training run on a backend: worker processes here, or a training job on Kubernetes."""
+"""Start a distributed training run on a backend: worker processes here, or a training job on Kubernetes.
+
+On Kubernetes the workers run in pods of their own, so they read and write object storage (``gs://``,
+``s3://``; a KFP ``minio://`` URI is read as ``s3://`` on the KFP MinIO) rather than the step's local
+artifact paths. The job is named after the pipeline run and task, so a retried step reattaches to it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,8 +18,10 @@ import fsspec
 
 from dmlops.platform.backend import resolve_backend
 from dmlops.platform.local import LocalRunResult, run_workers
-from dmlops.training.config import TrainConfig
+from dmlops.platform.naming import resource_name, run_labels
+from dmlops.training.config import TF_STRATEGIES, TrainConfig
 from dmlops.training.export import METADATA_FILE
+from dmlops.training.jobs import Placement, Resource, horovodrun_command, mpi_job, pytorch_job, tf_job, train_job
 
 # How each strategy's workers are started, named after the operator that starts them on a cluster.
 LAUNCH_KIND = {
@@ -21,6 +30,15 @@ LAUNCH_KIND = {
     "horovod-torch": "mpi",
     "horovod-tf": "mpi",
 }
+# Which API runs a torch-ddp job: Training Operator v1 (PyTorchJob) or Kubeflow Trainer v2 (TrainJob).
+JOB_APIS = ("training-operator", "trainer")
+TRAINER_RUNTIME = "torch-distributed"
+DEFAULT_TIMEOUT_S = 24 * 3600.0
+# KFP's own MinIO: the Secret KFP keeps in every pipeline namespace, and the in-cluster endpoint.
+MINIO_SECRET = "mlpipeline-minio-artifact"
+MINIO_ENDPOINT = "http://minio-service.kubeflow:9000"
+# Object-store settings (not credentials) the step's pod passes on to its worker pods.
+OBJECT_STORE_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 @dataclass
@@ -39,10 +57,22 @@ def worker_command(config: TrainConfig) -> list[str]:
     return [sys.executable, "-m", "dmlops.training.worker", *config.to_args()]
 
 
+def object_store_uri(uri: str) -> str:
+    """``uri`` as fsspec reads it: KFP's ``minio://bucket/key`` is ``s3://bucket/key``; others unchanged."""
+    return "s3://" + uri[len("minio://"):] if uri.startswith("minio://") else uri
+
+
 def read_export_metadata(export_uri: str) -> dict[str, Any]:
     """The metadata.json of a finished export (its metrics, files and digests)."""
-    filesystem, path = fsspec.core.url_to_fs(export_uri)
+    filesystem, path = fsspec.core.url_to_fs(object_store_uri(export_uri))
     return json.loads(filesystem.cat_file(f"{path}/{METADATA_FILE}"))
+
+
+def download_export(export_uri: str, local_directory: str) -> None:
+    """Copy a finished export from object storage into ``local_directory`` (e.g. an output artifact's path)."""
+    filesystem, path = fsspec.core.url_to_fs(object_store_uri(export_uri))
+    os.makedirs(local_directory, exist_ok=True)
+    filesystem.get(f"{path.rstrip('/')}/", f"{local_directory.rstrip('/')}/", recursive=True)
 
 
 def run_training(
@@ -55,13 +85,20 @@ def run_training(
     image: str = "",
     namespace: str = "",
     job_name: str = "",
+    *,
+    run_id: str = "",
+    task_name: str = "",
+    job_api: str = "training-operator",
 ) -> dict[str, Any]:
-    """Train on ``backend`` ("local", "kubernetes" or "auto") and return the export's metadata."""
+    """Train on ``backend`` ("local", "kubernetes" or "auto") and return the export's metadata.
+
+    ``image``, ``namespace``, ``job_name`` / ``run_id`` + ``task_name`` and ``job_api`` are those of
+    :func:`run_kubernetes`; the local backend ignores them."""
     if resolve_backend(backend) == "local":
         run_local(config, num_workers, max_restarts, timeout)
     else:
         run_kubernetes(config, num_workers, resources or WorkerResources(), image, namespace, job_name,
-                       max_restarts, timeout)
+                       max_restarts, timeout, run_id=run_id, task_name=task_name, job_api=job_api)
     return read_export_metadata(config.export_uri)
 
 
@@ -69,6 +106,78 @@ def run_local(config: TrainConfig, num_workers: int, max_restarts: int = 1, time
     """Train with ``num_workers`` local processes started as the strategy's operator would start pods."""
     return run_workers(LAUNCH_KIND[config.strategy], num_workers, worker_command(config),
                        max_restarts=max_restarts, timeout=timeout)
+
+
+def cluster_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with every data URI as the worker pods read it (:func:`object_store_uri`)."""
+    uris = {name: object_store_uri(getattr(config, name))
+            for name in ("train_uri", "eval_uri", "export_uri", "checkpoint_uri")}
+    local = [f"{name}={uri}" for name, uri in uris.items() if uri and "://" not in uri]
+    if local:
+        raise ValueError(
+            f"the kubernetes backend's workers run in pods of their own and cannot read this pod's local paths "
+            f"({', '.join(local)}); use object-store URIs (gs://, s3://, minio://), e.g. the artifacts' .uri"
+        )
+    return dataclasses.replace(config, **uris)
+
+
+def worker_env(config: TrainConfig) -> dict[str, Any]:
+    """Environment of the worker pods: this pod's object-store settings, and for KFP MinIO URIs its
+    endpoint and the credentials from KFP's Secret (by reference: the values never enter the job)."""
+    env: dict[str, Any] = {name: os.environ[name] for name in OBJECT_STORE_SETTINGS if os.environ.get(name)}
+    uris = (config.train_uri, config.eval_uri, config.export_uri, config.checkpoint_uri)
+    if any(uri.startswith("minio://") for uri in uris):
+        env.setdefault("AWS_ENDPOINT_URL", MINIO_ENDPOINT)
+        env["AWS_ACCESS_KEY_ID"] = {"secretKeyRef": {"name": MINIO_SECRET, "key": "accesskey"}}
+        env["AWS_SECRET_ACCESS_KEY"] = {"secretKeyRef": {"name": MINIO_SECRET, "key": "secretkey"}}
+    return env
+
+
+def training_job(
+    config: TrainConfig,
+    num_workers: int,
+    resources: WorkerResources,
+    image: str,
+    namespace: str,
+    job_name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    max_restarts: int = 1,
+    job_api: str = "training-operator",
+) -> Resource:
+    """The custom resource that runs ``config``'s workers: a PyTorchJob (``job_api`` "training-operator")
+    or a TrainJob on the ``torch-distributed`` runtime ("trainer") for torch-ddp, an MPIJob (v2beta1)
+    whose Launcher horovodruns the workers for horovod-*, a TFJob for tf-multiworker. A failed pod is
+    restarted up to ``max_restarts`` times (training operator jobs), resuming from its checkpoint."""
+    if job_api not in JOB_APIS:
+        raise ValueError(f"unknown job_api {job_api!r}; use 'training-operator' (PyTorchJob, TFJob, MPIJob) "
+                         "or 'trainer' (Kubeflow Trainer v2 TrainJob)")
+    if not image:
+        raise ValueError(
+            f"job {job_name}: no worker image; pass the image the workers run in (dmlops.components.images."
+            f"{'TF_IMAGE' if config.strategy in TF_STRATEGIES else 'TORCH_IMAGE'} for {config.strategy})"
+        )
+    if max_restarts < 0:
+        raise ValueError(f"job {job_name}: max_restarts must be 0 or more; got {max_restarts}")
+    cluster = cluster_config(config)
+    placement = Placement(cpu=resources.cpu, memory=resources.memory, gpu=resources.gpu,
+                          node_selector=resources.node_selector, tolerations=resources.tolerations,
+                          labels=labels or {})
+    worker = ["python", "-m", "dmlops.training.worker"]
+    common: dict[str, Any] = dict(image=image, env=worker_env(config), workers=num_workers, placement=placement)
+    restarts: dict[str, Any] = dict(restart_policy="OnFailure" if max_restarts else "Never", backoff_limit=max_restarts)
+    kind = LAUNCH_KIND[config.strategy]
+    if job_api == "trainer":
+        if config.strategy != "torch-ddp":
+            raise ValueError(f"job_api 'trainer' runs torch-ddp only; {config.strategy} uses 'training-operator'")
+        return train_job(job_name, namespace, command=["torchrun", "--module", "dmlops.training.worker"],
+                         args=cluster.to_args(), runtime=TRAINER_RUNTIME, procs_per_node=1, **common)
+    if kind == "pytorch":
+        return pytorch_job(job_name, namespace, command=worker, args=cluster.to_args(), **common, **restarts)
+    if kind == "tensorflow":
+        return tf_job(job_name, namespace, command=worker, args=cluster.to_args(), **common, **restarts)
+    return mpi_job(job_name, namespace, command=horovodrun_command(num_workers, [*worker, *cluster.to_args()]),
+                   **common, **restarts)
 
 
 def run_kubernetes(
@@ -80,9 +189,26 @@ def run_kubernetes(
     job_name: str,
     max_restarts: int = 1,
     timeout: float | None = None,
+    *,
+    run_id: str = "",
+    task_name: str = "",
+    job_api: str = "training-operator",
 ) -> None:
-    """Train as a training job on the cluster (PyTorchJob / TFJob / MPIJob / TrainJob running
-    :func:`worker_command`), waiting for it to finish."""
-    raise NotImplementedError(
-        "the kubernetes backend for training is not available yet: use backend='local'"
+    """Train as a training job on the cluster (:func:`training_job`) through the platform launcher:
+    create it, or reattach to the one an earlier attempt of the same run and task created, stream the
+    primary worker's log and wait until it finishes (:class:`~dmlops.platform.JobFailed` when it fails;
+    deleted on timeout or SIGTERM).
+
+    The job is named ``job_name``, else ``resource_name("train", run_id, task_name)``, and labelled with
+    ``run_labels(run_id, task_name)``; ``namespace`` defaults to this pod's (or the kubeconfig's)."""
+    from dmlops.platform.kubernetes import KubernetesLauncher, current_namespace
+
+    if not job_name and not run_id:
+        raise ValueError("run_kubernetes needs run_id and task_name (the pipeline run id and task name, "
+                         "dsl.PIPELINE_JOB_ID_PLACEHOLDER and dsl.PIPELINE_TASK_NAME_PLACEHOLDER) or a job_name")
+    job = training_job(
+        config, num_workers, resources, image, namespace or current_namespace(),
+        job_name or resource_name("train", run_id, task_name),
+        labels=run_labels(run_id, task_name) if run_id else None, max_restarts=max_restarts, job_api=job_api,
     )
+    KubernetesLauncher().run(job, timeout_s=timeout or DEFAULT_TIMEOUT_S)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from dmlops.training.jobs import Placement, batch_job, horovodrun_command, mpi_job, pytorch_job, tf_job
 from dmlops.tuning.spec import SpecError, TuningSpec
 
 API_VERSION = "kubeflow.org/v1beta1"
@@ -267,53 +268,34 @@ def trial_job(
     env: dict[str, str] | None = None,
     references: dict[str, str] | None = None,
 ) -> TrialTemplate:
-    """A trial template whose job runs ``command`` (with its placeholders) on ``num_workers`` workers:
-    a batch ``Job`` (one pod), a ``PyTorchJob`` (Master + Workers), a ``TFJob`` (Workers, TF_CONFIG) or an
-    ``MPIJob`` (v2beta1: a launcher that mpiruns ``command`` over the workers). Trial parameters are
-    found from the ``${trialParameters.X}`` placeholders, each referencing the spec parameter X unless
-    ``references`` says otherwise (e.g. ``{"trialName": "${trialSpec.Name}"}``)."""
+    """A trial template whose job runs ``command`` (with its placeholders) on ``num_workers`` workers,
+    built by :mod:`dmlops.training.jobs` as a training step builds it: a batch ``Job`` (one pod), a
+    ``PyTorchJob`` (Master + Workers), a ``TFJob`` (Chief + Workers, TF_CONFIG) or an ``MPIJob`` (v2beta1:
+    a Launcher that horovodruns ``command`` over the Workers). A failed trial is not restarted: Katib
+    counts it. Trial parameters are found from the ``${trialParameters.X}`` placeholders, each
+    referencing the spec parameter X unless ``references`` says otherwise (e.g.
+    ``{"trialName": "${trialSpec.Name}"}``)."""
     if kind not in TRIAL_KINDS:
         raise SpecError(f"trial kind {kind!r} is unknown; use one of {', '.join(TRIAL_KINDS)}")
     if num_workers < 1 or (kind == "Job" and num_workers != 1):
         raise SpecError(f"a {kind} trial needs {'exactly 1' if kind == 'Job' else 'at least 1'} worker, got {num_workers}")
-    limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
-    if gpu:
-        limits["nvidia.com/gpu"] = str(gpu)
-    env_list = [{"name": key, "value": value} for key, value in (env or {}).items()]
-
-    def pod(name: str, container_command: list[str], restart: str) -> dict[str, Any]:
-        container: dict[str, Any] = {"name": name, "image": image, "command": container_command,
-                                     "resources": {"limits": dict(limits), "requests": dict(limits)}}
-        if env_list:
-            container["env"] = env_list
-        return {"spec": {"containers": [container], "restartPolicy": restart}}
-
-    api_version = TRIAL_KINDS[kind].api_version
+    # Katib names each trial's job and puts it in the Experiment's namespace; build_experiment drops these.
+    name, namespace = "trial", "default"
+    placement = Placement(cpu=cpu, memory=memory, gpu=gpu)
+    common: dict[str, Any] = dict(image=image, env=env, backoff_limit=0, restart_policy="Never", placement=placement)
     if kind == "Job":
-        primary = "training"
-        spec: dict[str, Any] = {"backoffLimit": 0, "template": pod(primary, command, "Never")}
+        job = batch_job(name, namespace, command=command, **common)
     elif kind == "PyTorchJob":
-        primary = "pytorch"
-        spec = {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "restartPolicy": "Never", "template": pod(primary, command, "Never")}}}
-        if num_workers > 1:
-            spec["pytorchReplicaSpecs"]["Worker"] = {
-                "replicas": num_workers - 1, "restartPolicy": "Never", "template": pod(primary, command, "Never"),
-            }
+        job = pytorch_job(name, namespace, command=command, workers=num_workers, **common)
     elif kind == "TFJob":
-        primary = "tensorflow"
-        spec = {"tfReplicaSpecs": {"Worker": {"replicas": num_workers, "restartPolicy": "Never", "template": pod(primary, command, "Never")}}}
+        job = tf_job(name, namespace, command=command, workers=num_workers, **common)
     else:
-        primary = "launcher"
-        mpirun = ["mpirun", "-np", str(num_workers), "--allow-run-as-root", "-bind-to", "none", "-map-by", "slot", *command]
-        spec = {
-            "slotsPerWorker": 1,
-            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 0},
-            "mpiReplicaSpecs": {
-                "Launcher": {"replicas": 1, "restartPolicy": "Never", "template": pod(primary, mpirun, "Never")},
-                "Worker": {"replicas": num_workers, "restartPolicy": "Never",
-                           "template": pod("worker", ["/usr/sbin/sshd", "-De"], "Never")},
-            },
-        }
-    trial_spec = {"apiVersion": api_version, "kind": kind, "spec": spec}
-    parameters = {name: (references or {}).get(name, name) for name in _PLACEHOLDER.findall(" ".join(command))}
-    return TrialTemplate(trial_spec=trial_spec, primary_container=primary, trial_parameters=parameters)
+        job = mpi_job(name, namespace, command=horovodrun_command(num_workers, command), workers=num_workers,
+                      api_version=TRIAL_KINDS[kind].api_version, **common)
+    job.pop("metadata")
+    primary = containers(job)[0]["name"]  # the Job's, Master's, Chief's or Launcher's container
+    parameters = {
+        placeholder: (references or {}).get(placeholder, placeholder)
+        for placeholder in _PLACEHOLDER.findall(" ".join(command))
+    }
+    return TrialTemplate(trial_spec=job, primary_container=primary, trial_parameters=parameters)
