@@ -56,9 +56,51 @@ def train(
     (a retried step reattaches to it): a PyTorchJob, or with ``job_api`` "trainer" a Trainer v2 TrainJob,
     for torch-ddp; an MPIJob for horovod-*; a TFJob for tf-multiworker. Its pods run
     ``worker_images["torch"]`` or ``worker_images["tf"]`` by ``strategy``, sized and placed by
-    ``worker_*``, ``node_selector`` and ``tolerations``. Its workers read the inputs and write the model at their object-store URIs (KFP MinIO:
-    the step needs its credentials as AWS_* environment variables); the step then copies the export into
-    ``model``'s local path, so the artifact KFP records holds the same files.
+    ``worker_*``, ``node_selector`` and ``tolerations``. Its workers read the inputs and write the model at
+    their object-store URIs (KFP MinIO: the step needs its credentials as AWS_* environment variables); the
+    step then copies the export into ``model``'s local path, so the artifact KFP records holds the same files.
+
+    Args:
+        train_data: Parquet training set (label and feature columns); preprocessing is fitted on it alone.
+        eval_data: Parquet evaluation set with the same columns; gives the exported metrics.
+        label: Binary label column (0/1 or bool); a null or other value fails with the row named.
+        model: The export: TorchScript and ONNX (torch) or a SavedModel (TensorFlow) plus metadata.json;
+            metadata: framework, strategy, workers, model files, sha256 of every file, inputs and metrics.
+        metrics: Eval AUC, accuracy and log loss, final train loss, samples per second and train seconds.
+        classification: ROC curve and confusion matrix on ``eval_data`` at threshold 0.5.
+        report: Markdown report of the metrics, the confusion matrix and the settings.
+        strategy: torch-ddp, horovod-torch, horovod-tf or tf-multiworker.
+        num_workers: Worker processes (local) or pods (kubernetes).
+        numeric_features: Numeric feature columns; empty: inferred from the Parquet schema.
+        categorical_features: Categorical feature columns (embedded); empty: string columns.
+        exclude_features: Columns never used as features when features are inferred (ids, leaky columns).
+        epochs: Passes over the training set.
+        batch_size: Global batch size, split evenly across workers.
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        hidden_units: Width of each hidden layer of the MLP.
+        embedding_dim: Embedding width of each categorical feature.
+        dropout: Dropout after each hidden layer (0 to 1).
+        seed: Seed of initialisation and shuffling; runs with the same seed and workers are identical.
+        checkpoint_uri: Where checkpoints go (path, gs://, s3://); empty: beside the model. On a cluster it
+            must be shared storage.
+        checkpoint_every: Checkpoint every this many steps; 0: at the end of every epoch.
+        max_restarts: Times a failed worker group restarts (from the newest checkpoint) before the step fails.
+        backend: local (processes on this machine), kubernetes (a training job) or auto (kubernetes inside a
+            cluster pod, local elsewhere).
+        worker_cpu: CPU request and limit of each worker pod (kubernetes).
+        worker_memory: Memory request and limit of each worker pod (kubernetes).
+        worker_gpu: nvidia.com/gpu per worker pod; above 0 the workers train on CUDA.
+        node_selector: Node labels the worker pods must run on (kubernetes).
+        tolerations: Kubernetes tolerations of the worker pods, as dicts (key, operator, value, effect).
+        namespace: Namespace of the training job; empty: the step's own namespace.
+        timeout_seconds: Fail (and delete the job) after this many seconds; 0: no limit locally, 24 h on a
+            cluster.
+        job_api: training-operator (Training Operator v1 jobs and MPIJob) or trainer (Trainer v2 TrainJob,
+            torch-ddp only).
+        worker_images: Images of the worker pods by framework: {"torch": ..., "tf": ...}.
+        run_id: The pipeline run's id; with ``task_name`` it names the job so a retried step reattaches.
+        task_name: The task's name in the pipeline.
     """
     from dmlops.platform.backend import resolve_backend
     from dmlops.training.config import TF_STRATEGIES, TrainConfig
@@ -115,7 +157,16 @@ def evaluate(
     threshold: float = 0.5,
 ):
     """Evaluate an exported model on ``eval_data``: AUC, accuracy, log loss, ROC curve and confusion
-    matrix at ``threshold``. The model's file digests are checked first."""
+    matrix at ``threshold``. The model's file digests are checked first.
+
+    Args:
+        model: A model exported by ``train`` (TorchScript or SavedModel with metadata.json).
+        eval_data: Parquet dataset with the model's feature columns and its label column.
+        metrics: AUC, accuracy, log loss, positive rate and rows evaluated.
+        classification: ROC curve and confusion matrix at ``threshold``.
+        report: Markdown report of the metrics and the confusion matrix.
+        threshold: Probability at or above which a prediction counts as positive.
+    """
     from dmlops.training.evaluate import evaluate_model
     from dmlops.training.metrics import markdown_report
 
