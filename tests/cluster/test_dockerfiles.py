@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import dmlops.components
-from dmlops.components.images import IMAGE_FAMILIES
+from dmlops.images import IMAGE_FAMILIES
 
 from dockerfile_reader import PipInstall, Stage, copies_from, pip_installs, stages
 from image_imports import REPO, component_closure, import_closure, pyproject, requirement_for

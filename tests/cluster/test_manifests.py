@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from crds import crd_errors
-from dmlops.components.images import DEFAULT_REGISTRY, IMAGE_FAMILIES
+from dmlops.images import DEFAULT_REGISTRY, IMAGE_FAMILIES
 from dmlops import __version__
 from dmlops.serving import packaging
 from dmlops.serving.__main__ import build_parser

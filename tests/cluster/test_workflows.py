@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from dmlops.components.images import DEFAULT_REGISTRY, IMAGE_FAMILIES
+from dmlops.images import DEFAULT_REGISTRY, IMAGE_FAMILIES
 from image_imports import REPO
 from test_dockerfiles import DOCKERFILES
 

@@ -1,4 +1,5 @@
-"""The flights feature steps end to end with kfp.local, on the January slices."""
+"""The flights feature steps end to end with kfp.local, on the January slices, each component loaded from
+its checked-in YAML as another team would load it."""
 
 from typing import NamedTuple
 
@@ -9,7 +10,14 @@ from kfp.dsl import Dataset
 
 from dmlops.features import local_store_spec, online_features
 from dmlops.pipelines.flights_features import FEATURES
+from component_yaml import load_yaml_component
+from dmlops.pipelines import flights_features_pipeline
 from dmlops.pipelines.flights_features_pipeline import flights_features
+
+YAML_COMPONENTS = {
+    "derive_columns": "data", "running_means": "features", "feast_source": "features", "feast_apply": "features",
+    "feast_materialize": "features", "feast_online_features": "features", "feast_training_set": "features",
+}
 
 
 class FeatureSetOutputs(NamedTuple):
@@ -20,6 +28,8 @@ class FeatureSetOutputs(NamedTuple):
 @pytest.mark.slow
 def test_flights_features_pipeline(flights_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    for name, area in YAML_COMPONENTS.items():
+        monkeypatch.setattr(flights_features_pipeline, name, load_yaml_component(area, name))
     store = local_store_spec("feature_store", project="flights")  # relative: each step resolves it here
 
     @dsl.pipeline

@@ -15,7 +15,9 @@ from dmlops.serving.local import EndpointState, stop_endpoints
 def test_deploy_component_leaves_a_live_local_endpoint(model_dir, data_dir, eval_rows, tmp_path, monkeypatch):
     from kfp import dsl, local
 
-    from dmlops.components.serving import deploy
+    from component_yaml import load_yaml_component
+
+    deploy = load_yaml_component("serving", "deploy")
 
     monkeypatch.setenv("DMLOPS_SERVING_DIR", str(tmp_path / "serving"))
 

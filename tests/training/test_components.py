@@ -1,11 +1,15 @@
-"""The train and evaluate components inside a pipeline run by kfp.local (backend "local")."""
+"""The train and evaluate components, loaded from their YAML, inside a pipeline run by kfp.local (backend
+"local")."""
 
 import json
 
 import pytest
 from kfp import dsl, local
 
-from dmlops.components.training import evaluate, train
+from component_yaml import load_yaml_component
+
+train = load_yaml_component("training", "train")
+evaluate = load_yaml_component("training", "evaluate")
 
 
 @pytest.mark.slow

@@ -69,7 +69,9 @@ def test_local_study_ends_at_least_as_good_as_the_defaults(flights_slice, tmp_pa
 def test_tune_component_in_a_pipeline_outputs_values_for_the_next_task(flights_slice, tmp_path):
     from kfp import dsl, local
 
-    from dmlops.components.tuning import tune
+    from component_yaml import load_yaml_component
+
+    tune = load_yaml_component("tuning", "tune")
 
     train, evaluation = flights_slice
 

@@ -7,7 +7,7 @@ open the same registry, offline and online store.
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
-from dmlops.components.images import BASE_IMAGE
+from dmlops.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
 
-from dmlops.components.images import BASE_IMAGE
+from dmlops.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from dmlops.components.images import SERVE_IMAGE
+from dmlops.images import SERVE_IMAGE
 
 
 @dsl.component(base_image=SERVE_IMAGE, install_kfp_package=False)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from dmlops.components.images import TF_IMAGE, TORCH_IMAGE
+from dmlops.images import TORCH_IMAGE
 
 
 @dsl.component(base_image=TORCH_IMAGE, install_kfp_package=False)
@@ -40,7 +40,7 @@ def train(
     namespace: str = "",
     timeout_seconds: int = 0,
     job_api: str = "training-operator",
-    worker_images: dict = {"torch": TORCH_IMAGE, "tf": TF_IMAGE},
+    worker_images: dict = {},
     run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
@@ -98,10 +98,12 @@ def train(
             cluster.
         job_api: training-operator (Training Operator v1 jobs and MPIJob) or trainer (Trainer v2 TrainJob,
             torch-ddp only).
-        worker_images: Images of the worker pods by framework: {"torch": ..., "tf": ...}.
+        worker_images: Images of the worker pods by framework, {"torch": ..., "tf": ...}; a framework not given
+            runs dmlops's torch-horovod or tf-horovod image of this version (ghcr.io/dmlops).
         run_id: The pipeline run's id; with ``task_name`` it names the job so a retried step reattaches.
         task_name: The task's name in the pipeline.
     """
+    from dmlops.images import image
     from dmlops.platform.backend import resolve_backend
     from dmlops.training.config import TF_STRATEGIES, TrainConfig
     from dmlops.training.launch import WorkerResources, download_export, run_training
@@ -123,9 +125,10 @@ def train(
     )
     resources = WorkerResources(cpu=worker_cpu, memory=worker_memory, gpu=worker_gpu,
                                 node_selector=node_selector, tolerations=tolerations)
-    image = worker_images["tf" if strategy in TF_STRATEGIES else "torch"]
+    images = {"torch": image("torch-horovod"), "tf": image("tf-horovod"), **worker_images}
+    worker_image = images["tf" if strategy in TF_STRATEGIES else "torch"]
     exported = run_training(config, num_workers, backend=backend, resources=resources,
-                            max_restarts=max_restarts, timeout=timeout_seconds or None, image=image,
+                            max_restarts=max_restarts, timeout=timeout_seconds or None, image=worker_image,
                             namespace=namespace, run_id=run_id, task_name=task_name, job_api=job_api)
     if not local:  # KFP uploads model.path to model.uri after this body: the same files go back
         download_export(model.uri, model.path)

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
-from dmlops.components.images import TORCH_IMAGE
+from dmlops.images import TORCH_IMAGE
 
 
 @dsl.component(base_image=TORCH_IMAGE, install_kfp_package=False)
@@ -93,8 +93,8 @@ def tune(
         worker_cpu: CPU request and limit of each trial worker pod (Kubernetes quantity, e.g. "2" or "500m").
         worker_memory: Memory request and limit of each trial worker pod (Kubernetes quantity, e.g. "4Gi").
         worker_gpu: GPUs (nvidia.com/gpu) of each trial worker pod; 0 means none.
-        trial_image: The image trial pods run (dmlops.components.images.TORCH_IMAGE); required on
-            kubernetes, unused locally.
+        trial_image: The image trial pods run on kubernetes (unused locally); empty: dmlops's torch-horovod
+            image of this version (ghcr.io/dmlops).
         timeout_seconds: On kubernetes the longest the whole Experiment may run; locally the longest
             one trial may run.
         on_failure: "fail" fails the step when the search failed (too many failed trials); "use-best"
@@ -115,6 +115,7 @@ def tune(
     import os
     from collections import namedtuple
 
+    from dmlops.images import image
     from dmlops.platform.naming import resource_name
     from dmlops.training.config import TrainConfig
     from dmlops.tuning.results import html_report, write_best_parameters, write_trials
@@ -134,9 +135,7 @@ def tune(
         categorical_features=categorical_features, exclude_features=exclude_features, seed=seed, **defaults,
     )
     workdir = os.path.join(os.path.dirname(trials.path), "trial_runs")
-    if not local and not trial_image:
-        raise ValueError("backend 'kubernetes' needs trial_image, the image trials run in "
-                         "(pass dmlops.components.images.TORCH_IMAGE from the pipeline)")
+    trial_image = trial_image or image("torch-horovod")
     if not local and not namespace:
         from dmlops.platform.kubernetes import current_namespace
 

@@ -6,7 +6,7 @@ quarantined with that reason and counted, never dropped silently.
 
 from kfp import dsl
 
-from dmlops.components.images import TORCH_IMAGE
+from dmlops.images import TF_IMAGE, TORCH_IMAGE
 from dmlops.components.ingest import ingest
 from dmlops.components.serving import deploy
 from dmlops.components.training import evaluate, train
@@ -112,6 +112,7 @@ def flights(
         train_data=training_set, eval_data=eval_set, label="label", strategy=strategy, num_workers=num_workers,
         numeric_features=NUMERIC_FEATURES, categorical_features=CATEGORICAL_FEATURES, epochs=epochs,
         learning_rate=tuned.outputs["learning_rate"], batch_size=tuned.outputs["batch_size"], backend=backend,
+        worker_images={"torch": TORCH_IMAGE, "tf": TF_IMAGE},
     ).set_display_name("train")
     evaluate(model=trained.outputs["model"], eval_data=eval_set).set_display_name("evaluate")
     deploy(model=trained.outputs["model"], eval_data=eval_set, endpoint=endpoint, backend=backend).set_display_name(

@@ -154,7 +154,7 @@ def training_job(
                          "or 'trainer' (Kubeflow Trainer v2 TrainJob)")
     if not image:
         raise ValueError(
-            f"job {job_name}: no worker image; pass the image the workers run in (dmlops.components.images."
+            f"job {job_name}: no worker image; pass the image the workers run in (dmlops.images."
             f"{'TF_IMAGE' if config.strategy in TF_STRATEGIES else 'TORCH_IMAGE'} for {config.strategy})"
         )
     if max_restarts < 0:
