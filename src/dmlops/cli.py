@@ -44,10 +44,12 @@ def run_pipeline(name: str, params: dict[str, object], output_dir: Path) -> Path
     before = set(root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     started = time.monotonic()
-    PIPELINES[name](**params)
+    pipeline = PIPELINES[name]
+    pipeline(**params)
     new_runs = sorted(set(root.iterdir()) - before, key=lambda path: path.stat().st_mtime)
     run_dir = new_runs[-1]
-    print_summary(run_dir, time.monotonic() - started)
+    step_names = {task: spec.task_info.name for task, spec in pipeline.pipeline_spec.root.dag.tasks.items()}
+    print_summary(run_dir, time.monotonic() - started, step_names)
     print_endpoints()
     return run_dir
 
@@ -68,11 +70,14 @@ def _count(value: object) -> str:
     return f"{int(value):,}" if isinstance(value, (int, float)) else str(value)
 
 
-def print_summary(run_dir: Path, seconds: float) -> None:
-    """A table of every task's output artifacts, their row counts and where they are."""
+def print_summary(run_dir: Path, seconds: float, step_names: dict[str, str]) -> None:
+    """A table of every task's output artifacts (by the step's display name), their row counts and where
+    they are."""
     table = Table(title=f"{run_dir.name}: finished in {seconds:.1f} s", expand=False)
-    for column in ("step", "output", "rows", "location"):
-        table.add_column(column)
+    table.add_column("step", no_wrap=True)
+    table.add_column("output", no_wrap=True)
+    table.add_column("rows", no_wrap=True, justify="right")
+    table.add_column("location", overflow="ellipsis")
     steps = sorted(run_dir.rglob("executor_output.json"), key=lambda path: path.stat().st_mtime)
     for output_file in steps:
         outputs = json.loads(output_file.read_text()).get("artifacts", {})
@@ -80,7 +85,8 @@ def print_summary(run_dir: Path, seconds: float) -> None:
             for artifact in entry.get("artifacts", []):
                 rows = artifact.get("metadata", {}).get("rows", "")
                 location = Path(artifact["uri"]).relative_to(run_dir) if artifact["uri"].startswith("/") else artifact["uri"]
-                table.add_row(output_file.parent.name, output_name, _count(rows), str(location))
+                step = output_file.parent.name
+                table.add_row(step_names.get(step, step), output_name, _count(rows), str(location))
     console.print(table)
     console.print(f"{len(steps)} steps; artifacts under {run_dir}")
 
