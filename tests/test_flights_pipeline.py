@@ -37,9 +37,10 @@ def serving_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def flights_run(tmp_path_factory, serving_dir):
     out = tmp_path_factory.mktemp("runs")
+    workdir = tmp_path_factory.mktemp("workdir")  # the default feature store lives under the working directory
     completed = subprocess.run(
         [sys.executable, "-m", "dmlops.cli", "run", "flights", "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=1800,
+        capture_output=True, text=True, timeout=1800, cwd=workdir,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     (run_dir,) = list(out.iterdir())

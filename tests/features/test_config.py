@@ -52,3 +52,13 @@ def test_unset_variables_and_bad_specs_are_named(monkeypatch):
         local_store_spec("x", offline_store="spark")
     with pytest.raises(FeatureStoreError, match="invalid store spec for project 'flights'"):
         repo_config({**local_store_spec("x", project="flights"), "online_store": {"type": "sqlite", "pth": "x"}})
+
+
+def test_a_local_store_in_a_folder_that_does_not_exist_yet_is_created(tmp_path, monkeypatch):
+    from dmlops.features import open_store
+
+    monkeypatch.chdir(tmp_path)
+    spec = local_store_spec("outputs/new/store", project="fresh")
+    store = open_store(spec)
+    store.apply([])
+    assert (tmp_path / "outputs" / "new" / "store" / "registry.db").exists()

@@ -133,7 +133,15 @@ def repo_config(spec: dict[str, Any]) -> Any:
 
 
 def open_store(spec: dict[str, Any]) -> Any:
-    """A Feast ``FeatureStore`` for a store spec."""
+    """A Feast ``FeatureStore`` for a store spec; the folders of a local registry and SQLite online store
+    are created when missing (a first run on a fresh machine)."""
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(Path.cwd()), config=repo_config(spec))
+    config = repo_config(spec)
+    local_files = [getattr(config.registry, "path", "")]
+    if getattr(config.online_store, "type", "") == "sqlite":
+        local_files.append(config.online_store.path)
+    for path in local_files:
+        if path and "://" not in path:
+            (Path.cwd() / path).parent.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(Path.cwd()), config=config)
