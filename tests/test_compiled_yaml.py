@@ -61,3 +61,4 @@ def test_every_component_compiles_with_a_versioned_image(tmp_path):
     for path in component_files:
         for executor in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values():
             assert executor["container"]["image"].endswith(f":{__version__}")
+

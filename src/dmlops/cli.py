@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True)
 
@@ -177,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
                         run_name=args.run_name)
         return 0
     if args.command == "run":
-        run_pipeline(args.pipeline, _parse_params(args.param), args.output_dir)
+        try:
+            run_pipeline(args.pipeline, _parse_params(args.param), args.output_dir)
+        except RuntimeError as failed:  # kfp.local: a step failed; its own error and log are printed above
+            message = Text.from_ansi(str(failed), style="red") + " The failing step's error is in its log above."
+            console.print(message, soft_wrap=True)
+            return 1
         return 0
     if args.registry:
         os.environ["DMLOPS_REGISTRY"] = args.registry
