@@ -23,7 +23,7 @@ COMPONENTS = {
 }
 
 __all__ = [
-    "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "feast_apply", "feast_materialize", "feast_online_features",
-    "feast_source", "feast_training_set", "infer_schema", "ingest", "running_means", "split_by_time", "train", "tune",
-    "validate",
+    "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "feast_apply", "feast_materialize",
+    "feast_online_features", "feast_source", "feast_training_set", "infer_schema", "ingest", "running_means",
+    "split_by_time", "train", "tune", "validate",
 ]
