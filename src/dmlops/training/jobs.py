@@ -194,38 +194,6 @@ def _run_policy(backoff_limit: int) -> Resource:
     return {"backoffLimit": backoff_limit}
 
 
-def _leader_and_workers_job(
-    kind: str,
-    specs_key: str,
-    leader: str,
-    container: str,
-    name: str,
-    namespace: str,
-    *,
-    image: str,
-    command: Sequence[str],
-    args: Sequence[str],
-    env: Mapping[str, Any] | None,
-    workers: int,
-    restart_policy: str,
-    backoff_limit: int,
-    placement: Placement | None,
-) -> Resource:
-    """A Training Operator v1 job of one ``leader`` replica and ``workers - 1`` Workers, all alike."""
-    where = placement or Placement()
-    _check(name, namespace, image, workers, where)
-    template = _pod_template(_container(container, image, command, args, env, where.resources()), where)
-    replicas = {leader: _replica(1, template, restart_policy)}
-    if workers > 1:
-        replicas["Worker"] = _replica(workers - 1, template, restart_policy)
-    return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": kind,
-        "metadata": _metadata(name, namespace, where),
-        "spec": {specs_key: replicas, "runPolicy": _run_policy(backoff_limit)},
-    }
-
-
 def pytorch_job(
     name: str,
     namespace: str,
@@ -240,11 +208,18 @@ def pytorch_job(
     placement: Placement | None = None,
 ) -> Resource:
     """A PyTorchJob: rank 0 is the Master, the other ``workers - 1`` are Workers (container ``pytorch``)."""
-    return _leader_and_workers_job(
-        "PyTorchJob", "pytorchReplicaSpecs", "Master", "pytorch", name, namespace, image=image, command=command,
-        args=args, env=env, workers=workers, restart_policy=restart_policy, backoff_limit=backoff_limit,
-        placement=placement,
-    )
+    where = placement or Placement()
+    _check(name, namespace, image, workers, where)
+    template = _pod_template(_container("pytorch", image, command, args, env, where.resources()), where)
+    replicas = {"Master": _replica(1, template, restart_policy)}
+    if workers > 1:
+        replicas["Worker"] = _replica(workers - 1, template, restart_policy)
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": _metadata(name, namespace, where),
+        "spec": {"pytorchReplicaSpecs": replicas, "runPolicy": _run_policy(backoff_limit)},
+    }
 
 
 def tf_job(
@@ -262,11 +237,18 @@ def tf_job(
 ) -> Resource:
     """A TFJob: the Chief (a training worker too, in MultiWorkerMirroredStrategy) plus ``workers - 1``
     Workers (container ``tensorflow``); the operator writes TF_CONFIG into each pod."""
-    return _leader_and_workers_job(
-        "TFJob", "tfReplicaSpecs", "Chief", "tensorflow", name, namespace, image=image, command=command,
-        args=args, env=env, workers=workers, restart_policy=restart_policy, backoff_limit=backoff_limit,
-        placement=placement,
-    )
+    where = placement or Placement()
+    _check(name, namespace, image, workers, where)
+    template = _pod_template(_container("tensorflow", image, command, args, env, where.resources()), where)
+    replicas = {"Chief": _replica(1, template, restart_policy)}
+    if workers > 1:
+        replicas["Worker"] = _replica(workers - 1, template, restart_policy)
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "TFJob",
+        "metadata": _metadata(name, namespace, where),
+        "spec": {"tfReplicaSpecs": replicas, "runPolicy": _run_policy(backoff_limit)},
+    }
 
 
 def mpi_job(
