@@ -1,5 +1,6 @@
 """The local backend: a group of worker processes on this machine, started the way the Kubeflow
-operators start pods, so the worker cannot tell the difference.
+operators start pods, so the worker cannot tell the difference; and detached processes (local model
+servers) that outlive the step that starts them.
 
 - ``pytorch`` (PyTorchJob / TrainJob torch-distributed / torchrun): MASTER_ADDR, MASTER_PORT,
   WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE per process;
@@ -25,7 +26,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TextIO
+from pathlib import Path
+from typing import Callable, TextIO
 
 LAUNCH_KINDS = ("pytorch", "tensorflow", "mpi")
 STOP_GRACE_SECONDS = 5.0
@@ -201,3 +203,44 @@ def run_workers(
         output.write(f"[local] {failed.name} {reason}; restarting all {num_workers} workers "
                      f"(restart {restarts} of {max_restarts})\n")
         output.flush()
+
+
+def start_detached(command: list[str], log_path: Path) -> subprocess.Popen:
+    """Start ``command`` in a session of its own (it outlives its parent), output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def process_running(pid: int, *arguments: str) -> bool:
+    """Whether process ``pid`` runs (not a zombie) with every one of ``arguments`` on its command line, so a
+    reused pid is not mistaken for it."""
+    listing = subprocess.run(["ps", "-ww", "-o", "stat=,args=", "-p", str(pid)],  # Linux and macOS
+                             capture_output=True, text=True)
+    if listing.returncode != 0 or not listing.stdout.strip():
+        return False
+    state, _, command = listing.stdout.strip().partition(" ")
+    words = command.split()
+    return not state.startswith("Z") and all(argument in words for argument in arguments)
+
+
+def stop_detached(pid: int, running: Callable[[], bool], grace_s: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM the process group of a detached process, SIGKILL it after ``grace_s``; nothing once
+    ``running()`` says it is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not running():
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:  # reap it when this process started it
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                pass
+            if not running():
+                return
+            time.sleep(0.05)

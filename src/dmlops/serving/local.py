@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from dmlops.platform.local import free_ports
+from dmlops.platform.local import free_ports, process_running, start_detached, stop_detached
 
 STATE_DIR_ENV = "DMLOPS_SERVING_DIR"
 READY_TIMEOUT_S = 60.0
@@ -52,13 +50,7 @@ class ServerProcess:
 
     def alive(self) -> bool:
         """Whether the process still runs and is a dmlops model server on this port (not a reused pid)."""
-        listing = subprocess.run(["ps", "-ww", "-o", "stat=,args=", "-p", str(self.pid)],  # Linux and macOS
-                                 capture_output=True, text=True)
-        if listing.returncode != 0 or not listing.stdout.strip():
-            return False
-        state, _, command = listing.stdout.strip().partition(" ")
-        arguments = command.split()
-        return not state.startswith("Z") and "dmlops.serving" in arguments and str(self.port) in arguments
+        return process_running(self.pid, "dmlops.serving", str(self.port))
 
 
 def _log_tail(path: str, lines: int = 30) -> str:
@@ -95,10 +87,7 @@ def start_server(
         command += ["--model_format", model_format]
     if feast_config:
         command += ["--feast_config", feast_config]
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+    process = start_detached(command, log_path)
     server = ServerProcess(model_name, str(model_uri), process.pid, port, str(log_path), time.time())
     deadline = time.monotonic() + timeout_s
     ready_url = f"{server.url}/v1/models/{model_name}"
@@ -121,23 +110,7 @@ def start_server(
 
 def stop_server(server: ServerProcess, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the server's process group, SIGKILL it after ``grace_s``; nothing if it is gone."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not server.alive():
-            break
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            try:  # reap it when this process started it
-                if os.waitpid(server.pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:
-                pass
-            if not server.alive():
-                break
-            time.sleep(0.05)
+    stop_detached(server.pid, server.alive, grace_s)
 
 
 @dataclass
