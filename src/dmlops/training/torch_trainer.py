@@ -8,6 +8,7 @@ reads what ``horovodrun``/MPIJob give (through ``hvd.init()``).
 from __future__ import annotations
 
 import copy
+import gc
 import io
 import os
 import warnings
@@ -150,4 +151,12 @@ class TorchTrainer:
             # wait for rank 0's export: a rank tearing down while rank 0, which hosts the rendezvous
             # store, exits can block forever
             torch.distributed.barrier()
+            # Drop DDP while this reference keeps the group alive: DDP's reducer destroys what it
+            # holds with the GIL taken, and a gloo group destroyed that way waits forever for its
+            # worker thread, which needs the GIL to finish the barrier. The group's own binding
+            # releases the GIL, so the group must go last, through ``world``.
+            world = torch.distributed.group.WORLD
+            self.train_model = self.model
+            gc.collect()
             torch.distributed.destroy_process_group()
+            del world
