@@ -194,6 +194,19 @@ def _run_policy(backoff_limit: int) -> Resource:
     return {"backoffLimit": backoff_limit}
 
 
+def _leader_and_workers(
+    leader: str, container: str, image: str, command: Sequence[str], args: Sequence[str],
+    env: Mapping[str, Any] | None, workers: int, restart_policy: str, where: Placement,
+) -> Resource:
+    """Replica specs of a Training Operator v1 job: one ``leader`` replica (rank 0) and ``workers - 1``
+    Workers, every pod running ``command`` in the container the operator expects (``container``)."""
+    template = _pod_template(_container(container, image, command, args, env, where.resources()), where)
+    replicas = {leader: _replica(1, template, restart_policy)}
+    if workers > 1:
+        replicas["Worker"] = _replica(workers - 1, template, restart_policy)
+    return replicas
+
+
 def pytorch_job(
     name: str,
     namespace: str,
@@ -210,10 +223,7 @@ def pytorch_job(
     """A PyTorchJob: rank 0 is the Master, the other ``workers - 1`` are Workers (container ``pytorch``)."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
-    template = _pod_template(_container("pytorch", image, command, args, env, where.resources()), where)
-    replicas = {"Master": _replica(1, template, restart_policy)}
-    if workers > 1:
-        replicas["Worker"] = _replica(workers - 1, template, restart_policy)
+    replicas = _leader_and_workers("Master", "pytorch", image, command, args, env, workers, restart_policy, where)
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -239,10 +249,7 @@ def tf_job(
     Workers (container ``tensorflow``); the operator writes TF_CONFIG into each pod."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
-    template = _pod_template(_container("tensorflow", image, command, args, env, where.resources()), where)
-    replicas = {"Chief": _replica(1, template, restart_policy)}
-    if workers > 1:
-        replicas["Worker"] = _replica(workers - 1, template, restart_policy)
+    replicas = _leader_and_workers("Chief", "tensorflow", image, command, args, env, workers, restart_policy, where)
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "TFJob",
