@@ -41,9 +41,10 @@ def server(model_dir, tmp_path_factory) -> ServerProcess:
     stop_server(process)
 
 
-@pytest.fixture(scope="session")
-def feast_store(redis_server, tmp_path_factory) -> dict:
-    """A Feast store with Redis online: ``plane_route:distance`` for planes N1..N5 (N5's distance null)."""
+@pytest.fixture(scope="session", params=["redis", "sqlite"])
+def feast_store(request, tmp_path_factory) -> dict:
+    """A Feast store with a Redis (read asynchronously by the predictor) or SQLite (read in a worker
+    thread) online store: ``plane_route:distance`` for planes N1..N5 (N5's distance null)."""
     from datetime import datetime, timezone
 
     from dmlops.features import apply, local_store_spec, materialize
@@ -55,7 +56,8 @@ def feast_store(redis_server, tmp_path_factory) -> dict:
         "distance": [100.0, 250.5, 1000.0, 2500.0, None],
         "event_timestamp": pa.array([datetime(2024, 1, 1, tzinfo=timezone.utc)] * 5, pa.timestamp("us", "UTC")),
     }), planes)
-    store = local_store_spec(root / "store", project="serving_test", redis_connection=redis_server)
+    redis = request.getfixturevalue("redis_server") if request.param == "redis" else ""
+    store = local_store_spec(root / "store", project="serving_test", redis_connection=redis)
     apply(store, "serving_feast_repo:definitions", {"planes": str(planes)})
     materialize(store, start="2023-12-31", end="2024-01-02", incremental=False)
     return store

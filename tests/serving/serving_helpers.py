@@ -59,3 +59,15 @@ def offline_probabilities(model_dir: Path, rows: list[dict]) -> np.ndarray:
     module = torch.jit.load(str(model_dir / metadata["model_files"]["torchscript"]))
     with torch.no_grad():
         return torch.sigmoid(module(torch.from_numpy(numeric), torch.from_numpy(categorical))).double().numpy()
+
+
+def v2_body(rows: list[dict], request_id: str | None = None) -> dict:
+    """A V2 inference request with one input tensor per field of ``rows``."""
+    def datatype(name: str) -> str:
+        return {"distance": "FP64", "dep_hour": "INT64", "weekend": "BOOL"}.get(name, "BYTES")
+
+    body = {"inputs": [{"name": name, "shape": [len(rows)], "datatype": datatype(name), "data": [row[name] for row in rows]}
+                       for name in rows[0]]}
+    if request_id:
+        body["id"] = request_id
+    return body

@@ -1,4 +1,4 @@
-"""Feast enrichment: requests carrying an entity key get features from the online store (Redis)."""
+"""Feast enrichment: requests carrying an entity key get features from the online store (Redis, SQLite)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import requests
 
-from serving_helpers import offline_probabilities
+from serving_helpers import offline_probabilities, v2_body
 from dmlops.serving.local import start_server, stop_server
 
 pytestmark = pytest.mark.slow  # starts Redis and a model server
@@ -43,3 +43,15 @@ def test_values_in_the_request_win_and_rows_without_keys_need_every_feature(enri
     assert response.status_code == 400 and "'distance' is missing" in response.text
     unknown_plane = dict(no_key, tailnum="N999")  # the store has no value: null, as for a missing feature
     assert requests.post(enriched_server.predict_url, json={"instances": [unknown_plane]}).status_code == 200
+
+
+def test_v2_inputs_with_an_entity_key_get_online_features(enriched_server, model_dir, eval_rows):
+    sent = [{key: value for key, value in row.items() if key != "distance"} for row in eval_rows[:3]]
+    for row, tailnum in zip(sent, ["N3", "N1", "N2"]):
+        row["tailnum"] = tailnum
+    url = enriched_server.predict_url.replace("/v1/", "/v2/").replace(":predict", "/infer")
+    response = requests.post(url, json=v2_body(sent), timeout=10)
+    assert response.status_code == 200, response.text
+    expected_rows = [{**row, "distance": distance} for row, distance in zip(eval_rows[:3], [1000.0, 100.0, 250.5])]
+    (output,) = response.json()["outputs"]
+    np.testing.assert_allclose(output["data"], offline_probabilities(model_dir, expected_rows), rtol=1e-6, atol=1e-7)

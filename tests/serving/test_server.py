@@ -8,20 +8,9 @@ import numpy as np
 import pytest
 import requests
 
-from serving_helpers import offline_probabilities
+from serving_helpers import offline_probabilities, v2_body
 
 MODEL = "flights-delay"
-
-
-def v2_body(rows: list[dict], request_id: str | None = None) -> dict:
-    def datatype(name: str) -> str:
-        return {"distance": "FP64", "dep_hour": "INT64", "weekend": "BOOL"}.get(name, "BYTES")
-
-    body = {"inputs": [{"name": name, "shape": [len(rows)], "datatype": datatype(name), "data": [row[name] for row in rows]}
-                       for name in rows[0]]}
-    if request_id:
-        body["id"] = request_id
-    return body
 
 
 def test_v1_predictions_equal_offline_predictions(server, model_dir, eval_rows):

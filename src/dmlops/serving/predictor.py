@@ -10,6 +10,7 @@ features from its online store before the check.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,12 +49,17 @@ class FeastEnrichment:
     def feature_names(self) -> list[str]:
         return [reference.split(":", 1)[-1] for reference in self.features]
 
+    _reads_async: bool = field(default=False, repr=False)
+
     def open(self) -> None:
         from dmlops.features.config import open_store
 
         self._store = open_store(self.store)
+        # as Feast's own feature server decides: online stores with async reads (Redis) are awaited,
+        # the others (SQLite) read in a worker thread; neither blocks the server's event loop
+        self._reads_async = self._store._get_provider().async_supported.online.read
 
-    def enrich(self, rows: list[Any]) -> None:
+    async def enrich(self, rows: list[Any]) -> None:
         """Fill the store's features into every row that carries all entity keys (values the request sent
         win over the store's)."""
         keyed = [
@@ -63,7 +69,12 @@ class FeastEnrichment:
         if not keyed:
             return
         entity_rows = [{key: row[key] for key in self.entity_keys} for row in keyed]
-        values = self._store.get_online_features(features=self.features, entity_rows=entity_rows).to_dict()
+        if self._reads_async:
+            response = await self._store.get_online_features_async(features=self.features, entity_rows=entity_rows)
+        else:
+            response = await asyncio.to_thread(self._store.get_online_features, features=self.features,
+                                               entity_rows=entity_rows)
+        values = response.to_dict()
         for name in self.feature_names:
             column = values[name]
             for row, value in zip(keyed, column):
@@ -122,16 +133,12 @@ class DmlopsModel(kserve.Model):
     def get_output_types(self) -> list[dict]:
         return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]
 
-    def v1_rows(self, payload: Any) -> list[dict[str, Any]]:
+    def v1_instances(self, payload: Any) -> Any:
         if not isinstance(payload, dict) or "instances" not in payload:
             raise RequestError('the body must be a JSON object {"instances": [{feature: value, ...}, ...]}')
-        instances = payload["instances"]
-        if self.feast and isinstance(instances, list):
-            self._enrich(instances)
-        return self.model.contract.rows_from_instances(instances, self._extra_fields)
+        return payload["instances"]
 
-    def v2_rows(self, request: InferRequest) -> list[dict[str, Any]]:
-        contract = self.model.contract
+    def v2_instances(self, request: InferRequest) -> list[dict[str, Any]]:
         columns = {item.name: _column(item.data, list(item.shape), item.name) for item in request.inputs}
         if not columns:
             raise RequestError("the request has no inputs; send one input tensor per feature")
@@ -141,22 +148,30 @@ class DmlopsModel(kserve.Model):
         rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
         if not rows:
             raise RequestError("the inputs have no rows; send at least one value per input")
-        if self.feast:
-            self._enrich(rows)
-        for index, row in enumerate(rows):
-            contract.check_row(row, f"row {index}", self._extra_fields)
         return rows
 
-    def _enrich(self, rows: list[Any]) -> None:
+    def checked_rows(self, instances: Any, protocol: str) -> list[dict[str, Any]]:
+        """The request's rows checked against the model's feature schema (a RequestError names what is wrong)."""
+        contract = self.model.contract
+        if protocol == "v1":
+            return contract.rows_from_instances(instances, self._extra_fields)
+        for index, row in enumerate(instances):
+            contract.check_row(row, f"row {index}", self._extra_fields)
+        return instances
+
+    async def _enrich(self, rows: list[Any]) -> None:
         started = time.perf_counter()
-        self.feast.enrich(rows)
+        await self.feast.enrich(rows)
         self._lookup.observe(time.perf_counter() - started)
 
-    def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
         started = time.perf_counter()
         protocol = "v2" if isinstance(payload, InferRequest) else "v1"
         try:
-            rows = self.v2_rows(payload) if protocol == "v2" else self.v1_rows(payload)
+            instances = self.v2_instances(payload) if protocol == "v2" else self.v1_instances(payload)
+            if self.feast and isinstance(instances, list):
+                await self._enrich(instances)
+            rows = self.checked_rows(instances, protocol)
             probabilities = self.model.predict_rows(rows)
         except RequestError as error:
             self._outcomes[protocol, "rejected"].inc()
