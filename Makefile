@@ -32,7 +32,8 @@ compile: $(INSTALLED)
 services:
 	bash scripts/services.sh
 
-bench: $(INSTALLED)
+bench: $(INSTALLED) services
+	$(PYTHON) -m pip install -q -e '.[all,bench]'
 	for script in bench/*.py; do $(PYTHON) $$script || exit 1; done
 
 images:
