@@ -265,9 +265,12 @@ def test_kfp_minio_uris_become_s3_with_credentials_from_the_kfp_secret():
     ({"image": ""}, "no worker image; pass .*TORCH_IMAGE"),
     ({"job_api": "v3"}, "unknown job_api 'v3'"),
     ({"strategy": "horovod-torch", "job_api": "trainer"}, "'trainer' runs torch-ddp only"),
+    ({"gpu": 4}, "one training process per pod uses one GPU; for 2 workers with 4 GPUs each ask for 8 workers "
+                 "with 1 GPU"),
 ])
 def test_bad_arguments_are_refused_before_anything_is_created(change, message):
     image, job_api = change.pop("image", IMAGE), change.pop("job_api", "training-operator")
+    resources = WorkerResources(gpu=change.pop("gpu", 0))
     config = TrainConfig(**{"train_uri": "gs://b/t", "label": "label", "export_uri": "gs://b/m", **change})
     with pytest.raises(ValueError, match=message):
-        training_job(config, 2, WorkerResources(), image, NS, JOB_NAME, job_api=job_api)
+        training_job(config, 2, resources, image, NS, JOB_NAME, job_api=job_api)

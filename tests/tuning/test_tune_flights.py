@@ -100,3 +100,10 @@ def test_tune_component_in_a_pipeline_outputs_values_for_the_next_task(flights_s
     assert best["parameters"]["batch_size"] == parameters["batch_size"]
     trials = pq.read_table(next((tmp_path / "root").rglob("tune/trials")))
     assert trials.num_rows == 2 and trials.column("state").to_pylist() == ["Succeeded", "Succeeded"]
+
+
+def test_trial_workers_with_more_than_one_gpu_are_refused():
+    config = TrainConfig(train_uri="gs://b/t", label="label", export_uri="gs://b/m")
+    with pytest.raises(ValueError, match="for 2 workers with 2 GPUs each ask for 4 workers with 1 GPU"):
+        worker_experiment(SEARCH, config.to_args(), "gs://b/trials", name="tune", namespace="default",
+                          strategy="torch-ddp", num_workers=2, image="image", gpu=2)

@@ -90,7 +90,8 @@ def train(
             cluster pod, local elsewhere).
         worker_cpu: CPU request and limit of each worker pod (kubernetes).
         worker_memory: Memory request and limit of each worker pod (kubernetes).
-        worker_gpu: nvidia.com/gpu per worker pod; above 0 the workers train on CUDA.
+        worker_gpu: nvidia.com/gpu per worker pod (0 or 1: one training process per pod); 1: the workers
+            train on CUDA.
         node_selector: Node labels the worker pods must run on (kubernetes).
         tolerations: Kubernetes tolerations of the worker pods, as dicts (key, operator, value, effect).
         namespace: Namespace of the training job; empty: the step's own namespace.

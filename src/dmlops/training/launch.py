@@ -52,6 +52,15 @@ class WorkerResources:
     tolerations: list[dict[str, Any]] = field(default_factory=list)
 
 
+def check_worker_gpus(job_name: str, num_workers: int, gpu: int) -> None:
+    """Refuse more than one GPU per worker pod: each pod runs one training process, which uses one GPU."""
+    if gpu > 1:
+        raise ValueError(
+            f"job {job_name}: one training process per pod uses one GPU; for {num_workers} workers with "
+            f"{gpu} GPUs each ask for {num_workers * gpu} workers with 1 GPU"
+        )
+
+
 def worker_command(config: TrainConfig) -> list[str]:
     """The command every worker runs."""
     return [sys.executable, "-m", "dmlops.training.worker", *config.to_args()]
@@ -159,6 +168,7 @@ def training_job(
         )
     if max_restarts < 0:
         raise ValueError(f"job {job_name}: max_restarts must be 0 or more; got {max_restarts}")
+    check_worker_gpus(job_name, num_workers, resources.gpu)
     cluster = cluster_config(config)
     placement = Placement(cpu=resources.cpu, memory=resources.memory, gpu=resources.gpu,
                           node_selector=resources.node_selector, tolerations=resources.tolerations,

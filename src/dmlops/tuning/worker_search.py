@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dmlops.training.launch import check_worker_gpus
 from dmlops.tuning.experiment import MetricsCollector, build_experiment, flag_arguments, trial_job
 from dmlops.tuning.results import TuningResult, apply_policy
 from dmlops.tuning.spec import SpecError, TuningSpec
@@ -34,6 +35,7 @@ def worker_experiment(
 ) -> dict[str, Any]:
     """The Experiment that tunes the worker: ``worker_args`` (as ``TrainConfig.to_args()`` gives them)
     with each searched hyperparameter's flag set to its placeholder and a per-trial export URI."""
+    check_worker_gpus(name, num_workers, gpu)
     spec = TuningSpec.from_katib(search)
     unknown = sorted({parameter.name for parameter in spec.parameters} - set(TUNABLE))
     if unknown:
