@@ -30,7 +30,7 @@ class ExportedModel:
             module = torch.jit.load(str(self.directory / files["torchscript"]), map_location="cpu").eval()
 
             def logits(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-                with torch.no_grad():
+                with torch.inference_mode():
                     return module(torch.from_numpy(numeric), torch.from_numpy(categorical)).numpy()
         else:
             import tensorflow as tf
