@@ -7,7 +7,7 @@ interleaved between the peers. Goals: dmlops >= 0.9x the bare model's req/s, p99
 Then the dmlops predictor with Feast enrichment from a Redis online store (``distance`` looked up by
 ``tailnum``: the longest route the plane flew in the slice, so values differ from the row's own).
 
-    python bench/serve.py [--requests 2000] [--rounds 2]
+    python bench/serve.py [--requests 2000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def feast_store(root: Path, table: pa.Table) -> tuple[dict, subprocess.Popen | N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     from dmlops.serving.features import FeatureContract
