@@ -37,6 +37,7 @@ class FeastEnrichment:
     features: list[str]
     entity_keys: list[str]
     _store: Any = field(default=None, repr=False)
+    _reads_async: bool = field(default=False, repr=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeastEnrichment:
@@ -48,8 +49,6 @@ class FeastEnrichment:
     @property
     def feature_names(self) -> list[str]:
         return [reference.split(":", 1)[-1] for reference in self.features]
-
-    _reads_async: bool = field(default=False, repr=False)
 
     def open(self) -> None:
         from dmlops.features.config import open_store

@@ -30,6 +30,7 @@ LAUNCH_KIND = {
     "horovod-torch": "mpi",
     "horovod-tf": "mpi",
 }
+WORKER_MODULE = "dmlops.training.worker"  # the entry point every worker runs (python -m)
 # Which API runs a torch-ddp job: Training Operator v1 (PyTorchJob) or Kubeflow Trainer v2 (TrainJob).
 JOB_APIS = ("training-operator", "trainer")
 TRAINER_RUNTIME = "torch-distributed"
@@ -63,7 +64,7 @@ def check_worker_gpus(job_name: str, num_workers: int, gpu: int) -> None:
 
 def worker_command(config: TrainConfig) -> list[str]:
     """The command every worker runs."""
-    return [sys.executable, "-m", "dmlops.training.worker", *config.to_args()]
+    return [sys.executable, "-m", WORKER_MODULE, *config.to_args()]
 
 
 def object_store_uri(uri: str) -> str:
@@ -173,14 +174,14 @@ def training_job(
     placement = Placement(cpu=resources.cpu, memory=resources.memory, gpu=resources.gpu,
                           node_selector=resources.node_selector, tolerations=resources.tolerations,
                           labels=labels or {})
-    worker = ["python", "-m", "dmlops.training.worker"]
+    worker = ["python", "-m", WORKER_MODULE]
     common: dict[str, Any] = dict(image=image, env=worker_env(config), workers=num_workers, placement=placement)
     restarts: dict[str, Any] = dict(restart_policy="OnFailure" if max_restarts else "Never", backoff_limit=max_restarts)
     kind = LAUNCH_KIND[config.strategy]
     if job_api == "trainer":
         if config.strategy != "torch-ddp":
             raise ValueError(f"job_api 'trainer' runs torch-ddp only; {config.strategy} uses 'training-operator'")
-        return train_job(job_name, namespace, command=["torchrun", "--module", "dmlops.training.worker"],
+        return train_job(job_name, namespace, command=["torchrun", "--module", WORKER_MODULE],
                          args=cluster.to_args(), runtime=TRAINER_RUNTIME, procs_per_node=1, **common)
     if kind == "pytorch":
         return pytorch_job(job_name, namespace, command=worker, args=cluster.to_args(), **common, **restarts)

@@ -43,7 +43,6 @@ def build_model(preprocessing: Preprocessing, config: TrainConfig):
     return keras.Model([numeric, categorical], logit)
 
 
-
 def tf_config_rank(resolver) -> int:
     """This process's rank among all TF_CONFIG tasks: a TFJob's chief is rank 0 and its workers follow
     (worker 0 is rank 1); without a chief, as locally, the worker index is the rank."""
@@ -51,6 +50,7 @@ def tf_config_rank(resolver) -> int:
     if resolver.task_type == "chief":
         return 0
     return (resolver.task_id or 0) + (1 if has_chief else 0)
+
 
 class TFTrainer:
     """One worker's Keras model, optimizer and training shard, and its link to the other workers."""

@@ -154,7 +154,8 @@ class TorchTrainer:
             # Drop DDP while this reference keeps the group alive: DDP's reducer destroys what it
             # holds with the GIL taken, and a gloo group destroyed that way waits forever for its
             # worker thread, which needs the GIL to finish the barrier. The group's own binding
-            # releases the GIL, so the group must go last, through ``world``.
+            # releases the GIL, so the group must go last, through ``world`` (gc.collect: DDP is freed
+            # now even if a reference cycle holds it).
             world = torch.distributed.group.WORLD
             self.train_model = self.model
             gc.collect()

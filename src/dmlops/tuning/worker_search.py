@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dmlops.training.launch import check_worker_gpus
+from dmlops.training.launch import WORKER_MODULE, check_worker_gpus
 from dmlops.tuning.experiment import MetricsCollector, build_experiment, flag_arguments, trial_job
 from dmlops.tuning.results import TuningResult, apply_policy
 from dmlops.tuning.spec import SpecError, TuningSpec
@@ -44,7 +44,7 @@ def worker_experiment(
     export = args.index("--export-uri") + 1
     args[export] = f"{trials_uri.rstrip('/')}/${{trialParameters.trialName}}"
     kind = "Job" if num_workers == 1 and strategy == "torch-ddp" else TRIAL_KIND[strategy]
-    template = trial_job(kind, image, ["python", "-m", "dmlops.training.worker", *args], num_workers,
+    template = trial_job(kind, image, ["python", "-m", WORKER_MODULE, *args], num_workers,
                          cpu=cpu, memory=memory, gpu=gpu, references=_TRIAL_NAME)
     return build_experiment(spec, name, namespace, template, collector=MetricsCollector("StdOut"))
 
