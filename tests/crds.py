@@ -1,4 +1,4 @@
-"""Validate custom resource dicts against the upstream CRD schemas in ``shared/crds`` (beside the repository).
+"""Validate custom resource dicts against the upstream CRD schemas vendored in ``crds/``.
 
 ``crd_errors(obj)`` finds the CustomResourceDefinition serving the object's apiVersion and kind and checks
 the object against its ``openAPIV3Schema`` with a JSON Schema validator. The check is strict: an object
@@ -22,7 +22,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-CRDS = Path(__file__).resolve().parents[2] / "shared" / "crds"
+CRDS = Path(__file__).resolve().parents[1] / "crds"
 KATIB_SWAGGER = CRDS / "katib" / "openapi-swagger.json"
 _KATIB_URI = "urn:katib-openapi"
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -1,6 +1,6 @@
 """The kustomize base and overlays in manifests/: rendered with ``kubectl kustomize`` (kustomize built into
 kubectl), every object validated against its schema: the Kubernetes OpenAPI schemas for built-in kinds
-(kubernetes-validate, strict), the upstream CRDs in shared/crds for KServe and Feast kinds (tests/crds.py).
+(kubernetes-validate, strict), the upstream CRDs in crds/ for KServe and Feast kinds (tests/crds.py).
 PrometheusRule has no CRD there; tests/cluster/test_monitoring.py checks it with promtool.
 """
 

@@ -1,6 +1,6 @@
 """The PrometheusRule and the Grafana dashboard against the metrics the dmlops predictor exports.
 
-There is no PrometheusRule CRD in shared/crds: its shape is checked here, its rules with Prometheus's
+There is no PrometheusRule CRD in crds/: its shape is checked here, its rules with Prometheus's
 own ``promtool check rules``, and its alerts with ``promtool test rules`` on synthetic series (an
 erroring, a slow and a drifting model fire; a healthy one does not). Every metric, label and label
 value the rules and the dashboard query is one that dmlops.serving.metrics exports (or one Prometheus

@@ -75,9 +75,9 @@ def test_ci_runs_the_readme_test_command_and_the_freshness_check():
     lines = run_lines(ci, "test")
     assert readme_commands[0] in lines
     assert any(re.search(r"dmlops compile --check$", line) for line in lines)
-    # The tests need Redis and promtool, and the upstream CRDs beside the repository.
+    # The tests need Redis and promtool; the upstream CRDs are in the repository, nothing is fetched.
     assert any("redis-server" in line and "prometheus" in line for line in lines)
-    assert ".github/fetch-crds.sh" in lines
+    assert not any("fetch-crds" in line or "shared/" in line for line in lines)
 
 
 def test_release_builds_every_image_with_the_package_version_and_pushes_it():
@@ -112,10 +112,10 @@ def test_release_attaches_the_compiled_yaml():
 
 
 def test_crd_sources_match_the_schemas_the_tests_use():
-    """The list CI downloads shared/crds from names every file here, with the same git blob."""
-    crds = REPO.parent / "shared" / "crds"
+    """crds/sources.txt (read by scripts/refresh_crds.sh) names every vendored file, with its git blob."""
+    crds = REPO / "crds"
     listed = {}
-    for line in (REPO / ".github" / "crd-sources.txt").read_text().splitlines():
+    for line in (crds / "sources.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             destination, repository, commit, path, blob = line.split()
             assert re.fullmatch(r"[0-9a-f]{40}", commit) and re.fullmatch(r"[0-9a-f]{8,40}", blob)

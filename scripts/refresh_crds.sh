@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Download the upstream CRDs listed in .github/crd-sources.txt into DEST (default: ../shared/crds beside
-# the repository, where tests/crds.py looks) and check each file's git blob id.
+# Refresh the vendored upstream CRDs: download every file listed in crds/sources.txt into crds/ (or DEST)
+# and check each file's git blob id. Edit the commit and blob columns to move to a newer upstream.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-dest=${1:-$root/../shared/crds}
-grep -v '^#' "$root/.github/crd-sources.txt" | while read -r file repo commit path blob; do
+dest=${1:-$root/crds}
+grep -v '^#' "$root/crds/sources.txt" | while read -r file repo commit path blob; do
   mkdir -p "$dest/$(dirname "$file")"
   curl --fail --silent --show-error --location --retry 3 \
     "https://raw.githubusercontent.com/$repo/$commit/$path" -o "$dest/$file"
