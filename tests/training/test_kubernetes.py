@@ -22,12 +22,12 @@ from crds import assert_valid  # noqa: E402
 from fake_kube import fake_kube  # noqa: E402,F401  (fixture)
 
 from dmlops.platform import JobFailed, resource_name  # noqa: E402
+from dmlops.platform.storage import MINIO_SECRET, file_digests  # noqa: E402
 from dmlops.platform.local import free_ports  # noqa: E402
 from dmlops.training.config import TrainConfig  # noqa: E402
-from dmlops.training.export import METADATA_FILE, file_digests  # noqa: E402
+from dmlops.training.export import METADATA_FILE  # noqa: E402
 from dmlops.training.jobs import GPU_RESOURCE, MPI_HOSTFILE, SSH_AUTH_MOUNT_PATH  # noqa: E402
 from dmlops.training.launch import (  # noqa: E402
-    MINIO_SECRET,
     WorkerResources,
     download_export,
     run_kubernetes,
@@ -143,7 +143,7 @@ def test_torch_ddp_runs_as_one_pytorchjob_whose_workers_export_the_model(cluster
     # what the train component does next: the export into the Output[Model]'s local path
     local = tmp_path / "model"
     download_export(config.export_uri, str(local))
-    assert json.loads((local / METADATA_FILE).read_text())["files"] == file_digests(local) == exported["files"]
+    assert json.loads((local / METADATA_FILE).read_text())["files"] == file_digests(local, exclude=METADATA_FILE) == exported["files"]
 
 
 def test_a_retried_step_reattaches_to_its_job_instead_of_creating_a_second(cluster, s3_data, s3_bucket, capsys):
@@ -261,7 +261,7 @@ def test_kfp_minio_uris_become_s3_with_credentials_from_the_kfp_secret():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"train_uri": "/tmp/outputs/train_data/data"}, "cannot read this pod's local paths .*train_uri="),
+    ({"train_uri": "/tmp/outputs/train_data/data"}, "train_uri=.*cannot read this pod's local paths"),
     ({"image": ""}, "no worker image; pass .*TORCH_IMAGE"),
     ({"job_api": "v3"}, "unknown job_api 'v3'"),
     ({"strategy": "horovod-torch", "job_api": "trainer"}, "'trainer' runs torch-ddp only"),

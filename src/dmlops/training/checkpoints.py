@@ -1,4 +1,4 @@
-"""Periodic training checkpoints under a URI (local path, gs://, s3://, any fsspec URL).
+"""Periodic training checkpoints under a URI (local path, gs://, s3://, minio://, any fsspec URL).
 
 A checkpoint is one opaque payload named by its global step, ``ckpt-000000001200.bin``. On a local
 path a payload is written under a temporary name and renamed into place; an object store's upload is
@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from dmlops.platform import storage
 
 _NAME = re.compile(r"ckpt-(\d{12})\.bin$")
 
@@ -24,7 +25,7 @@ class CheckpointStore:
             raise ValueError(f"keep must be at least 1, got {keep}")
         self.uri = uri.rstrip("/")
         self.keep = keep
-        self.fs, self.path = fsspec.core.url_to_fs(self.uri)
+        self.fs, self.path = storage.filesystem(self.uri)
 
     def _file(self, name: str) -> str:
         return f"{self.path}/{name}"

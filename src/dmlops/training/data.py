@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
+from dmlops.platform import storage
 
 UNKNOWN_CATEGORY = 0  # index of unseen and null categories; vocabularies start at 1
 
@@ -90,8 +90,8 @@ class Preprocessing:
 
 
 def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file or directory from a local path or an fsspec URI (gs://, s3://, ...)."""
-    filesystem, path = fsspec.core.url_to_fs(uri)
+    """Read a Parquet file or directory from a local path or a URI (gs://, s3://, minio://, ...)."""
+    filesystem, path = storage.filesystem(uri)
     if not filesystem.exists(path):
         raise DataError(f"training data {uri} does not exist; pass the URI of a Parquet file or directory")
     try:
@@ -102,7 +102,7 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
 
 def read_schema(uri: str) -> pa.Schema:
     """The Arrow schema of a Parquet file or directory."""
-    filesystem, path = fsspec.core.url_to_fs(uri)
+    filesystem, path = storage.filesystem(uri)
     if not filesystem.exists(path):
         raise DataError(f"training data {uri} does not exist; pass the URI of a Parquet file or directory")
     return pq.ParquetDataset(path, filesystem=filesystem).schema

@@ -1,8 +1,8 @@
 """Start a distributed training run on a backend: worker processes here, or a training job on Kubernetes.
 
 On Kubernetes the workers run in pods of their own, so they read and write object storage (``gs://``,
-``s3://``; a KFP ``minio://`` URI is read as ``s3://`` on the KFP MinIO) rather than the step's local
-artifact paths. The job is named after the pipeline run and task, so a retried step reattaches to it.
+``s3://``; a KFP ``minio://`` URI is read as ``s3://`` on the KFP MinIO, :mod:`dmlops.platform.storage`)
+rather than the step's local artifact paths. The job is named after the pipeline run and task, so a retried step reattaches to it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
-
+from dmlops.platform import storage
 from dmlops.platform.backend import resolve_backend
 from dmlops.platform.local import LocalRunResult, run_workers
 from dmlops.platform.naming import resource_name, run_labels
@@ -35,11 +34,6 @@ WORKER_MODULE = "dmlops.training.worker"  # the entry point every worker runs (p
 JOB_APIS = ("training-operator", "trainer")
 TRAINER_RUNTIME = "torch-distributed"
 DEFAULT_TIMEOUT_S = 24 * 3600.0
-# KFP's own MinIO: the Secret KFP keeps in every pipeline namespace, and the in-cluster endpoint.
-MINIO_SECRET = "mlpipeline-minio-artifact"
-MINIO_ENDPOINT = "http://minio-service.kubeflow:9000"
-# Object-store settings (not credentials) the step's pod passes on to its worker pods.
-OBJECT_STORE_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 @dataclass
@@ -67,20 +61,15 @@ def worker_command(config: TrainConfig) -> list[str]:
     return [sys.executable, "-m", WORKER_MODULE, *config.to_args()]
 
 
-def object_store_uri(uri: str) -> str:
-    """``uri`` as fsspec reads it: KFP's ``minio://bucket/key`` is ``s3://bucket/key``; others unchanged."""
-    return "s3://" + uri[len("minio://"):] if uri.startswith("minio://") else uri
-
-
 def read_export_metadata(export_uri: str) -> dict[str, Any]:
     """The metadata.json of a finished export (its metrics, files and digests)."""
-    filesystem, path = fsspec.core.url_to_fs(object_store_uri(export_uri))
+    filesystem, path = storage.filesystem(export_uri)
     return json.loads(filesystem.cat_file(f"{path}/{METADATA_FILE}"))
 
 
 def download_export(export_uri: str, local_directory: str) -> None:
     """Copy a finished export from object storage into ``local_directory`` (e.g. an output artifact's path)."""
-    filesystem, path = fsspec.core.url_to_fs(object_store_uri(export_uri))
+    filesystem, path = storage.filesystem(export_uri)
     os.makedirs(local_directory, exist_ok=True)
     filesystem.get(f"{path.rstrip('/')}/", f"{local_directory.rstrip('/')}/", recursive=True)
 
@@ -118,29 +107,19 @@ def run_local(config: TrainConfig, num_workers: int, max_restarts: int = 1, time
                        max_restarts=max_restarts, timeout=timeout)
 
 
+DATA_URIS = ("train_uri", "eval_uri", "export_uri", "checkpoint_uri")  # the TrainConfig fields pods read
+
+
 def cluster_config(config: TrainConfig) -> TrainConfig:
-    """``config`` with every data URI as the worker pods read it (:func:`object_store_uri`)."""
-    uris = {name: object_store_uri(getattr(config, name))
-            for name in ("train_uri", "eval_uri", "export_uri", "checkpoint_uri")}
-    local = [f"{name}={uri}" for name, uri in uris.items() if uri and "://" not in uri]
-    if local:
-        raise ValueError(
-            f"the kubernetes backend's workers run in pods of their own and cannot read this pod's local paths "
-            f"({', '.join(local)}); use object-store URIs (gs://, s3://, minio://), e.g. the artifacts' .uri"
-        )
-    return dataclasses.replace(config, **uris)
+    """``config`` with every data URI as pods read it (:func:`dmlops.platform.storage.pod_uri`: minio://
+    becomes s3://; a local path is refused, since it exists only in this pod)."""
+    return dataclasses.replace(config, **{name: storage.pod_uri(getattr(config, name), name) for name in DATA_URIS})
 
 
 def worker_env(config: TrainConfig) -> dict[str, Any]:
-    """Environment of the worker pods: this pod's object-store settings, and for KFP MinIO URIs its
-    endpoint and the credentials from KFP's Secret (by reference: the values never enter the job)."""
-    env: dict[str, Any] = {name: os.environ[name] for name in OBJECT_STORE_SETTINGS if os.environ.get(name)}
-    uris = (config.train_uri, config.eval_uri, config.export_uri, config.checkpoint_uri)
-    if any(uri.startswith("minio://") for uri in uris):
-        env.setdefault("AWS_ENDPOINT_URL", MINIO_ENDPOINT)
-        env["AWS_ACCESS_KEY_ID"] = {"secretKeyRef": {"name": MINIO_SECRET, "key": "accesskey"}}
-        env["AWS_SECRET_ACCESS_KEY"] = {"secretKeyRef": {"name": MINIO_SECRET, "key": "secretkey"}}
-    return env
+    """Environment of pods that run ``config`` (:func:`dmlops.platform.storage.pod_env`): this pod's
+    object-store settings and, for KFP MinIO URIs, the endpoint and the credentials of KFP's Secret."""
+    return storage.pod_env(getattr(config, name) for name in DATA_URIS)
 
 
 def training_job(

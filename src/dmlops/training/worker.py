@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from dmlops.data.errors import DataError
+from dmlops.platform import storage
 from dmlops.training.config import TF_STRATEGIES, TrainConfig, parse_args
 from dmlops.training.data import (
     EncodedData,
@@ -27,7 +28,7 @@ from dmlops.training.data import (
     read_table,
     resolve_features,
 )
-from dmlops.training.export import publish, write_metadata
+from dmlops.training.export import write_metadata
 from dmlops.training.loop import Trainer, fit, log
 from dmlops.training.metrics import katib_lines, write_metrics_file
 
@@ -78,7 +79,7 @@ def export_model(
             "metrics": metrics,
             "train_rows": train_rows,
         })
-        publish(directory, config.export_uri)
+        storage.put(directory, config.export_uri)
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
