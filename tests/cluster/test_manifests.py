@@ -144,6 +144,8 @@ class TestClusterServingRuntime:
         # The predictor's own argument parser accepts the runtime's arguments (KServe fills in {{.Name}}).
         args = build_parser().parse_args([a.replace("{{.Name}}", "flights") for a in container["args"]])
         assert (args.model_name, args.model_dir, args.http_port) == ("flights", "/mnt/models", packaging.DMLOPS_HTTP_PORT)
+        assert args.enable_grpc is False, "kserve.ModelServer starts an unused gRPC server unless --enable_grpc=false"
+        assert sorted(container["args"]) == sorted(packaging.serving_runtime_container()["args"])
         assert container["ports"][0]["containerPort"] == packaging.DMLOPS_HTTP_PORT
         assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(packaging.DMLOPS_HTTP_PORT)
 

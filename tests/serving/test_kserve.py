@@ -43,7 +43,7 @@ POLICY = RolloutPolicy(smoke_requests=4, window_requests=40, concurrency=2)
     [
         {},
         {"canary_traffic_percent": 10, "service_account": "pipeline-runner", "labels": {"dmlops.io/run-id": "r1"}},
-        {"deployment_mode": "RawDeployment", "min_replicas": 2, "model_args": ["--model_format", "onnx"]},
+        {"deployment_mode": "Standard", "min_replicas": 2, "model_args": ["--model_format", "onnx"]},
         {"model_format": "pytorch", "runtime": "kserve-tritonserver", "protocol": "v2"},
         {"model_format": "tensorflow", "runtime": "kserve-tensorflow-serving"},
     ],
@@ -72,9 +72,23 @@ def test_the_runtime_container_arguments_are_what_the_server_parses():
     assert container["ports"][0]["containerPort"] == args.http_port
 
 
+@pytest.mark.parametrize("given, annotated", [("Knative", "Knative"), ("Standard", "Standard"),
+                                              ("Serverless", "Knative"), ("RawDeployment", "Standard")])
+def test_deployment_mode_annotation_carries_kserves_current_name(given, annotated):
+    """KServe 0.16+ records Knative/Standard in status.deploymentMode and its webhook rejects an update whose
+    annotation differs (kserve pkg/apis/serving/v1beta1/inference_service_validation.go,
+    validateDeploymentMode): the deprecated names are accepted here but never sent."""
+    service = inference_service(NAME, NAMESPACE, "s3://m", deployment_mode=given)
+    annotations = service["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == annotated
+    assert ("serving.kserve.io/enable-tag-routing" in annotations) == (annotated == "Knative")
+
+
 def test_inference_service_refuses_what_kserve_cannot_do():
-    with pytest.raises(ValueError, match="RawDeployment has no traffic split"):
+    with pytest.raises(ValueError, match="Standard has no traffic split"):
         inference_service(NAME, NAMESPACE, "s3://m", deployment_mode="RawDeployment", canary_traffic_percent=10)
+    with pytest.raises(ValueError, match="choose one of Knative, Standard"):
+        inference_service(NAME, NAMESPACE, "s3://m", deployment_mode="ModelMesh")
     with pytest.raises(ValueError, match="DNS-1035"):
         inference_service("Flights_Delay", NAMESPACE, "s3://m")
 
@@ -232,9 +246,9 @@ def test_first_deploy_then_promote_then_rollback(fake_kube, kserve, launcher, mo
 
 def test_raw_deployment_update_is_smoke_tested_and_restored(fake_kube, kserve, launcher, model_dir, data_dir, tmp_path):  # noqa: F811
     eval_uri, features = str(data_dir / "eval.parquet"), model_features(str(model_dir))
-    _rollout(launcher, "gs://models/v1", eval_uri, features, deployment_mode="RawDeployment")
+    _rollout(launcher, "gs://models/v1", eval_uri, features, deployment_mode="Standard")
     kserve.server_for["gs://models/unreachable"] = "http://127.0.0.1:9"  # nothing listens: every request fails
-    result = _rollout(launcher, "gs://models/unreachable", eval_uri, features, deployment_mode="RawDeployment")
+    result = _rollout(launcher, "gs://models/unreachable", eval_uri, features, deployment_mode="Standard")
     assert result.decision.action == ROLLBACK
     assert fake_kube.get("inferenceservices", NAMESPACE, NAME)["spec"]["predictor"]["model"]["storageUri"] == "gs://models/v1"
 

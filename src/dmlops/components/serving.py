@@ -28,7 +28,7 @@ def deploy(
     storage_uri: str = "",
     runtime: str = "dmlops",
     model_format: str = "",
-    deployment_mode: str = "Serverless",
+    deployment_mode: str = "Knative",
     namespace: str = "",
     service_account: str = "",
     cpu: str = "1",
@@ -45,8 +45,8 @@ def deploy(
     promote it to 100% or roll it back (the stable keeps 100%).
 
     ``backend``: ``local`` (two local model servers that outlive the step; ``dmlops serve --stop`` stops
-    them), ``kubernetes`` (a KServe InferenceService named ``endpoint``, Serverless with a canary or
-    RawDeployment updated in place) or ``auto``. ``storage_uri`` (gs://, s3://, pvc://) repackages the
+    them), ``kubernetes`` (a KServe InferenceService named ``endpoint``, Knative mode with a canary or
+    Standard mode updated in place) or ``auto``. ``storage_uri`` (gs://, s3://, pvc://) repackages the
     model there for ``runtime``: ``dmlops`` (the default; without ``storage_uri`` KServe downloads the model
     artifact itself), ``triton`` or ``tfserving``. ``model_format``: ``native`` or ``onnx``.
 
@@ -61,7 +61,7 @@ def deploy(
         report: A Markdown report: the decision and its reasons, the endpoint and revisions, each gate's
             value and limit, both models' traffic and example errors.
         backend: "local", "kubernetes" or "auto" (kubernetes inside a Kubernetes pod, else local).
-        canary_percent: The share of traffic (1 to 99) the new model gets while it is judged (Serverless).
+        canary_percent: The share of traffic (1 to 99) the new model gets while it is judged (Knative mode).
         smoke_requests: Requests sent to the new model before the window; any failure rolls it back (a
             first deploy fails).
         window_requests: Replayed requests sent to both the stable and the canary model to judge the canary.
@@ -79,14 +79,15 @@ def deploy(
             "tfserving" (these two need storage_uri). Locally the dmlops server always runs.
         model_format: "" or "native" (TorchScript or SavedModel) or "onnx" (torch exports), the file the
             model server loads.
-        deployment_mode: Kubernetes: "Serverless" (a Knative canary with a traffic split) or
-            "RawDeployment" (updated in place after a smoke test; the previous spec is restored on failure).
+        deployment_mode: Kubernetes: "Knative" (a Knative canary with a traffic split) or "Standard" (a
+            Deployment updated in place after a smoke test; the previous spec is restored on failure).
+            KServe 0.16 or later; the deprecated names "Serverless" and "RawDeployment" are accepted.
         namespace: The InferenceService's namespace; "" uses the step pod's own namespace.
         service_account: The predictor pod's service account (e.g. one with storage credentials); ""
             uses the namespace default.
         cpu: CPU request and limit of each predictor pod (Kubernetes quantity, e.g. "1" or "500m").
         memory: Memory request and limit of each predictor pod (Kubernetes quantity, e.g. "1Gi").
-        min_replicas: The fewest predictor pods (Kubernetes); 0 lets a Serverless service scale to zero.
+        min_replicas: The fewest predictor pods (Kubernetes); 0 lets a Knative service scale to zero.
         max_replicas: The most predictor pods the autoscaler may run (Kubernetes).
         feast_config: JSON text, or a path to a JSON file, with store, features and entity_keys: the
             model server adds those online features to each request (dmlops runtime only); "" adds none.
@@ -98,7 +99,7 @@ def deploy(
         predict_url: The URL that answers prediction requests in the runtime's protocol (V1 :predict;
             V2 /infer for triton).
         stable_revision: The revision that serves 100% after the rollout (locally endpoint-port).
-        canary_revision: The revision the new model ran as; "" for a RawDeployment.
+        canary_revision: The revision the new model ran as; "" in Standard mode.
         decision: "first-deploy", "promote" or "rollback".
     """
     from collections import namedtuple

@@ -4,11 +4,11 @@
 - Local: the stable and the canary are two local model servers (:mod:`dmlops.serving.local`); promote =
   the canary becomes the stable server, rollback = the canary is stopped. The stable server keeps
   answering throughout.
-- KServe, Serverless: the InferenceService is updated with ``canaryTrafficPercent``; the gates call the
+- KServe, Knative mode: the InferenceService is updated with ``canaryTrafficPercent``; the gates call the
   ``prev`` and ``latest`` revisions through their tag-routing URLs; promote sets the percentage to 100 (the new
   revision takes all traffic), rollback sets it to 0 (the previous revision keeps 100%).
-- KServe, RawDeployment: no traffic split, so the update rolls out in place and is smoke-tested; a failed
-  smoke test restores the previous spec.
+- KServe, Standard mode (raw Deployment): no traffic split, so the update rolls out in place and is
+  smoke-tested; a failed smoke test restores the previous spec.
 
 A first deploy (no stable yet) goes to 100% once its smoke test passes; if it fails, the rollout fails.
 """
@@ -22,7 +22,14 @@ from typing import Any
 
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
-from dmlops.serving.packaging import DEPLOYMENT_MODE_ANNOTATION, DMLOPS_RUNTIME, inference_service, package_model
+from dmlops.serving.packaging import (
+    DEPLOYMENT_MODE_ANNOTATION,
+    DMLOPS_RUNTIME,
+    KNATIVE,
+    deployment_mode_name,
+    inference_service,
+    package_model,
+)
 from dmlops.serving.rollout import (
     DMLOPS_V1,
     FIRST_DEPLOY,
@@ -200,11 +207,11 @@ def deploy_kubernetes(
     batches = replay_requests(eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request)
     smoke_batches, window_batches = batches[: policy.smoke_requests], batches[policy.smoke_requests :]
     existing = _read_service(launcher, service)
-    serverless = service["metadata"]["annotations"].get(DEPLOYMENT_MODE_ANNOTATION, "Serverless") == "Serverless"
+    knative = deployment_mode_name(service["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION]) == KNATIVE
     details = {"InferenceService": f"{service['metadata']['namespace']}/{name}",
                "storage URI": service["spec"]["predictor"]["model"]["storageUri"]}
 
-    if existing is None or not serverless:
+    if existing is None or not knative:
         result = launcher.apply(_with_canary(service, None), timeout_s=timeout_s)
         url = result.status.get("url", "")
         predictor = (result.status.get("components") or {}).get("predictor") or {}
@@ -218,9 +225,9 @@ def deploy_kubernetes(
             restored = copy.deepcopy(service)
             restored["spec"] = existing["spec"]
             launcher.apply(restored, timeout_s=timeout_s)
-            decision = Decision(ROLLBACK, [smoke_failed(smoke), "RawDeployment: previous spec restored"], [], smoke)
+            decision = Decision(ROLLBACK, [smoke_failed(smoke), "Standard mode: previous spec restored"], [], smoke)
         else:
-            decision = Decision(PROMOTE, [f"RawDeployment (no traffic split): updated in place, smoke test passed "
+            decision = Decision(PROMOTE, [f"Standard mode (no traffic split): updated in place, smoke test passed "
                                           f"({smoke.requests} requests)"], [], smoke)
         return RolloutResult("kubernetes", name, url, request.url(url, name), revision, "", decision, details)
 
@@ -256,7 +263,7 @@ def deploy(
     storage_uri: str = "",
     runtime: str = DMLOPS_RUNTIME,
     model_format: str = "",
-    deployment_mode: str = "Serverless",
+    deployment_mode: str = KNATIVE,
     namespace: str = "",
     service_account: str = "",
     cpu: str = "1",

@@ -26,7 +26,15 @@ from dmlops.platform.naming import is_dns1035_label
 from dmlops.training.export import METADATA_FILE, fetch, publish
 
 RUNTIMES = ("dmlops", "triton", "tfserving")
-DEPLOYMENT_MODES = ("Serverless", "RawDeployment")
+# KServe's deployment modes (kserve pkg/constants/constants.go, DeploymentModeType): Knative (a Knative
+# Service per component, traffic split, scale to zero) and Standard (Deployment + Service + HPA). Since
+# KServe 0.16 the controller normalizes the older names Serverless and RawDeployment to these and records
+# the new name in status.deploymentMode; its validating webhook then rejects an update whose annotation
+# differs from that recorded name (validateDeploymentMode in
+# pkg/apis/serving/v1beta1/inference_service_validation.go), so only the new names survive an update.
+KNATIVE, STANDARD = "Knative", "Standard"
+DEPLOYMENT_MODES = (KNATIVE, STANDARD)
+LEGACY_DEPLOYMENT_MODES = {"Serverless": KNATIVE, "RawDeployment": STANDARD}
 DMLOPS_MODEL_FORMAT = "dmlops"
 DMLOPS_RUNTIME = "dmlops"
 DMLOPS_HTTP_PORT = 8080
@@ -50,6 +58,15 @@ def serving_runtime_container() -> dict[str, Any]:
                  "--enable_grpc=false"],
         "ports": [{"containerPort": DMLOPS_HTTP_PORT, "protocol": "TCP"}],
     }
+
+
+def deployment_mode_name(mode: str) -> str:
+    """KServe's current name of a deployment mode; the deprecated ``Serverless``/``RawDeployment`` are
+    accepted and mapped to ``Knative``/``Standard``."""
+    name = LEGACY_DEPLOYMENT_MODES.get(mode, mode)
+    if name not in DEPLOYMENT_MODES:
+        raise ValueError(f"deployment_mode {mode!r}: choose one of {', '.join(DEPLOYMENT_MODES)}")
+    return name
 
 
 def writable_location(storage_uri: str, pvc_mount_root: str = PVC_MOUNT_ROOT) -> str:
@@ -116,7 +133,7 @@ def inference_service(
     model_format: str = DMLOPS_MODEL_FORMAT,
     runtime: str = DMLOPS_RUNTIME,
     protocol: str = "v1",
-    deployment_mode: str = "Serverless",
+    deployment_mode: str = KNATIVE,
     canary_traffic_percent: int | None = None,
     service_account: str = "",
     min_replicas: int = 1,
@@ -128,21 +145,22 @@ def inference_service(
 ) -> dict[str, Any]:
     """An InferenceService (serving.kserve.io/v1beta1) as a plain dict.
 
-    Serverless services get tag routing, so the previous and the latest revision each have a URL the
+    Knative services get tag routing, so the previous and the latest revision each have a URL the
     canary gates can call; ``canary_traffic_percent`` sends that share to the latest revision.
-    RawDeployment has no traffic split: it must not be given a canary percentage.
+    Standard (raw Deployment) has no traffic split: it must not be given a canary percentage.
+    ``deployment_mode`` may be given by its deprecated name (``Serverless``, ``RawDeployment``); the
+    annotation always carries the current one.
     """
     if not is_dns1035_label(name):
         raise ValueError(f"InferenceService name {name!r} must be a DNS-1035 label (lower case, starts with a letter)")
-    if deployment_mode not in DEPLOYMENT_MODES:
-        raise ValueError(f"deployment_mode {deployment_mode!r}: choose one of {', '.join(DEPLOYMENT_MODES)}")
+    deployment_mode = deployment_mode_name(deployment_mode)
     if canary_traffic_percent is not None:
-        if deployment_mode != "Serverless":
-            raise ValueError("canary_traffic_percent needs deployment_mode Serverless (RawDeployment has no traffic split)")
+        if deployment_mode != KNATIVE:
+            raise ValueError("canary_traffic_percent needs deployment_mode Knative (Standard has no traffic split)")
         if not 0 <= canary_traffic_percent <= 100:
             raise ValueError(f"canary_traffic_percent must be 0..100, got {canary_traffic_percent}")
     annotations = {DEPLOYMENT_MODE_ANNOTATION: deployment_mode, "serving.kserve.io/enable-prometheus-scraping": "true"}
-    if deployment_mode == "Serverless":
+    if deployment_mode == KNATIVE:
         annotations[TAG_ROUTING_ANNOTATION] = "true"
     model: dict[str, Any] = {
         "modelFormat": {"name": model_format},
