@@ -1,0 +1,72 @@
+"""End-to-end fixtures: the real node (``kube_node``), an S3 server its pods reach, and a namespace set up
+as a Kubeflow Pipelines install sets up a user's namespace (ServiceAccount ``pipeline-runner`` bound to
+the project's Role, the MinIO Secret, the launcher) with a :class:`kubeharness.kfp.KfpBackend` on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from kubeharness.kfp import SERVICE_ACCOUNT, KfpBackend
+from kubeharness.node import KubeNode, docker_images_missing, kube_node  # noqa: F401  (fixture)
+from kubeharness.s3 import ACCESS_KEY, SECRET_KEY, S3Server, S3Unavailable, start_s3
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+NAMESPACE = "dmlops-e2e"
+
+
+@dataclass
+class PipelineCluster:
+    """What an end-to-end test runs pipelines on."""
+
+    node: KubeNode
+    s3: S3Server
+    namespace: str
+    kfp: KfpBackend
+    loaded_images: dict[str, float]
+
+    def require_images(self, *images: str) -> None:
+        """Load ``images`` into the node once per session; skip naming those the Docker engine lacks."""
+        wanted = [image for image in images if image not in self.loaded_images]
+        missing = docker_images_missing(wanted)
+        if missing:
+            pytest.skip(f"images not built: {', '.join(missing)} (scripts/images.sh builds them with Docker)")
+        for image, seconds in self.node.load_images(*wanted).items():
+            print(f"\nkube-node: loaded {image} in {seconds:.1f} s")
+            self.loaded_images[image] = seconds
+
+
+def project_rbac(namespace: str, service_account: str = SERVICE_ACCOUNT) -> list[dict]:
+    """manifests/base/rbac.yaml for ``namespace``, its RoleBinding's subject the given ServiceAccount."""
+    documents = [document for document in yaml.safe_load_all((REPOSITORY / "manifests/base/rbac.yaml").read_text())
+                 if document]
+    for document in documents:
+        document["metadata"]["namespace"] = namespace
+        for subject in document.get("subjects", []):
+            subject.update(namespace=namespace, name=service_account)
+    return documents
+
+
+@pytest.fixture(scope="session")
+def pipeline_cluster(kube_node: KubeNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluster]:
+    """The node with an S3 server, a pipeline namespace and KFP's backend (images loaded on demand)."""
+    try:
+        s3 = start_s3(kube_node.node_ip, tmp_path_factory.mktemp("s3") / "moto.log")
+    except S3Unavailable as missing:
+        pytest.skip(str(missing))
+    try:
+        with kube_node.api_client() as api:
+            client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+            backend = KfpBackend(kube_node.api_client(), NAMESPACE, s3)
+            backend.install(ACCESS_KEY, SECRET_KEY)
+            kube_node.kubectl("apply", "--server-side", "-f", "-",
+                              input=yaml.safe_dump_all(project_rbac(NAMESPACE)))
+            yield PipelineCluster(kube_node, s3, NAMESPACE, backend, {})
+    finally:
+        s3.stop()
