@@ -49,13 +49,15 @@ class TrainConfig:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
     def to_args(self) -> list[str]:
-        """The worker command-line arguments that reproduce this config."""
+        """The worker command-line arguments that reproduce this config. An empty value (``""``, ``[]``)
+        that is also the field's default is left out: a shell drops an empty word that is not quoted."""
         args = []
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if isinstance(value, list):
-                value = ",".join(str(part) for part in value)
-            args += [f"--{item.name.replace('_', '-')}", str(value)]
+            default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+            text = ",".join(str(part) for part in value) if isinstance(value, list) else str(value)
+            if text or value != default:
+                args += [f"--{item.name.replace('_', '-')}", text]
         return args
 
 

@@ -14,12 +14,14 @@
 a :class:`Placement`: per-worker ``cpu``/``memory``/``gpu`` (``nvidia.com/gpu``; requests equal limits),
 ``node_selector``, ``tolerations``, ``service_account`` and ``labels`` (on the resource and its pods).
 ``env`` values are strings, or a mapping such as ``{"secretKeyRef": {"name": ..., "key": ...}}`` that
-becomes the variable's ``valueFrom``.
+becomes the variable's ``valueFrom``. Commands and arguments reach the process unchanged: the kubelet's
+``$(VAR)`` expansion is escaped (:func:`kubelet_literal`).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +71,24 @@ class Placement:
         return fields
 
 
+def kubelet_literal(text: str) -> str:
+    """``text`` as a container command or argument the kubelet passes on unchanged. The kubelet replaces
+    ``$(VAR)`` with the container's variable and ``$$`` with ``$`` (kubernetes
+    third_party/forked/golang/expansion/expand.go), so a ``$`` before ``$`` or ``(`` is doubled."""
+    return re.sub(r"\$(?=[$(])", "$$", text)
+
+
+def kubelet_expand(text: str, env: Mapping[str, str]) -> str:
+    """What the kubelet makes of a container command or argument: ``$$`` is ``$``, ``$(VAR)`` is the
+    value of the container's variable VAR (kept as written when undefined), any other ``$`` stays."""
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        return "$" if name is None else env.get(name, match.group(0))
+
+    return re.sub(r"\$(?:\$|\(([^)]*)\))", replace, text)
+
+
 def _check(name: str, namespace: str, image: str, workers: int, placement: Placement) -> None:
     if not is_dns1035_label(name):
         raise ValueError(
@@ -108,9 +128,9 @@ def _container(
 ) -> Resource:
     container: Resource = {"name": name, "image": image}
     if command:
-        container["command"] = list(command)
+        container["command"] = [kubelet_literal(part) for part in command]
     if args:
-        container["args"] = list(args)
+        container["args"] = [kubelet_literal(part) for part in args]
     if env:
         container["env"] = _env(env)
     if resources:
@@ -159,9 +179,9 @@ def train_job(
     are runtime patches of the replicated jobs in ``patched_jobs`` (``node``, plus ``launcher`` for MPI)."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
-    trainer: Resource = {"image": image, "command": list(command), "numNodes": workers}
+    trainer: Resource = {"image": image, "command": [kubelet_literal(part) for part in command], "numNodes": workers}
     if args:
-        trainer["args"] = list(args)
+        trainer["args"] = [kubelet_literal(part) for part in args]
     if env:
         trainer["env"] = _env(env)
     if where.resources():

@@ -5,12 +5,20 @@ whose primary container runs a command with ``${trialParameters.<name>}`` placeh
 each placeholder with the value of the parameter (or trial metadata such as ``${trialSpec.Name}``) the
 trial parameter references; :func:`substitute_trial_parameters` does the same, so the local tuner runs
 exactly the command a Katib trial runs.
+
+Katib's pod webhook runs the primary container as ``sh -c "<command and args joined by spaces>"``,
+keeping a container that already runs ``sh -c`` as it is (katib pkg/webhook/v1beta1/pod/utils.go,
+wrapWorkerContainer). Unquoted, the shell would drop empty words and split or reinterpret values with
+spaces, ``&``, ``?``, quotes or ``$``: :func:`trial_job` therefore runs every trial as ``sh -c`` over its
+shell-quoted words (:func:`shell_command`), so the program gets its arguments unchanged, with or without
+the webhook.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +178,13 @@ def build_experiment(
     untuned = sorted(parameter_names - set(template.trial_parameters.values()))
     if untuned:
         raise SpecError(f"spec parameters {untuned} reach no trial: reference them from a trial parameter")
+    for parameter in spec.parameters:
+        quoted = [value for value in parameter.values if "'" in str(value)]
+        if quoted:  # the value would end the quoted word it replaces in the trial's sh -c command
+            raise SpecError(
+                f"parameter {parameter.name!r}: feasibleSpace.list value {quoted[0]!r} has a single quote, which "
+                "the trial's shell command cannot carry (Katib puts values into it as they are); drop the quote"
+            )
     trial_spec = copy.deepcopy(template.trial_spec)
     metadata = trial_spec.get("metadata") or {}
     for key in ("name", "namespace"):  # Katib names each trial's job itself, in the Experiment's namespace
@@ -236,6 +251,20 @@ def substitute_trial_parameters(
     return replace(trial_spec)
 
 
+def shell_command(argv: list[str]) -> list[str]:
+    """``argv`` as ``["sh", "-c", "<its words, shell-quoted>"]``: the shell gives the program exactly
+    ``argv``, also after Katib appends its redirection. A ``${trialParameters.X}`` placeholder is quoted
+    like any word, so the value Katib puts in its place reaches the program as one argument."""
+    return ["sh", "-c", shlex.join(argv)]
+
+
+def shell_words(command: list[str]) -> list[str]:
+    """The program and arguments a ``sh -c "<quoted words>"`` command runs (``command`` itself otherwise)."""
+    if command[:2] == ["sh", "-c"] and len(command) == 3:
+        return shlex.split(command[2])
+    return list(command)
+
+
 def flag_arguments(base_args: list[str], trial_parameters: dict[str, str]) -> list[str]:
     """Command-line arguments with each ``--<flag>`` of a trial parameter set to its placeholder.
 
@@ -271,7 +300,8 @@ def trial_job(
     """A trial template whose job runs ``command`` (with its placeholders) on ``num_workers`` workers,
     built by :mod:`dmlops.training.jobs` as a training step builds it: a batch ``Job`` (one pod), a
     ``PyTorchJob`` (Master + Workers), a ``TFJob`` (Chief + Workers, TF_CONFIG) or an ``MPIJob`` (v2beta1:
-    a Launcher that horovodruns ``command`` over the Workers). A failed trial is not restarted: Katib
+    a Launcher that horovodruns ``command`` over the Workers). The containers run it as
+    :func:`shell_command`, the form Katib's webhook keeps. A failed trial is not restarted: Katib
     counts it. Trial parameters are found from the ``${trialParameters.X}`` placeholders, each
     referencing the spec parameter X unless ``references`` says otherwise (e.g.
     ``{"trialName": "${trialSpec.Name}"}``)."""
@@ -283,15 +313,16 @@ def trial_job(
     name, namespace = "trial", "default"
     placement = Placement(cpu=cpu, memory=memory, gpu=gpu)
     common: dict[str, Any] = dict(image=image, env=env, backoff_limit=0, restart_policy="Never", placement=placement)
+    shell = shell_command(command)
     if kind == "Job":
-        job = batch_job(name, namespace, command=command, **common)
+        job = batch_job(name, namespace, command=shell, **common)
     elif kind == "PyTorchJob":
-        job = pytorch_job(name, namespace, command=command, workers=num_workers, **common)
+        job = pytorch_job(name, namespace, command=shell, workers=num_workers, **common)
     elif kind == "TFJob":
-        job = tf_job(name, namespace, command=command, workers=num_workers, **common)
+        job = tf_job(name, namespace, command=shell, workers=num_workers, **common)
     else:
-        job = mpi_job(name, namespace, command=horovodrun_command(num_workers, command), workers=num_workers,
-                      api_version=TRIAL_KINDS[kind].api_version, **common)
+        job = mpi_job(name, namespace, command=shell_command(horovodrun_command(num_workers, command)),
+                      workers=num_workers, api_version=TRIAL_KINDS[kind].api_version, **common)
     job.pop("metadata")
     primary = containers(job)[0]["name"]  # the Job's, Master's, Chief's or Launcher's container
     parameters = {

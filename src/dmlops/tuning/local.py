@@ -32,7 +32,8 @@ from typing import Any, Callable, TextIO
 import optuna
 
 from dmlops.platform.local import WorkerGroupFailed, run_workers
-from dmlops.tuning.experiment import MetricsCollector, primary_container, substitute_trial_parameters
+from dmlops.training.jobs import kubelet_expand
+from dmlops.tuning.experiment import MetricsCollector, primary_container, shell_words, substitute_trial_parameters
 from dmlops.tuning.metrics import DEFAULT_METRICS_FORMAT, ObservationLog
 from dmlops.tuning.results import (
     FAILED,
@@ -141,8 +142,10 @@ class LocalTrialLaunch:
 def local_launch(trial_spec: dict[str, Any], container_name: str, python: str = sys.executable) -> LocalTrialLaunch:
     """Map a (substituted) trial job to the local backend, keeping the primary container's command.
 
-    ``python``/``python3`` at the head of the command becomes this interpreter; an MPIJob launcher's
-    ``mpirun``/``horovodrun`` prefix is dropped, since the local backend starts horovodrun itself.
+    The command is read as the pod runs it: after the kubelet's ``$(VAR)`` expansion and, for
+    ``sh -c "<quoted words>"``, as the words the shell passes on. ``python``/``python3`` at the head of the
+    command becomes this interpreter; an MPIJob launcher's ``mpirun``/``horovodrun`` prefix is dropped,
+    since the local backend starts horovodrun itself.
     """
     kind = trial_spec["kind"]
     spec = trial_spec.get("spec") or {}
@@ -167,7 +170,9 @@ def local_launch(trial_spec: dict[str, Any], container_name: str, python: str = 
     )
     if container is None:
         raise SpecError(f"the trial spec has no container named {container_name!r}")
-    command = [*container.get("command", []), *container.get("args", [])]
+    env = {item["name"]: str(item.get("value", "")) for item in container.get("env") or [] if "value" in item}
+    written = [*container.get("command", []), *container.get("args", [])]
+    command = shell_words([kubelet_expand(part, env) for part in written])
     if not command:
         raise SpecError(f"container {container_name!r} has no command or args to run locally")
     if Path(command[0]).name in _MPI_LAUNCHERS:
@@ -177,7 +182,6 @@ def local_launch(trial_spec: dict[str, Any], container_name: str, python: str = 
         command = command[starts[0]:]
     if Path(command[0]).name in _PYTHON:
         command = [python, *command[1:]]
-    env = {item["name"]: str(item.get("value", "")) for item in container.get("env") or [] if "value" in item}
     primary = "horovodrun" if launch_kind == "mpi" else "worker-0"
     return LocalTrialLaunch(launch_kind, count, command, env, primary)
 
