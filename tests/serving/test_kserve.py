@@ -17,6 +17,7 @@ TESTS = str(Path(__file__).resolve().parents[1])
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
+from cluster_network import ClusterNetwork  # noqa: E402
 from crds import assert_valid, crd_errors  # noqa: E402
 from fake_kube import FakeKube, fake_kube  # noqa: E402,F401
 
@@ -125,12 +126,21 @@ def test_package_to_object_storage_and_pvc(model_dir, tmp_path):
 
 # -- rollouts through the launcher ------------------------------------------------------------------
 
+CLUSTER_DOMAIN, INGRESS_DOMAIN = "svc.cluster.local", "example.com"
+
+
 class FakeKServe:
     """The part of the KServe controller a rollout sees: one revision per storage URI, traffic split by
-    canaryTrafficPercent, tag-routing URLs, and Ready once a generation is reconciled."""
+    canaryTrafficPercent, and Ready once a generation is reconciled. URLs are those KServe publishes
+    (kserve pkg/apis/serving/v1beta1/inference_service_status.go, copied from the Knative Service):
+    ``status.url`` and each traffic target's tag URL on the external ingress domain, ``status.address``
+    and the predictor's ``address`` on cluster-local Service names. Knative makes one Service per tag,
+    named ``<tag>-<route>`` (knative/serving pkg/reconciler/route/resources/service.go,
+    MakeK8sPlaceholderService). The cluster network routes the cluster-local names to the local model
+    servers standing for each revision; the external names resolve nowhere."""
 
-    def __init__(self, fake: FakeKube, server_for: dict[str, str]):
-        self.fake, self.server_for = fake, server_for
+    def __init__(self, fake: FakeKube, network: ClusterNetwork, server_for: dict[str, str]):
+        self.fake, self.network, self.server_for = fake, network, server_for
         self.revisions: list[tuple[str, str]] = []  # (revision name, storage URI)
         self.rolled_out = ""
         self.stopping = False
@@ -161,27 +171,47 @@ class FakeKServe:
         latest, _ = self.revisions[-1]
         percent = predictor.get("canaryTrafficPercent")
         url_of = {name: self.server_for[uri] for name, uri in self.revisions}
+        route = f"{NAME}-predictor"
+        tagged = {"latest": latest}
         if percent in (None, 100) or not self.rolled_out or self.rolled_out == latest:
             self.rolled_out = latest
-            traffic = [{"revisionName": latest, "percent": 100, "tag": "latest", "latestRevision": True, "url": url_of[latest]}]
-            main = url_of[latest]
+            split = [(latest, 100, "latest")]
+            main = latest
         else:
-            previous = self.rolled_out
-            traffic = [
-                {"revisionName": latest, "percent": percent, "tag": "latest", "latestRevision": True, "url": url_of[latest]},
-                {"revisionName": previous, "percent": 100 - percent, "tag": "prev", "latestRevision": False,
-                 "url": url_of[previous]},
-            ]
-            main = url_of[latest] if percent >= 50 else url_of[previous]
+            split = [(latest, percent, "latest"), (self.rolled_out, 100 - percent, "prev")]
+            tagged["prev"] = self.rolled_out
+            main = latest if percent >= 50 else self.rolled_out
+        traffic = [{"revisionName": revision, "percent": share, "tag": tag, "latestRevision": revision == latest,
+                    "url": f"http://{tag}-{route}.{NAMESPACE}.{INGRESS_DOMAIN}"} for revision, share, tag in split]
+        for host in (f"{NAME}.{NAMESPACE}.{CLUSTER_DOMAIN}", f"{route}.{NAMESPACE}.{CLUSTER_DOMAIN}"):
+            self.network.route(host, url_of[main])
+        for tag, revision in tagged.items():
+            self.network.route(f"{tag}-{route}.{NAMESPACE}.{CLUSTER_DOMAIN}", url_of[revision])
         status = {
             "observedGeneration": service["metadata"]["generation"],
-            "url": main,
+            "url": f"http://{NAME}.{NAMESPACE}.{INGRESS_DOMAIN}",
+            "address": {"url": f"http://{NAME}.{NAMESPACE}.{CLUSTER_DOMAIN}"},
             "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
-            "components": {"predictor": {"latestCreatedRevision": latest, "latestReadyRevision": latest,
-                                         "latestRolledoutRevision": self.rolled_out, "traffic": traffic}},
+            "components": {"predictor": {
+                "latestCreatedRevision": latest, "latestReadyRevision": latest, "latestRolledoutRevision": self.rolled_out,
+                "url": f"http://{route}.{NAMESPACE}.{INGRESS_DOMAIN}",
+                "address": {"url": f"http://{route}.{NAMESPACE}.{CLUSTER_DOMAIN}"},
+                "traffic": traffic,
+            }},
         }
         self.fake.patch_status("inferenceservices", NAMESPACE, NAME, {"status": None})
         self.fake.patch_status("inferenceservices", NAMESPACE, NAME, status)
+
+
+@pytest.fixture
+def cluster_network(monkeypatch):
+    """Requests by host name go through the cluster network; 127.0.0.1 (the fake API server) directly."""
+    with ClusterNetwork() as network:
+        for name in ("http_proxy", "HTTP_PROXY"):
+            monkeypatch.setenv(name, network.url)
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.setenv(name, "127.0.0.1,localhost")
+        yield network
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +223,8 @@ def broken_server(model_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def kserve(fake_kube, server, broken_server):  # noqa: F811
-    controller = FakeKServe(fake_kube, {
+def kserve(fake_kube, cluster_network, server, broken_server):  # noqa: F811
+    controller = FakeKServe(fake_kube, cluster_network, {
         "gs://models/v1": server.url, "gs://models/v2": server.url, "gs://models/broken": broken_server.url,
     })
     thread = threading.Thread(target=controller.run, daemon=True)
@@ -214,11 +244,15 @@ def _rollout(launcher, storage_uri: str, eval_uri: str, features: list[str], **o
     return deploy_kubernetes(launcher, service, eval_uri, features, POLICY, timeout_s=30)
 
 
-def test_first_deploy_then_promote_then_rollback(fake_kube, kserve, launcher, model_dir, data_dir):  # noqa: F811
+def test_first_deploy_then_promote_then_rollback(fake_kube, kserve, cluster_network, launcher, model_dir,  # noqa: F811
+                                                 data_dir):
     eval_uri, features = str(data_dir / "eval.parquet"), model_features(str(model_dir))
 
     first = _rollout(launcher, "gs://models/v1", eval_uri, features)
     assert first.decision.action == FIRST_DEPLOY
+    # The step runs inside the cluster: it calls cluster-local names, never the external ingress domain.
+    assert first.predict_url == f"http://{NAME}.{NAMESPACE}.{CLUSTER_DOMAIN}/v1/models/{NAME}:predict"
+    assert first.url == f"http://{NAME}.{NAMESPACE}.{INGRESS_DOMAIN}"
     created = fake_kube.get("inferenceservices", NAMESPACE, NAME)
     assert_valid({key: value for key, value in created.items() if key != "status"})
     assert "canaryTrafficPercent" not in created["spec"]["predictor"]
@@ -239,9 +273,10 @@ def test_first_deploy_then_promote_then_rollback(fake_kube, kserve, launcher, mo
     assert live["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert live["status"]["components"]["predictor"]["traffic"][1] == {
         "revisionName": f"{NAME}-predictor-00002", "percent": 100, "tag": "prev", "latestRevision": False,
-        "url": kserve.server_for["gs://models/v2"]}
+        "url": f"http://prev-{NAME}-predictor.{NAMESPACE}.{INGRESS_DOMAIN}"}
     assert third.stable_revision == f"{NAME}-predictor-00002" and third.canary_revision == f"{NAME}-predictor-00003"
     assert "**Decision: rollback**" in third.markdown()
+    assert cluster_network.refused == []
 
 
 def test_raw_deployment_update_is_smoke_tested_and_restored(fake_kube, kserve, launcher, model_dir, data_dir, tmp_path):  # noqa: F811

@@ -95,9 +95,11 @@ def deploy(
             change.
 
     Returns:
-        endpoint_url: The endpoint's base URL after the rollout.
+        endpoint_url: The endpoint's base URL after the rollout; on Kubernetes the external one
+            (status.url, on KServe's ingress domain).
         predict_url: The URL that answers prediction requests in the runtime's protocol (V1 :predict;
-            V2 /infer for triton).
+            V2 /infer for triton); on Kubernetes the cluster-local one (on status.address.url), which
+            later steps and other pods in the cluster call.
         stable_revision: The revision that serves 100% after the rollout (locally endpoint-port).
         canary_revision: The revision the new model ran as; "" in Standard mode.
         decision: "first-deploy", "promote" or "rollback".

@@ -19,6 +19,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
@@ -58,7 +59,9 @@ class RolloutFailed(RuntimeError):
 
 @dataclass
 class RolloutResult:
-    """Where the endpoint is after the rollout, which revisions took part, and the decision."""
+    """Where the endpoint is after the rollout, which revisions took part, and the decision. On KServe
+    ``url`` is the external URL (``status.url``, through the ingress) and ``predict_url`` the prediction
+    URL inside the cluster (on ``status.address.url``); locally both are on 127.0.0.1."""
 
     backend: str
     endpoint: str
@@ -73,7 +76,7 @@ class RolloutResult:
         """A command that queries the endpoint (with a real example row for a local endpoint)."""
         if self.backend == "local":
             return EndpointState.load(self.endpoint).query_command()
-        return (f"curl -s -H 'Content-Type: application/json' "
+        return (f"from a pod in the cluster: curl -s -H 'Content-Type: application/json' "
                 f"-d '{{\"instances\": [{{\"<feature>\": <value>, ...}}]}}' {self.predict_url}")
 
     def markdown(self) -> str:
@@ -183,11 +186,43 @@ def _with_canary(service: dict[str, Any], percent: int | None) -> dict[str, Any]
     return updated
 
 
-def _tag_urls(status: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """The predictor's traffic targets by tag (``prev``, ``latest``): revision name and URL."""
-    traffic = ((status.get("components") or {}).get("predictor") or {}).get("traffic") or []
-    return {entry["tag"]: {"revision": entry.get("revisionName", ""), "url": entry.get("url", "")}
-            for entry in traffic if entry.get("tag")}
+def _host_url(url: str, host: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+
+
+def cluster_url(status: dict[str, Any]) -> str:
+    """The InferenceService's cluster-local URL, ``status.address.url`` (``http://<name>.<namespace>.svc.
+    <cluster domain>``): what a pod in the cluster calls. ``status.url`` is on the ingress domain
+    (``example.com`` unless an administrator configured DNS for it) and is for clients outside."""
+    url = (status.get("address") or {}).get("url", "")
+    if not url:
+        raise RuntimeError("InferenceService is Ready but has no status.address.url (its cluster-local address)")
+    return url
+
+
+def tag_urls(status: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The predictor's traffic targets by tag (``prev``, ``latest``): revision name and cluster-local URL.
+
+    KServe copies the traffic targets of the predictor's Knative Service; each tag's URL there is on the
+    external domain (``http://<tag>-<route>.<namespace>.<ingress domain>``). Knative also makes a Service
+    named after the tag's host name in the route's namespace (knative/serving
+    pkg/reconciler/route/resources/service.go, MakeK8sPlaceholderService), reachable in the cluster as
+    ``<tag>-<route>.<namespace>.svc.<cluster domain>``: the cluster-local URL is that first host label
+    with the namespace and cluster domain of the predictor's ``address.url``.
+    """
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    address = urlsplit((predictor.get("address") or {}).get("url", ""))
+    domain = (address.hostname or "").partition(".")[2]
+    if not domain:
+        raise RuntimeError("InferenceService has no status.components.predictor.address.url (its cluster-local address)")
+    tags = {}
+    for entry in predictor.get("traffic") or []:
+        if entry.get("tag") and entry.get("url"):
+            label = (urlsplit(entry["url"]).hostname or "").partition(".")[0]
+            tags[entry["tag"]] = {"revision": entry.get("revisionName", ""),
+                                  "url": _host_url(address.geturl(), f"{label}.{domain}")}
+    return tags
 
 
 def deploy_kubernetes(
@@ -213,10 +248,10 @@ def deploy_kubernetes(
 
     if existing is None or not knative:
         result = launcher.apply(_with_canary(service, None), timeout_s=timeout_s)
-        url = result.status.get("url", "")
+        url, internal = result.status.get("url", ""), cluster_url(result.status)
         predictor = (result.status.get("components") or {}).get("predictor") or {}
         revision = predictor.get("latestReadyRevision", "")
-        smoke = _smoke(request.url(url, name), smoke_batches, policy, request)
+        smoke = _smoke(request.url(internal, name), smoke_batches, policy, request)
         if existing is None:
             decision = _first_deploy_decision(smoke, f"first deploy: smoke test passed ({smoke.requests} requests)")
             if not decision.promoted:
@@ -229,10 +264,10 @@ def deploy_kubernetes(
         else:
             decision = Decision(PROMOTE, [f"Standard mode (no traffic split): updated in place, smoke test passed "
                                           f"({smoke.requests} requests)"], [], smoke)
-        return RolloutResult("kubernetes", name, url, request.url(url, name), revision, "", decision, details)
+        return RolloutResult("kubernetes", name, url, request.url(internal, name), revision, "", decision, details)
 
     result = launcher.apply(_with_canary(service, policy.canary_percent), timeout_s=timeout_s)
-    tags = _tag_urls(result.status)
+    tags = tag_urls(result.status)
     if "prev" not in tags or "latest" not in tags:
         raise RuntimeError(
             f"InferenceService {name}: no 'prev'/'latest' tag URLs in status.components.predictor.traffic; "
@@ -246,9 +281,9 @@ def deploy_kubernetes(
                          window_batches, policy, request)
         decision = judge(policy, smoke, window["stable"], window["canary"])
     final = launcher.apply(_with_canary(service, 100 if decision.promoted else 0), timeout_s=timeout_s)
-    url = final.status.get("url", "")
+    url, internal = final.status.get("url", ""), cluster_url(final.status)
     serving_revision = tags["latest" if decision.promoted else "prev"]["revision"]
-    return RolloutResult("kubernetes", name, url, request.url(url, name), serving_revision,
+    return RolloutResult("kubernetes", name, url, request.url(internal, name), serving_revision,
                          tags["latest"]["revision"], decision,
                          {**details, "canary traffic percent": str(policy.canary_percent)})
 
