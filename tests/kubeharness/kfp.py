@@ -23,9 +23,8 @@ It does what KFP v2's driver and launcher do for each task, on the pods a real K
 - **Read each task's outputs** back (the real launcher publishes them to ML Metadata; here it uploads
   them as JSON beside the artifacts).
 
-One difference: the node has no DNS, so the tasks find MinIO at ``AWS_ENDPOINT_URL`` (the address the
-harness's S3 server has for pods) rather than at ``minio-service.kubeflow:9000``; dmlops's storage module
-reads either.
+MinIO is where KFP's manifests put it, ``http://minio-service.kubeflow:9000`` (the harness makes that
+Service point at its S3 server, and the node's cluster DNS resolves it).
 """
 
 from __future__ import annotations
@@ -50,6 +49,8 @@ LAUNCHER_MOUNT = "/kfp-launcher"
 LAUNCHER_SCRIPT = Path(__file__).with_name("kfp_launcher.py")
 SERVICE_ACCOUNT = "pipeline-runner"
 MINIO_SECRET = "mlpipeline-minio-artifact"
+# kubeflow/pipelines backend/src/v2/config/env.go: the default MinIO endpoint of the artifact store.
+MINIO_ENDPOINT = "http://minio-service.kubeflow:9000"
 CHANNEL = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
 # Task fields this backend runs; any other (triggerPolicy: If/Elif/Else, iteratorPolicy: ParallelFor, ...) is refused.
 SUPPORTED_TASK_FIELDS = {"componentRef", "dependentTasks", "inputs", "taskInfo", "cachingOptions", "retryPolicy"}
@@ -151,17 +152,19 @@ def _local_path(uri: str) -> str:
 class KfpBackend:
     """Runs compiled pipelines in ``namespace`` of a cluster, with artifacts on an S3 server.
 
-    ``s3`` is a :class:`kubeharness.s3.S3Server` (or any object with ``client()`` and ``pod_endpoint``).
+    ``s3`` is a :class:`kubeharness.s3.S3Server` (or any object with ``client()``) that pods reach at
+    ``minio_endpoint``.
     :meth:`install` creates what a KFP install gives a namespace: the ServiceAccount ``pipeline-runner``,
     the Secret ``mlpipeline-minio-artifact`` and the launcher's ConfigMap.
     """
 
-    def __init__(self, api: client.ApiClient, namespace: str, s3: Any, *, max_parallel: int = 3,
-                 task_timeout: float = 1800.0, poll_seconds: float = 0.25):
+    def __init__(self, api: client.ApiClient, namespace: str, s3: Any, *, minio_endpoint: str = MINIO_ENDPOINT,
+                 max_parallel: int = 3, task_timeout: float = 1800.0, poll_seconds: float = 0.25):
         self.api = api
         self.core = client.CoreV1Api(api)
         self.namespace = namespace
         self.s3 = s3
+        self.minio_endpoint = minio_endpoint
         self.max_parallel = max_parallel
         self.task_timeout = task_timeout
         self.poll_seconds = poll_seconds
@@ -336,13 +339,12 @@ class KfpBackend:
                 field_ref=client.V1ObjectFieldSelector(field_path="metadata.name"))),
             client.V1EnvVar(name="KFP_POD_UID", value_from=client.V1EnvVarSource(
                 field_ref=client.V1ObjectFieldSelector(field_path="metadata.uid"))),
-            client.V1EnvVar(name="KFP_MINIO_ENDPOINT", value=self.s3.pod_endpoint),
+            client.V1EnvVar(name="KFP_MINIO_ENDPOINT", value=self.minio_endpoint),
             client.V1EnvVar(name="KFP_MINIO_ACCESS_KEY", value_from=client.V1EnvVarSource(
                 secret_key_ref=client.V1SecretKeySelector(name=MINIO_SECRET, key="accesskey"))),
             client.V1EnvVar(name="KFP_MINIO_SECRET_KEY", value_from=client.V1EnvVarSource(
                 secret_key_ref=client.V1SecretKeySelector(name=MINIO_SECRET, key="secretkey"))),
             client.V1EnvVar(name="KFP_RESULT_URI", value=result_uri),
-            client.V1EnvVar(name="AWS_ENDPOINT_URL", value=self.s3.pod_endpoint),
             *[client.V1EnvVar(name=item["name"], value=str(item["value"])) for item in container.get("env", [])],
         ]
         mounts = [client.V1VolumeMount(name="kfp-launcher", mount_path=LAUNCHER_MOUNT, read_only=True)]

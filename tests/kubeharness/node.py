@@ -4,7 +4,8 @@ The kit (its README says how it was built) runs etcd, kube-apiserver, kube-contr
 kube-scheduler, kubelet and kube-proxy of Kubernetes v1.36.2 with a private containerd and Debian's CNI
 plugins: pods really run (runc), from images copied out of the local Docker engine (``load-image.sh``;
 pods use them with ``imagePullPolicy: Never``). There is no DNS on the node: pods reach Services by
-ClusterIP and this machine by the node IP.
+ClusterIP and this machine by the node IP, and the fixture adds cluster DNS
+(:mod:`kubeharness.cluster_dns`: Service names resolve in pods as with CoreDNS).
 
 :func:`start_node` runs the kit's ``setup.sh`` and ``up.sh`` on a fresh folder, installs the repository's
 vendored CRDs server-side (waiting until Established, with :class:`kubeharness.envtest.ApiServer`'s
@@ -16,6 +17,7 @@ kube-proxy's iptables chains): a lock file guards it.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import shutil
 import socket
@@ -29,6 +31,7 @@ from typing import IO
 
 import pytest
 
+from kubeharness.cluster_dns import ClusterDns, start_cluster_dns
 from kubeharness.envtest import ApiServer, vendored_crds
 
 KIT_SCRIPTS = ("setup.sh", "up.sh", "load-image.sh", "down.sh")
@@ -87,6 +90,7 @@ class KubeNode:
     node_ip: str
     service_cidr: str
     timings: dict[str, float] = field(default_factory=dict)
+    dns: ClusterDns | None = field(default=None, repr=False)
     lock: IO[str] | None = field(default=None, repr=False)
 
     @property
@@ -114,9 +118,16 @@ class KubeNode:
         try:
             _run([str(self.kit / "down.sh"), str(self.root)], self.root / "harness.log", timeout=300)
         finally:
+            if self.dns is not None:
+                self.dns.stop()
             shutil.rmtree(self.root, ignore_errors=True)
             if self.lock is not None:
                 self.lock.close()
+
+
+def cluster_dns_ip(service_cidr: str) -> str:
+    """The tenth address of the Service range: kubelet's ``clusterDNS`` in the kit (and kubeadm's default)."""
+    return str(ipaddress.ip_network(service_cidr)[10])
 
 
 def _take_host_lock() -> IO[str]:
@@ -169,7 +180,9 @@ def start_node(kit: Path, crds: list[Path] | None = None) -> KubeNode:
         started = time.monotonic()
         api.install_crds(vendored_crds() if crds is None else crds)
         timings["crds"] = time.monotonic() - started
-        return KubeNode(kit, root, api, settings["KN_NODE_IP"], settings["KN_SERVICE_CIDR"], timings, lock)
+        node = KubeNode(kit, root, api, settings["KN_NODE_IP"], settings["KN_SERVICE_CIDR"], timings, lock=lock)
+        node.dns = start_cluster_dns(api.api_client(), node.node_ip, cluster_dns_ip(node.service_cidr))
+        return node
     except BaseException:
         if root is not None:
             subprocess.run([str(kit / "down.sh"), str(root)], capture_output=True, timeout=300)

@@ -40,6 +40,7 @@ class S3Server:
 
     endpoint: str
     pod_endpoint: str
+    port: int
     process: subprocess.Popen = field(repr=False)
 
     def client(self):
@@ -83,7 +84,7 @@ def start_s3(pod_host: str, log: Path, buckets: tuple[str, ...] = (BUCKET,)) -> 
                 process.kill()
                 raise RuntimeError(f"moto_server did not start on port {port}: {log.read_text()[-2000:]}")
             time.sleep(0.05)
-    server = S3Server(f"http://127.0.0.1:{port}", f"http://{pod_host}:{port}", process)
+    server = S3Server(f"http://127.0.0.1:{port}", f"http://{pod_host}:{port}", port, process)
     for bucket in buckets:
         server.client().create_bucket(Bucket=bucket)
     return server

@@ -1,0 +1,112 @@
+"""The flights pipeline end to end on a real node: every task a pod in the image its compiled YAML names,
+artifacts on MinIO (S3), tune -> Katib Experiment, train -> PyTorchJob, deploy -> InferenceService, each
+reconciled into real pods by the simulated Kubeflow controllers; the test then queries the served model
+through its Service, as a client inside the cluster does.
+"""
+
+import io
+import json
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow.parquet as pq
+import pytest
+from kfp import compiler
+
+from dmlops.features.config import cluster_store_spec
+from dmlops.images import BASE_IMAGE, SERVE_IMAGE, TORCH_IMAGE
+from dmlops.pipelines.flights import flights
+from dmlops.platform.cluster_settings import ClusterSettings, build_pipeline
+from kubeharness.cluster_dns import ClusterRecords
+from kubeharness.kfp import load_pipeline
+from kubeharness.s3 import ACCESS_KEY, SECRET_KEY
+
+pytestmark = pytest.mark.cluster
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+OBJECT_STORE_SECRET = "dmlops-object-store"
+ENDPOINT = "flights-delay"
+# Kinds the run may create, counted after it (what a real cluster gets from one run).
+COUNTED = ["pods", "services", "deployments.apps", "replicasets.apps", "configmaps", "secrets",
+           "experiments.kubeflow.org", "suggestions.kubeflow.org", "trials.kubeflow.org",
+           "pytorchjobs.kubeflow.org", "trainjobs.trainer.kubeflow.org", "inferenceservices.serving.kserve.io",
+           "jobs.batch", "endpointslices.discovery.k8s.io", "events"]
+
+
+def compiled_flights(tmp_path: Path) -> tuple[dict, dict | None]:
+    """pipelines/flights.yaml's pipeline, compiled with the one cluster setting this cluster needs: the
+    object store's endpoint and credentials as environment variables of every task (Feast's registry and
+    sources on S3), from a Secret, as a platform team would give them."""
+    settings = ClusterSettings(secret_env=[{"secret": OBJECT_STORE_SECRET, "keys": {
+        "AWS_ENDPOINT_URL": "endpoint", "AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}}])
+    path = tmp_path / "flights.yaml"
+    compiler.Compiler().compile(build_pipeline(flights, settings), str(path))
+    return load_pipeline(path)
+
+
+def resources_created(node, namespace: str) -> dict[str, int]:
+    counts: Counter = Counter()
+    for kind in COUNTED:
+        listed = json.loads(node.kubectl("get", kind, "-n", namespace, "-o", "json"))
+        counts[kind.split(".")[0]] += len(listed["items"])
+    return {kind: count for kind, count in sorted(counts.items()) if count}
+
+
+def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_on_node, feast_redis, tmp_path):
+    cluster = pipeline_cluster
+    cluster.require_images(BASE_IMAGE, TORCH_IMAGE, SERVE_IMAGE)
+    spec, platform = compiled_flights(tmp_path)
+    images = {executor["container"]["image"] for executor in spec["deploymentSpec"]["executors"].values()}
+    assert images == {BASE_IMAGE, TORCH_IMAGE, SERVE_IMAGE}
+    cluster.create_secret(OBJECT_STORE_SECRET, endpoint="http://minio-service.kubeflow:9000",
+                          accesskey=ACCESS_KEY, secretkey=SECRET_KEY)
+    store = cluster_store_spec("flights", registry="s3://mlpipeline/feast/flights/registry.db",
+                               redis_connection=f"{feast_redis}:6379")
+    started = time.monotonic()
+    run = cluster.kfp.run(spec, {
+        "backend": "kubernetes", "feature_store": store, "tuning_trials": 2, "epochs": 1, "num_workers": 2,
+        "endpoint": ENDPOINT,
+    }, platform)
+    wall = time.monotonic() - started
+
+    assert set(run.tasks) == set(spec["root"]["dag"]["tasks"])
+    executors = spec["deploymentSpec"]["executors"]
+    for name, task in run.tasks.items():
+        label = spec["components"][spec["root"]["dag"]["tasks"][name]["componentRef"]["name"]]["executorLabel"]
+        assert task.image == executors[label]["container"]["image"]
+    trained = run.tasks["train"].artifacts["model"]
+    assert trained["uri"].startswith(f"minio://mlpipeline/v2/artifacts/flights/{run.run_id}/train/")
+    assert cluster.s3.keys(prefix=trained["uri"][len("minio://mlpipeline/"):])
+
+    created = resources_created(cluster.node, cluster.namespace)
+    print("\nresources created in the pipeline namespace:", json.dumps(created))
+    assert created["experiments"] == 1 and created["trials"] == 2
+    assert created["pytorchjobs"] == 1 and created["inferenceservices"] == 1
+
+    # Query the served model as a pod would: the InferenceService's cluster-local host, by its ClusterIP.
+    predict_url = run.tasks["deploy"].parameters["predict_url"]
+    parts = urlsplit(predict_url)
+    with cluster.node.api_client() as api:
+        (address,) = ClusterRecords(api).lookup(parts.hostname)
+    eval_set = run.tasks["feast-training-set-2"].artifacts["training_set"]
+    key = eval_set["uri"][len("minio://mlpipeline/"):]
+    frames = [cluster.s3.client().get_object(Bucket="mlpipeline", Key=item)["Body"].read()
+              for item in cluster.s3.keys(prefix=key) if item.endswith(".parquet")] or \
+             [cluster.s3.client().get_object(Bucket="mlpipeline", Key=key)["Body"].read()]
+    rows = pq.read_table(io.BytesIO(frames[0])).slice(0, 3).to_pylist()
+    request = urllib.request.Request(
+        f"http://{address}{':' + str(parts.port) if parts.port else ''}{parts.path}",
+        data=json.dumps({"instances": [{k: v for k, v in row.items() if k != "label"} for row in rows]},
+                        default=str).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        predictions = json.load(response)["predictions"]
+    assert len(predictions) == 3 and all(0.0 <= float(p) <= 1.0 for p in predictions)
+
+    overheads = sorted(task.start_overhead_s for task in run.tasks.values())
+    print(f"flights on kubernetes: {len(run.tasks)} task pods, wall {wall:.0f} s; pod start overhead "
+          f"median {overheads[len(overheads) // 2]:.2f} s, max {overheads[-1]:.2f} s; images loaded "
+          f"{json.dumps({k: round(v, 1) for k, v in cluster.loaded_images.items()})}")
