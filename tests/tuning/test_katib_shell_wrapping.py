@@ -76,10 +76,9 @@ def katib_wrapped(container: dict, metrics_file: str) -> list[str]:
     return [kubelet_expand(part, env) for part in [*command, " ".join(args)]]
 
 
-def trial_container(config: TrainConfig, trials_uri: str, kind_workers: tuple[str, int] = ("torch-ddp", 1)) -> dict:
-    strategy, workers = kind_workers
-    experiment = worker_experiment(SEARCH, config.to_args(), trials_uri, name="tune-abc", namespace="team-a",
-                                   strategy=strategy, num_workers=workers, image="image")
+def trial_container(config: TrainConfig, trials_uri: str, workers: int = 1) -> dict:
+    experiment = worker_experiment(SEARCH, config, trials_uri, name="tune-abc", namespace="team-a",
+                                   num_workers=workers, image="image", in_pods=False)
     trial = {"spec": {**experiment["spec"], "trialTemplate": {
         **experiment["spec"]["trialTemplate"],
         "trialSpec": substitute_trial_parameters(experiment, ASSIGNMENTS, TRIAL),
@@ -123,16 +122,17 @@ def test_every_trial_kind_passes_its_arguments_through_katibs_sh_c_unchanged(nas
             f"#!{sys.executable}\nimport json, sys\n"
             f"json.dump(sys.argv[1:], open({str(tmp_path / program)!r} + '.argv', 'w'))\n")
         (recorder / program).chmod(0o755)
-    config = nasty_config(nasty_data, checkpoint_uri="s3://bucket/ckpt?versionId=3&x=1")  # a URI with ? and &
-    trials_uri = f"s3://bucket/{NASTY}/trials"
-    container = trial_container(config, trials_uri, kind_workers)
+    strategy, workers = kind_workers
+    config = nasty_config(nasty_data, strategy=strategy, checkpoint_uri="s3://bucket/ckpt?versionId=3&x=1")
+    trials_uri = f"s3://bucket/{NASTY}/trials"  # the checkpoint and trials URIs: ?, &, spaces, quotes
+    container = trial_container(config, trials_uri, workers)
     (tmp_path / "katib").mkdir()
     finished = run_in_shell(katib_wrapped(container, str(tmp_path / "katib" / "metrics.log")), tmp_path, str(recorder))
     assert finished.returncode == 0, finished.stderr
     markers = list((tmp_path / "katib").glob("*.pid"))
     assert len(markers) == 1 and markers[0].read_text() == "completed\n"
 
-    if kind_workers[0].startswith("horovod"):
+    if strategy.startswith("horovod"):
         launcher_argv = json.loads((tmp_path / "horovodrun.argv").read_text())
         argv = launcher_argv[launcher_argv.index("python") + 1:]
     else:
@@ -165,5 +165,5 @@ def test_a_searched_value_with_a_single_quote_is_refused_as_it_would_end_its_quo
     search = {**SEARCH, "parameters": [
         {"name": "hidden_units", "parameterType": "categorical", "feasibleSpace": {"list": ["16", "32'"]}}]}
     with pytest.raises(SpecError, match=r"parameter 'hidden_units': feasibleSpace.list value \"32'\" has a single quote"):
-        worker_experiment(search, nasty_config(nasty_data).to_args(), "s3://b/t", name="tune-abc", namespace="team-a",
-                          image="image")
+        worker_experiment(search, nasty_config(nasty_data), "s3://b/t", name="tune-abc", namespace="team-a",
+                          image="image", in_pods=False)

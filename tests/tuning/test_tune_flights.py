@@ -50,8 +50,8 @@ def test_local_study_ends_at_least_as_good_as_the_defaults(flights_slice, tmp_pa
     run_local(config, num_workers=1)
     default_auc = read_export_metadata(config.export_uri)["metrics"]["auc"]
 
-    experiment = worker_experiment(SEARCH, config.to_args(), str(tmp_path / "trials"), name="tune-flights",
-                                   namespace="default", image="image")
+    experiment = worker_experiment(SEARCH, config, str(tmp_path / "trials"), name="tune-flights",
+                                   namespace="default", image="image", in_pods=False)
     result = run_search(experiment, "local", tmp_path / "work", timeout_s=300)
     assert len(result.trials) == 6 and result.count("Succeeded") == 6
     assert result.best_objective >= default_auc
@@ -105,5 +105,5 @@ def test_tune_component_in_a_pipeline_outputs_values_for_the_next_task(flights_s
 def test_trial_workers_with_more_than_one_gpu_are_refused():
     config = TrainConfig(train_uri="gs://b/t", label="label", export_uri="gs://b/m")
     with pytest.raises(ValueError, match="for 2 workers with 2 GPUs each ask for 4 workers with 1 GPU"):
-        worker_experiment(SEARCH, config.to_args(), "gs://b/trials", name="tune", namespace="default",
-                          strategy="torch-ddp", num_workers=2, image="image", gpu=2)
+        worker_experiment(SEARCH, config, "gs://b/trials", name="tune", namespace="default",
+                          num_workers=2, image="image", gpu=2)

@@ -129,9 +129,10 @@ def tune(
         search_space["parallelTrialCount"] = parallel_trial_count
     defaults = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
                     hidden_units=[int(units) for units in hidden_units], embedding_dim=embedding_dim, dropout=dropout)
+    # local trials read the artifacts' paths; trial pods their object-store URIs (worker_experiment maps them)
     config = TrainConfig(
         train_uri=train_data.path if local else train_data.uri, eval_uri=eval_data.path if local else eval_data.uri,
-        label=label, export_uri="trial", strategy=strategy, numeric_features=numeric_features,
+        label=label, export_uri="", strategy=strategy, numeric_features=numeric_features,
         categorical_features=categorical_features, exclude_features=exclude_features, seed=seed, **defaults,
     )
     workdir = os.path.join(os.path.dirname(trials.path), "trial_runs")
@@ -141,9 +142,10 @@ def tune(
 
         namespace = current_namespace()
     experiment = worker_experiment(
-        search_space, config.to_args(), workdir if local else f"{trials.uri}-models",
+        search_space, config, workdir if local else f"{trials.uri}-models",
         name=resource_name("tune", best_parameters.uri, "tune"), namespace=namespace or "default",
-        strategy=strategy, num_workers=num_workers, image=trial_image, cpu=worker_cpu, memory=worker_memory, gpu=worker_gpu,
+        num_workers=num_workers, image=trial_image, cpu=worker_cpu, memory=worker_memory, gpu=worker_gpu,
+        in_pods=not local,
     )
     result = run_search(experiment, backend, workdir, timeout_s=timeout_seconds,
                         on_failure=on_failure, on_goal_not_reached=on_goal_not_reached)

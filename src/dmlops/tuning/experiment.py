@@ -294,7 +294,7 @@ def trial_job(
     cpu: str = "1",
     memory: str = "2Gi",
     gpu: int = 0,
-    env: dict[str, str] | None = None,
+    env: dict[str, Any] | None = None,
     references: dict[str, str] | None = None,
 ) -> TrialTemplate:
     """A trial template whose job runs ``command`` (with its placeholders) on ``num_workers`` workers,

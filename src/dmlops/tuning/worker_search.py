@@ -1,15 +1,20 @@
 """Tune the dmlops training worker's hyperparameters: one Experiment, run locally or on Katib.
 
 Each trial runs ``python -m dmlops.training.worker`` with the tuned flags set to
-``${trialParameters.<name>}`` and exports its model under ``<trials_uri>/<trial name>``.
+``${trialParameters.<name>}`` and exports its model under ``<trials_uri>/<trial name>``. Trials that run
+in pods read the URIs as pods read them and get the environment that reaches the object store
+(:mod:`dmlops.platform.storage`; KFP's ``minio://`` artifacts as ``s3://`` with KFP's MinIO Secret), as
+the workers of a training step do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dmlops.training.launch import WORKER_MODULE, check_worker_gpus
+from dmlops.training.config import TrainConfig
+from dmlops.training.launch import WORKER_MODULE, check_worker_gpus, cluster_config, worker_env
 from dmlops.tuning.experiment import MetricsCollector, build_experiment, flag_arguments, trial_job
 from dmlops.tuning.results import TuningResult, apply_policy
 from dmlops.tuning.spec import SpecError, TuningSpec
@@ -21,31 +26,35 @@ _TRIAL_NAME = {"trialName": "${trialSpec.Name}"}
 
 def worker_experiment(
     search: dict[str, Any],
-    worker_args: list[str],
+    config: TrainConfig,
     trials_uri: str,
     *,
     name: str,
     namespace: str,
-    strategy: str = "torch-ddp",
     num_workers: int = 1,
     image: str = "",
     cpu: str = "1",
     memory: str = "2Gi",
     gpu: int = 0,
+    in_pods: bool = True,
 ) -> dict[str, Any]:
-    """The Experiment that tunes the worker: ``worker_args`` (as ``TrainConfig.to_args()`` gives them)
-    with each searched hyperparameter's flag set to its placeholder and a per-trial export URI."""
+    """The Experiment that tunes the worker: ``config``'s arguments with each searched hyperparameter's
+    flag set to its placeholder, each trial exporting to ``<trials_uri>/<trial name>``. ``in_pods`` (Katib) makes every URI one a pod reads and adds the object-store environment
+    (:func:`~dmlops.training.launch.cluster_config`, :func:`~dmlops.training.launch.worker_env`); the
+    local tuner (``in_pods=False``) reads this machine's paths."""
     check_worker_gpus(name, num_workers, gpu)
     spec = TuningSpec.from_katib(search)
     unknown = sorted({parameter.name for parameter in spec.parameters} - set(TUNABLE))
     if unknown:
         raise SpecError(f"parameters {unknown} are not worker hyperparameters; tune any of {', '.join(TUNABLE)}")
-    args = flag_arguments(worker_args, {parameter.name: parameter.name for parameter in spec.parameters})
-    export = args.index("--export-uri") + 1
-    args[export] = f"{trials_uri.rstrip('/')}/${{trialParameters.trialName}}"
-    kind = "Job" if num_workers == 1 and strategy == "torch-ddp" else TRIAL_KIND[strategy]
+    config = dataclasses.replace(config, export_uri=f"{trials_uri.rstrip('/')}/${{trialParameters.trialName}}")
+    env = None
+    if in_pods:
+        config, env = cluster_config(config), worker_env(config)
+    args = flag_arguments(config.to_args(), {parameter.name: parameter.name for parameter in spec.parameters})
+    kind = "Job" if num_workers == 1 and config.strategy == "torch-ddp" else TRIAL_KIND[config.strategy]
     template = trial_job(kind, image, ["python", "-m", WORKER_MODULE, *args], num_workers,
-                         cpu=cpu, memory=memory, gpu=gpu, references=_TRIAL_NAME)
+                         cpu=cpu, memory=memory, gpu=gpu, env=env, references=_TRIAL_NAME)
     return build_experiment(spec, name, namespace, template, collector=MetricsCollector("StdOut"))
 
 
