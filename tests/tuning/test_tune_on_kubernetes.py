@@ -84,3 +84,10 @@ def test_trial_pods_read_kfp_minio_artifacts_as_s3_with_the_kfp_secret(cluster, 
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": MINIO_SECRET, "key": "secretkey"}}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio-service.kubeflow:9000"
 
+
+@pytest.mark.parametrize("gpu, device", [(1, "cuda"), (0, "cpu")])
+def test_trials_given_a_gpu_train_on_cuda(cluster, tmp_path, gpu, device):
+    experiment = tune_on_cluster(cluster, tmp_path, worker_gpu=gpu)
+    assert trial_argument(experiment, "--device") == device
+    resources = primary_container(experiment)["resources"]["limits"]
+    assert resources.get("nvidia.com/gpu") == (str(gpu) if gpu else None)

@@ -92,7 +92,8 @@ def tune(
         namespace: Namespace of the Katib Experiment; "" uses the step pod's own namespace.
         worker_cpu: CPU request and limit of each trial worker pod (Kubernetes quantity, e.g. "2" or "500m").
         worker_memory: Memory request and limit of each trial worker pod (Kubernetes quantity, e.g. "4Gi").
-        worker_gpu: GPUs (nvidia.com/gpu) of each trial worker pod: 0 or 1 (one training process per pod).
+        worker_gpu: GPUs (nvidia.com/gpu) of each trial worker pod: 0 or 1 (one training process per pod);
+            1: the trials train on CUDA.
         trial_image: The image trial pods run on kubernetes (unused locally); empty: dmlops's torch-horovod
             image of this version (ghcr.io/dmlops).
         timeout_seconds: On kubernetes the longest the whole Experiment may run; locally the longest

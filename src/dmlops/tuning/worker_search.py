@@ -4,7 +4,7 @@ Each trial runs ``python -m dmlops.training.worker`` with the tuned flags set to
 ``${trialParameters.<name>}`` and exports its model under ``<trials_uri>/<trial name>``. Trials that run
 in pods read the URIs as pods read them and get the environment that reaches the object store
 (:mod:`dmlops.platform.storage`; KFP's ``minio://`` artifacts as ``s3://`` with KFP's MinIO Secret), as
-the workers of a training step do.
+the workers of a training step do; a trial given a GPU trains on CUDA.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def worker_experiment(
     in_pods: bool = True,
 ) -> dict[str, Any]:
     """The Experiment that tunes the worker: ``config``'s arguments with each searched hyperparameter's
-    flag set to its placeholder, each trial exporting to ``<trials_uri>/<trial name>``. ``in_pods`` (Katib) makes every URI one a pod reads and adds the object-store environment
+    flag set to its placeholder, each trial exporting to ``<trials_uri>/<trial name>``, on CUDA when
+    ``gpu``. ``in_pods`` (Katib) makes every URI one a pod reads and adds the object-store environment
     (:func:`~dmlops.training.launch.cluster_config`, :func:`~dmlops.training.launch.worker_env`); the
     local tuner (``in_pods=False``) reads this machine's paths."""
     check_worker_gpus(name, num_workers, gpu)
@@ -47,7 +48,8 @@ def worker_experiment(
     unknown = sorted({parameter.name for parameter in spec.parameters} - set(TUNABLE))
     if unknown:
         raise SpecError(f"parameters {unknown} are not worker hyperparameters; tune any of {', '.join(TUNABLE)}")
-    config = dataclasses.replace(config, export_uri=f"{trials_uri.rstrip('/')}/${{trialParameters.trialName}}")
+    config = dataclasses.replace(config, export_uri=f"{trials_uri.rstrip('/')}/${{trialParameters.trialName}}",
+                                 device="cuda" if gpu else "cpu")
     env = None
     if in_pods:
         config, env = cluster_config(config), worker_env(config)
