@@ -36,12 +36,10 @@ bench: $(INSTALLED) services
 	$(PYTHON) -m pip install -q -e '.[all,bench]'
 	for script in bench/*.py; do $(PYTHON) $$script || exit 1; done
 
+# base, torch-horovod (CPU), tf-horovod and serve, tagged $(REGISTRY)/<name>:$(VERSION); the CUDA variant is
+# built where a GPU build is wanted: docker build -f containers/torch-horovod/Dockerfile.cuda ...
 images:
-	docker build -f containers/base/Dockerfile --build-arg VERSION=$(VERSION) -t $(REGISTRY)/base:$(VERSION) .
-	docker build -f containers/torch-horovod/Dockerfile --build-arg VERSION=$(VERSION) -t $(REGISTRY)/torch-horovod:$(VERSION) .
-	docker build -f containers/torch-horovod/Dockerfile.cuda --build-arg VERSION=$(VERSION) -t $(REGISTRY)/torch-horovod:$(VERSION)-cuda .
-	docker build -f containers/tf-horovod/Dockerfile --build-arg VERSION=$(VERSION) -t $(REGISTRY)/tf-horovod:$(VERSION) .
-	docker build -f containers/serve/Dockerfile --build-arg VERSION=$(VERSION) -t $(REGISTRY)/serve:$(VERSION) .
+	REGISTRY=$(REGISTRY) bash scripts/images.sh
 
 clean:
 	rm -rf $(VENV) local_outputs

@@ -1,4 +1,4 @@
-"""Static checks of the Dockerfiles in containers/ (no Docker engine here: nothing is built).
+"""Static checks of the Dockerfiles in containers/ (no Docker engine needed; tests/images checks the built images).
 
 Each image must install the extras that the code it runs imports: the components compiled with that
 image, the training worker for the training images, and the predictor that the ClusterServingRuntime
@@ -26,7 +26,7 @@ import dmlops.components
 from dmlops.images import IMAGE_FAMILIES
 
 from dockerfile_reader import PipInstall, Stage, copies_from, pip_installs, stages
-from image_imports import REPO, component_closure, import_closure, pyproject, requirement_for
+from image_imports import REPO, ImportClosure, component_closure, import_closure, pyproject, requirement_for
 
 CONTAINERS = REPO / "containers"
 SERVING_RUNTIME = REPO / "manifests" / "cluster" / "cluster-serving-runtime.yaml"
@@ -83,21 +83,27 @@ def serving_runtime_container() -> dict:
 
 
 @functools.cache
-def code_by_image() -> dict[str, list[tuple[str, set[str]]]]:
-    """For each image family: (what runs there, its third-party imports)."""
-    runs: dict[str, list[tuple[str, set[str]]]] = {family: [] for family in IMAGE_FAMILIES}
+def closures_by_image() -> dict[str, list[tuple[str, ImportClosure]]]:
+    """For each image family: (what runs there, the dmlops modules and third-party packages it imports)."""
+    runs: dict[str, list[tuple[str, ImportClosure]]] = {family: [] for family in IMAGE_FAMILIES}
     for component in all_components():
         family = image_family(component.component_spec.implementation.container.image)
-        runs[family].append((f"component {component.name}", component_closure(component).third_party))
-    worker = import_closure({WORKER_MODULE}).third_party
+        runs[family].append((f"component {component.name}", component_closure(component)))
+    worker = import_closure({WORKER_MODULE})
     for family in WORKER_IMAGES:
         runs[family].append((f"training worker {WORKER_MODULE}", worker))
     container = serving_runtime_container()
     command = container.get("command", []) + container.get("args", [])
     module = command[command.index("-m") + 1]
     family = image_family(container["image"])
-    runs[family].append((f"ClusterServingRuntime {module}", import_closure({module, f"{module}.__main__"}).third_party))
+    runs[family].append((f"ClusterServingRuntime {module}", import_closure({module, f"{module}.__main__"})))
     return runs
+
+
+def code_by_image() -> dict[str, list[tuple[str, set[str]]]]:
+    """For each image family: (what runs there, its third-party imports)."""
+    return {family: [(what, closure.third_party) for what, closure in runs]
+            for family, runs in closures_by_image().items()}
 
 
 def needs(family: str) -> tuple[dict[str, set[str]], bool, list[str]]:
