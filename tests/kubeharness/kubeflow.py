@@ -1,7 +1,7 @@
 """Kubeflow on a real API server: the simulated controllers (``controllers``) and upstream admission
 (``webhooks``) started together, against envtest's API server or a real node's.
 
-Use the ``kubeflow`` session fixture (it needs ``kube_api``), or ``Kubeflow`` directly::
+Use the ``kubeflow`` fixture (module scope, on ``kube_api``), or ``Kubeflow`` directly::
 
     with Kubeflow.from_kubeconfig(path, cluster_dns=False) as kubeflow:
         ...  # create PyTorchJobs, Experiments, InferenceServices; pods appear as the operators make them
@@ -119,9 +119,10 @@ class Kubeflow:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kubeflow(kube_api: ApiServer) -> Iterator[Kubeflow]:
-    """Simulated Kubeflow on the session's envtest API server (no kubelet: Katib's metrics log reader is
-    ``kubeflow.katib.read_log``, which tests replace where they act as the kubelet)."""
+    """Simulated Kubeflow on the session's envtest API server, for one test module: stopped (and its
+    webhooks unregistered) afterwards, so that other modules see a bare API server. envtest has no kubelet:
+    tests that act as the kubelet give Katib its metrics through ``kubeflow.katib.read_log``."""
     with Kubeflow.from_api_server(kube_api) as running:
         yield running

@@ -239,7 +239,8 @@ class KServe(Controller):
         self._service(isvc, ksvc, {REVISION_LABEL: main["revisionName"] or names[-1]})
         # inference_service_status.go PropagateStatus: a latest ready revision at 100% becomes the rolled-out one
         if latest_ready and latest_ready != rolled_out and any(t["latestRevision"] and t["percent"] == 100 for t in traffic):
-            component["previousRolledoutRevision"] = rolled_out
+            if rolled_out:
+                component["previousRolledoutRevision"] = rolled_out
             component["latestRolledoutRevision"] = latest_ready
         all_ready = bool(latest_ready) and all(t["revisionName"] in ready_names for t in traffic)
         if latest_ready:
