@@ -98,6 +98,44 @@ def test_bad_specs_name_the_field(change, message):
         TuningSpec.from_katib(search)
 
 
+@pytest.mark.parametrize("change,message", [
+    ({"maxTrialCount": 2, "maxFailedTrialCount": 3, "parallelTrialCount": 1},
+     r"spec.maxFailedTrialCount \(3\) must not exceed spec.maxTrialCount \(2\)"),
+    ({"maxTrialCount": 2, "parallelTrialCount": None, "maxFailedTrialCount": 0},
+     r"spec.parallelTrialCount \(3, Katib's default when unset is 3\) must not exceed spec.maxTrialCount \(2\)"),
+    ({"parallelTrialCount": 0}, r"spec.parallelTrialCount must be at least 1, got 0"),
+])
+def test_trial_counts_katibs_validator_refuses_are_refused_naming_the_field(change, message):
+    """katib pkg/webhook/v1beta1/experiment/validator/validator.go, ValidateExperiment."""
+    search = {key: value for key, value in {**SEARCH, **change}.items() if value is not None}
+    with pytest.raises(SpecError, match=message):
+        TuningSpec.from_katib(search)
+
+
+@pytest.mark.parametrize("collector,message", [
+    (dict(kind="File", file_format="JSON", metrics_format=(r"(\w+)=(\d+)",)),
+     "filter must be empty when fileSystemPath.format is JSON"),
+    (dict(metrics_format=(r"auc=([\d.]+)",)), r"metricsFormat 'auc=.*' needs two groups, the metric's name and its value"),
+    (dict(metrics_format=(r"(\w+=([\d.]+)",)), "metricsFormat .*missing \\)"),
+])
+def test_metrics_collectors_katibs_validator_refuses_are_refused_naming_the_field(collector, message):
+    with pytest.raises(SpecError, match=message):
+        experiment("PyTorchJob", 2, MetricsCollector(**collector))
+
+
+def test_experiment_names_katib_refuses_are_refused():
+    template = trial_job("Job", "image", ["python", "train.py", "--lr", "${trialParameters.learning_rate}"])
+    search = {**SEARCH, "parameters": SEARCH["parameters"][:1]}
+    for name in ("tune-flights-" + "x" * 28, "Tune", "tune-"):
+        with pytest.raises(SpecError, match=f"metadata.name '{name}': Katib takes lower-case"):
+            build_experiment(TuningSpec.from_katib(search), name, "kubeflow", template)
+    twice = trial_job("Job", "image", ["python", "train.py", "--lr", "${trialParameters.lr}",
+                                       "--rate", "${trialParameters.rate}"],
+                      references={"lr": "learning_rate", "rate": "learning_rate"})
+    with pytest.raises(SpecError, match=r"references \['learning_rate'\] are used twice"):
+        build_experiment(TuningSpec.from_katib(search), "tune", "kubeflow", twice)
+
+
 def test_placeholder_without_trial_parameter_is_refused():
     template = trial_job("Job", "image", ["python", "train.py", "--lr", "${trialParameters.lr}"])
     with pytest.raises(SpecError, match=r"reach no trial|neither a spec parameter"):

@@ -91,3 +91,16 @@ def test_trials_given_a_gpu_train_on_cuda(cluster, tmp_path, gpu, device):
     assert trial_argument(experiment, "--device") == device
     resources = primary_container(experiment)["resources"]["limits"]
     assert resources.get("nvidia.com/gpu") == (str(gpu) if gpu else None)
+
+
+def test_a_trial_budget_katib_would_refuse_fails_the_step_before_any_experiment(cluster, tmp_path):
+    search = {**SEARCH, "maxTrialCount": 6, "maxFailedTrialCount": 2}
+    with pytest.raises(ValueError, match=r"spec.maxFailedTrialCount \(2\) must not exceed spec.maxTrialCount \(1\)"):
+        tune.python_func(
+            train_data=artifact(dsl.Dataset, "split/train", tmp_path), eval_data=artifact(dsl.Dataset, "split/eval", tmp_path),
+            label="label", search_space=search, best_parameters=artifact(dsl.Artifact, "tune/best_parameters", tmp_path),
+            trials=artifact(dsl.Dataset, "tune/trials", tmp_path), report=artifact(dsl.HTML, "tune/report", tmp_path),
+            metrics=artifact(dsl.Metrics, "tune/metrics", tmp_path), backend="kubernetes", trial_image="image:1",
+            max_trial_count=1, timeout_seconds=5,
+        )
+    assert cluster.list("experiments", NS) == [] and cluster.count("POST", "/experiments") == 0

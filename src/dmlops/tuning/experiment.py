@@ -28,6 +28,9 @@ from dmlops.tuning.spec import SpecError, TuningSpec
 API_VERSION = "kubeflow.org/v1beta1"
 COLLECTOR_KINDS = ("StdOut", "File")
 DEFAULT_METRICS_FILE = "/var/log/katib/metrics.log"  # Katib's default fileSystemPath for the File collector
+MAX_EXPERIMENT_NAME_LENGTH = 40  # Katib's validator: trial and suggestion names are derived from it
+_EXPERIMENT_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_TWO_GROUPS = re.compile(r"\(.*\).*\(.*\)")  # Katib's check that a filter captures a name and a value
 TRIAL_METADATA = {
     "${trialSpec.Name}": "name",
     "${trialSpec.Namespace}": "namespace",
@@ -67,7 +70,9 @@ TRIAL_KINDS = {
 @dataclass(frozen=True)
 class MetricsCollector:
     """Katib's metrics collector: ``StdOut`` reads the primary container's log, ``File`` reads
-    ``path`` (``TEXT`` lines or ``JSON`` objects). ``metrics_format`` overrides the ``name=value`` filter."""
+    ``path`` (``TEXT`` lines or ``JSON`` objects). ``metrics_format`` overrides the ``name=value`` filter:
+    regular expressions with two groups, the metric's name and its value (TEXT only, as Katib's
+    validator requires: validator.go, validateMetricsCollector)."""
 
     kind: str = "StdOut"
     path: str = DEFAULT_METRICS_FILE
@@ -81,6 +86,21 @@ class MetricsCollector:
             raise SpecError(f"metrics file format {self.file_format!r} is unknown; use TEXT or JSON")
         if self.kind == "File" and not self.path.startswith("/"):
             raise SpecError(f"metrics file path {self.path!r} must be absolute (a path inside the trial container)")
+        if self.kind == "File" and self.file_format == "JSON" and self.metrics_format:
+            raise SpecError(
+                "spec.metricsCollectorSpec.source.filter must be empty when fileSystemPath.format is JSON "
+                "(each JSON line names its metrics); drop the filter or use format TEXT"
+            )
+        for pattern in self.metrics_format:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise SpecError(f"spec.metricsCollectorSpec.source.filter.metricsFormat {pattern!r}: {error}") from None
+            if not _TWO_GROUPS.search(pattern):
+                raise SpecError(
+                    f"spec.metricsCollectorSpec.source.filter.metricsFormat {pattern!r} needs two groups, the "
+                    r"metric's name and its value, e.g. '([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)'"
+                )
 
     def to_katib(self) -> dict[str, Any]:
         collector: dict[str, Any] = {"collector": {"kind": self.kind}}
@@ -157,12 +177,24 @@ def build_experiment(
     labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Katib Experiment running ``template`` over ``spec``'s search space."""
+    if len(name) > MAX_EXPERIMENT_NAME_LENGTH or not _EXPERIMENT_NAME.match(name):
+        raise SpecError(
+            f"metadata.name {name!r}: Katib takes lower-case letters, digits and '-', starting with a letter and "
+            f"ending with a letter or digit, at most {MAX_EXPERIMENT_NAME_LENGTH} characters; build it with "
+            "dmlops.platform.resource_name (40 by default)"
+        )
     kind = template.kind
     names = [container.get("name") for container in containers(template.trial_spec)]
     if template.primary_container not in names:
         raise SpecError(f"primary container {template.primary_container!r} is not in the trial spec; containers: {names}")
     parameter_names = {parameter.name for parameter in spec.parameters}
+    references = list(template.trial_parameters.values())
+    repeated = sorted({reference for reference in references if references.count(reference) > 1})
+    if repeated:
+        raise SpecError(f"spec.trialTemplate.trialParameters: references {repeated} are used twice; Katib takes each once")
     for trial_parameter, reference in template.trial_parameters.items():
+        if "{" in trial_parameter or "}" in trial_parameter:
+            raise SpecError(f"spec.trialTemplate.trialParameters: name {trial_parameter!r} must not contain '{{' or '}}'")
         if reference not in parameter_names and reference not in TRIAL_METADATA:
             raise SpecError(
                 f"trial parameter {trial_parameter!r} references {reference!r}, which is neither a spec parameter "

@@ -4,7 +4,10 @@ The spec is read from, and written back to, the same camelCase dict a Katib Expe
 ``spec`` (``parameters``, ``objective``, ``algorithm``, ``earlyStopping``, ``parallelTrialCount``,
 ``maxTrialCount``, ``maxFailedTrialCount``, ``resumePolicy``), so a search space moves between a Katib
 YAML file, the KFP component and the local tuner unchanged. Katib keeps feasible-space bounds as
-strings; here they are typed, and every error names the field and what to do.
+strings; here they are typed, and every error names the field and what to do. Whatever Katib's
+validating webhook refuses is refused here first (katib pkg/webhook/v1beta1/experiment/validator/
+validator.go, ValidateExperiment), checked against the spec after Katib's defaults
+(pkg/apis/controller/experiments/v1beta1/experiment_defaults.go: parallelTrialCount 3).
 """
 
 from __future__ import annotations
@@ -302,10 +305,18 @@ class TuningSpec:
             raise SpecError(f"spec.maxTrialCount must be at least 1, got {self.max_trial_count}")
         if self.max_trial_count is not None and self.parallel_trial_count > self.max_trial_count:
             raise SpecError(
-                f"spec.parallelTrialCount ({self.parallel_trial_count}) must not exceed maxTrialCount ({self.max_trial_count})"
+                f"spec.parallelTrialCount ({self.parallel_trial_count}, Katib's default when unset is "
+                f"{DEFAULT_PARALLEL_TRIAL_COUNT}) must not exceed spec.maxTrialCount ({self.max_trial_count}); "
+                "lower parallelTrialCount or raise maxTrialCount"
             )
         if self.max_failed_trial_count is not None and self.max_failed_trial_count < 0:
             raise SpecError(f"spec.maxFailedTrialCount must be >= 0, got {self.max_failed_trial_count}")
+        if (self.max_failed_trial_count is not None and self.max_trial_count is not None
+                and self.max_failed_trial_count > self.max_trial_count):
+            raise SpecError(
+                f"spec.maxFailedTrialCount ({self.max_failed_trial_count}) must not exceed spec.maxTrialCount "
+                f"({self.max_trial_count}); lower maxFailedTrialCount or raise maxTrialCount"
+            )
         if self.resume_policy not in RESUME_POLICIES:
             raise SpecError(f"spec.resumePolicy {self.resume_policy!r} is unknown; use one of {', '.join(RESUME_POLICIES)}")
         if self.algorithm.name == "grid":
@@ -343,6 +354,7 @@ class TuningSpec:
         def count(key: str) -> int | None:
             return None if spec.get(key) is None else _integer(spec[key], f"spec.{key}")
 
+        parallel = count("parallelTrialCount")
         return cls(
             parameters=tuple(Parameter.from_katib(entry, index) for index, entry in enumerate(spec.get("parameters") or ())),
             objective=Objective.from_katib(spec["objective"]),
@@ -350,7 +362,7 @@ class TuningSpec:
                 algorithm.get("algorithmName", ""),
                 _settings(algorithm.get("algorithmSettings"), "spec.algorithm.algorithmSettings"),
             ),
-            parallel_trial_count=count("parallelTrialCount") or DEFAULT_PARALLEL_TRIAL_COUNT,
+            parallel_trial_count=DEFAULT_PARALLEL_TRIAL_COUNT if parallel is None else parallel,
             max_trial_count=count("maxTrialCount"),
             max_failed_trial_count=count("maxFailedTrialCount"),
             early_stopping=None if not early else EarlyStopping(
