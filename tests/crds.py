@@ -6,6 +6,8 @@ schema that lists ``properties`` rejects any other field unless it says
 ``x-kubernetes-preserve-unknown-fields`` (as the API server prunes or rejects them). Other
 ``x-kubernetes-*`` extensions (CEL rules, list types) are ignored. Katib's CRDs carry no schema, so Katib
 objects are checked against ``v1beta1.<Kind>`` of ``katib/openapi-swagger.json`` instead, equally strictly.
+A file may hold several CRDs (Istio's ``crd-all.gen.yaml``), and a root schema that omits ``apiVersion``,
+``kind`` and ``metadata`` still accepts them, as the API server does.
 ``metadata`` gets the API server's own checks of name and labels.
 """
 
@@ -65,11 +67,12 @@ def _crd_index() -> dict[tuple[str, str], list[Path]]:
     """(group, kind) to the CRD files that define it, read from each file's head."""
     index: dict[tuple[str, str], list[Path]] = {}
     for path in sorted(CRDS.rglob("*.yaml")):
-        head = path.read_text()[:20000]
-        group = re.search(r"^  group: (\S+)$", head, re.M)
-        kind = re.search(r"^    kind: (\S+)$", head, re.M)
-        if group and kind:
-            index.setdefault((group.group(1), kind.group(1)), []).append(path)
+        for document in re.split(r"^---$", path.read_text(), flags=re.M):  # Istio's: one file, many CRDs
+            head = document[:20000]
+            group = re.search(r"^  group: (\S+)$", head, re.M)
+            kind = re.search(r"^    kind: (\S+)$", head, re.M)
+            if group and kind:
+                index.setdefault((group.group(1), kind.group(1)), []).append(path)
     return index
 
 
@@ -77,11 +80,18 @@ def _crd_index() -> dict[tuple[str, str], list[Path]]:
 def _crd_validator(api_version: str, kind: str) -> tuple[jsonschema.protocols.Validator, Path]:
     group, _, version = api_version.rpartition("/")
     for path in _crd_index().get((group, kind), []):
-        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        for served in crd["spec"]["versions"]:
-            if served["name"] == version and served.get("served", True):
-                schema = strict_schema(served["schema"]["openAPIV3Schema"])
-                return jsonschema.Draft7Validator(schema), path
+        crds = yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        for crd in crds:
+            if not crd or crd["spec"]["group"] != group or crd["spec"]["names"]["kind"] != kind:
+                continue
+            for served in crd["spec"]["versions"]:
+                if served["name"] == version and served.get("served", True):
+                    schema = strict_schema(served["schema"]["openAPIV3Schema"])
+                    # The API server always accepts these, whether or not the schema lists them (Istio's omit them).
+                    for field in ("apiVersion", "kind"):
+                        schema["properties"].setdefault(field, {"type": "string"})
+                    schema["properties"].setdefault("metadata", {"type": "object"})
+                    return jsonschema.Draft7Validator(schema), path
     raise LookupError(f"no CRD in {CRDS} serves {kind} {api_version}")
 
 

@@ -20,6 +20,7 @@ from dmlops import __version__
 from dmlops.serving import packaging
 from dmlops.serving.__main__ import build_parser
 from image_imports import REPO
+from istio_authz import Request, decide
 
 MANIFESTS = REPO / "manifests"
 KUSTOMIZATIONS = {
@@ -79,6 +80,11 @@ def test_validation_catches_a_wrong_field(rendered):
     runtime = next(o for o in rendered["cluster"] if o["kind"] == "ClusterServingRuntime")
     broken_runtime = {**runtime, "spec": {**runtime["spec"], "protocolVersion": ["v1"]}}
     assert schema_errors(broken_runtime)
+    policy = next(o for o in rendered["multi-user"] if o["kind"] == "AuthorizationPolicy")
+    assert not schema_errors(policy)
+    broken_policy = {**policy, "spec": {**policy["spec"], "actions": policy["spec"]["action"]}}
+    assert any("actions" in error for error in schema_errors(broken_policy))
+    assert schema_errors({**policy, "spec": {**policy["spec"], "action": "PERMIT"}})
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAY_NAMESPACE))
@@ -96,8 +102,9 @@ def test_overlay_puts_everything_in_its_namespace_and_binds_its_service_account(
         {"kind": "ServiceAccount", "name": OVERLAY_SERVICE_ACCOUNT[overlay], "namespace": namespace}
     ]
     kinds = sorted(o["kind"] for o in objects)
+    inference_auth = ["AuthorizationPolicy", "AuthorizationPolicy", "RequestAuthentication"] if overlay == "multi-user" else []
     assert kinds == sorted(["Role", "RoleBinding", "PersistentVolumeClaim", "PrometheusRule", "ConfigMap",
-                            "FeatureStore"]), kinds
+                            "FeatureStore", *inference_auth]), kinds
 
 
 def test_base_includes_the_feature_store(rendered):
@@ -166,3 +173,60 @@ class TestClusterServingRuntime:
         assert security["allowPrivilegeEscalation"] is False
         dockerfile = (REPO / "containers" / "serve" / "Dockerfile").read_text()
         assert "USER 1000" in dockerfile and "--uid 1000" in dockerfile
+
+
+class TestInferenceAuth:
+    """The multi-user overlay's Istio policies, evaluated as a predictor pod's sidecar would
+    (tests/cluster/istio_authz.py) for the requests a profile namespace sees."""
+
+    NAMESPACE = OVERLAY_NAMESPACE["multi-user"]
+    # KServe labels predictor pods component=predictor (kserve pkg/constants/constants.go KServiceComponentLabel)
+    PREDICTOR = {"component": "predictor", "serving.kserve.io/inferenceservice": "flights-delay"}
+    PREDICT = "/v1/models/flights-delay:predict"
+    SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+    DEX = "http://dex.auth.svc.cluster.local:5556/dex"
+
+    @pytest.fixture
+    def policies(self, rendered):
+        return [o for o in rendered["multi-user"] if o["apiVersion"].startswith("security.istio.io/")]
+
+    def decide(self, policies, request, labels=None, namespace=None):
+        return decide(policies, namespace or self.NAMESPACE, self.PREDICTOR if labels is None else labels, request)
+
+    def test_the_namespaces_service_accounts_may_predict(self, policies):
+        pipeline_step = Request(self.PREDICT, (self.SA_ISSUER, f"system:serviceaccount:{self.NAMESPACE}:default-editor"))
+        assert self.decide(policies, pipeline_step) == 200
+        other_issuer_form = Request(self.PREDICT, ("https://kubernetes.default.svc",
+                                                  f"system:serviceaccount:{self.NAMESPACE}:reporting"))
+        assert self.decide(policies, other_issuer_form) == 200
+
+    def test_requests_without_a_valid_token_are_refused(self, policies):
+        assert self.decide(policies, Request(self.PREDICT)) == 403
+        assert self.decide(policies, Request(self.PREDICT, source_namespace=self.NAMESPACE)) == 403
+        assert self.decide(policies, Request(self.PREDICT, ("https://evil.example", "me"))) == 401
+
+    def test_another_profiles_service_accounts_are_refused(self, policies):
+        intruder = Request(self.PREDICT, (self.SA_ISSUER, "system:serviceaccount:kubeflow-user-other:default-editor"))
+        assert self.decide(policies, intruder) == 403
+        prefix_trick = Request(self.PREDICT, (self.SA_ISSUER, f"system:serviceaccount:{self.NAMESPACE}-x:default-editor"))
+        assert self.decide(policies, prefix_trick) == 403
+
+    def test_kubeflow_users_tokens_are_accepted_for_the_profiles_own_policies_to_judge(self, policies):
+        """A Dex token forwarded by Kubeflow's gateway is valid here (not 401), and not denied for lack of a
+        token; whether the user may call is the profile controller's AuthorizationPolicies' decision."""
+        user = Request(self.PREDICT, (self.DEX, "CgR1c2VyEgVsb2NhbA"))
+        assert self.decide(policies, user) == 403  # these policies alone allow no user
+        owner_access = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                        "metadata": {"name": "ns-owner-access-istio", "namespace": self.NAMESPACE},
+                        "spec": {"rules": [{"from": [{"source": {"requestPrincipals": [f"{self.DEX}/CgR1c2VyEgVsb2NhbA"]}}]}]}}
+        assert self.decide([*policies, owner_access], user) == 200
+        assert self.decide([*policies, owner_access], Request(self.PREDICT)) == 403
+
+    def test_knative_probes_and_drain_pass_without_a_token(self, policies):
+        for path in ("/healthz", "/ready", "/wait-for-drain"):
+            assert self.decide(policies, Request(path, source_namespace="knative-serving")) == 200
+        assert self.decide(policies, Request(self.PREDICT, source_namespace="knative-serving")) == 403
+
+    def test_only_predictor_pods_of_the_namespace_are_governed(self, policies):
+        assert self.decide(policies, Request(self.PREDICT), labels={"app": "feast"}) == 200
+        assert self.decide(policies, Request(self.PREDICT), namespace="kubeflow") == 200

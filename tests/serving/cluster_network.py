@@ -25,6 +25,7 @@ class ClusterNetwork:
     def __init__(self) -> None:
         self.routes: dict[str, str] = {}
         self.refused: list[str] = []
+        self.authorizations: list[str] = []  # the Authorization header of each forwarded request ("" if none)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -68,6 +69,7 @@ def _handler(network: ClusterNetwork) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(message)
                 return
+            network.authorizations.append(self.headers.get("Authorization", ""))
             upstream = urlsplit(target)
             connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=30)
             headers = {key: value for key, value in self.headers.items() if key.lower() not in _HOP_BY_HOP}

@@ -288,6 +288,22 @@ def test_raw_deployment_update_is_smoke_tested_and_restored(fake_kube, kserve, l
     assert fake_kube.get("inferenceservices", NAMESPACE, NAME)["spec"]["predictor"]["model"]["storageUri"] == "gs://models/v1"
 
 
+def test_rollout_requests_carry_the_pods_service_account_token(fake_kube, kserve, cluster_network, launcher,  # noqa: F811
+                                                               model_dir, data_dir, tmp_path):
+    """Predictors behind the multi-user overlay's RequestAuthentication accept the namespace's
+    service-account tokens; the deploy step sends its own."""
+    from dmlops.serving.deploy import service_account_headers
+
+    assert service_account_headers(tmp_path) == {}
+    (tmp_path / "token").write_text("eyJhbGciOiJSUzI1NiJ9.payload.signature\n")
+    headers = service_account_headers(tmp_path)
+    assert headers == {"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.payload.signature"}
+    service = inference_service(NAME, NAMESPACE, "gs://models/v1")
+    deploy_kubernetes(launcher, service, str(data_dir / "eval.parquet"), model_features(str(model_dir)), POLICY,
+                      headers=headers, timeout_s=30)
+    assert cluster_network.authorizations == [headers["Authorization"]] * POLICY.smoke_requests
+
+
 def test_first_deploy_that_fails_its_smoke_test_fails_the_rollout(fake_kube, kserve, launcher, model_dir, data_dir):  # noqa: F811
     kserve.server_for["gs://models/unreachable"] = "http://127.0.0.1:9"
     with pytest.raises(RolloutFailed, match="smoke test"):

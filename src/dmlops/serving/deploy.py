@@ -18,9 +18,11 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from dmlops.platform.backend import SERVICE_ACCOUNT_DIR
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
 from dmlops.serving.packaging import (
@@ -95,15 +97,25 @@ def model_features(model_uri: str) -> list[str]:
 Batches = list[list[dict[str, Any]]]
 
 
-def _smoke(url: str, batches: Batches, policy: RolloutPolicy, request: RequestFormat = DMLOPS_V1) -> TrafficStats:
+def _smoke(url: str, batches: Batches, policy: RolloutPolicy, request: RequestFormat = DMLOPS_V1,
+           headers: dict[str, str] | None = None) -> TrafficStats:
     return replay({"canary": url}, batches, concurrency=policy.concurrency, timeout_s=policy.request_timeout_s,
-                  request=request)["canary"]
+                  request=request, headers=headers)["canary"]
 
 
 def _window(stable_url: str, canary_url: str, batches: Batches, policy: RolloutPolicy,
-            request: RequestFormat = DMLOPS_V1) -> dict[str, TrafficStats]:
+            request: RequestFormat = DMLOPS_V1, headers: dict[str, str] | None = None) -> dict[str, TrafficStats]:
     return replay({"stable": stable_url, "canary": canary_url}, batches,
-                  concurrency=policy.concurrency, timeout_s=policy.request_timeout_s, request=request)
+                  concurrency=policy.concurrency, timeout_s=policy.request_timeout_s, request=request,
+                  headers=headers)
+
+
+def service_account_headers(service_account_dir: Path = SERVICE_ACCOUNT_DIR) -> dict[str, str]:
+    """``Authorization: Bearer <this pod's service-account token>`` when the token is mounted, else none:
+    predictors behind Istio's RequestAuthentication (manifests/overlays/multi-user) accept the
+    namespace's service-account tokens."""
+    token = service_account_dir / "token"
+    return {"Authorization": f"Bearer {token.read_text().strip()}"} if token.is_file() else {}
 
 
 def _first_deploy_decision(smoke: TrafficStats, reason: str) -> Decision:
@@ -233,11 +245,12 @@ def deploy_kubernetes(
     policy: RolloutPolicy,
     *,
     request: RequestFormat = DMLOPS_V1,
+    headers: dict[str, str] | None = None,
     timeout_s: float = 900.0,
 ) -> RolloutResult:
     """Roll the InferenceService dict ``service`` (see :func:`dmlops.serving.packaging.inference_service`)
     out through the platform launcher, judged by ``policy`` on replayed ``eval_uri`` rows sent in the
-    runtime's ``request`` format."""
+    runtime's ``request`` format with ``headers``."""
     name = service["metadata"]["name"]
     batches = replay_requests(eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request)
     smoke_batches, window_batches = batches[: policy.smoke_requests], batches[policy.smoke_requests :]
@@ -251,7 +264,7 @@ def deploy_kubernetes(
         url, internal = result.status.get("url", ""), cluster_url(result.status)
         predictor = (result.status.get("components") or {}).get("predictor") or {}
         revision = predictor.get("latestReadyRevision", "")
-        smoke = _smoke(request.url(internal, name), smoke_batches, policy, request)
+        smoke = _smoke(request.url(internal, name), smoke_batches, policy, request, headers)
         if existing is None:
             decision = _first_deploy_decision(smoke, f"first deploy: smoke test passed ({smoke.requests} requests)")
             if not decision.promoted:
@@ -273,12 +286,12 @@ def deploy_kubernetes(
             f"InferenceService {name}: no 'prev'/'latest' tag URLs in status.components.predictor.traffic; "
             f"the service needs the annotation serving.kserve.io/enable-tag-routing=true (got tags {sorted(tags)})"
         )
-    smoke = _smoke(request.url(tags["latest"]["url"], name), smoke_batches, policy, request)
+    smoke = _smoke(request.url(tags["latest"]["url"], name), smoke_batches, policy, request, headers)
     if smoke_failed(smoke):
         decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)
     else:
         window = _window(request.url(tags["prev"]["url"], name), request.url(tags["latest"]["url"], name),
-                         window_batches, policy, request)
+                         window_batches, policy, request, headers)
         decision = judge(policy, smoke, window["stable"], window["canary"])
     final = launcher.apply(_with_canary(service, 100 if decision.promoted else 0), timeout_s=timeout_s)
     url, internal = final.status.get("url", ""), cluster_url(final.status)
@@ -342,4 +355,4 @@ def deploy(
         memory=memory, model_args=model_args,
     )
     return deploy_kubernetes(KubernetesLauncher(), service, eval_uri, model_features(model_uri), policy,
-                             request=request, timeout_s=timeout_s)
+                             request=request, headers=service_account_headers(), timeout_s=timeout_s)

@@ -173,8 +173,10 @@ def replay(
     concurrency: int,
     timeout_s: float,
     request: RequestFormat = DMLOPS_V1,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, TrafficStats]:
-    """Send every batch of rows to every target URL, interleaved, ``concurrency`` at a time."""
+    """Send every batch of rows to every target URL, interleaved, ``concurrency`` at a time, with
+    ``headers`` (e.g. ``Authorization``) on each request."""
     stats = {name: TrafficStats() for name in targets}
     lock = threading.Lock()
     local = threading.local()
@@ -185,7 +187,8 @@ def replay(
         body = request.encode(rows)
         started = time.perf_counter()
         try:
-            values = _answer(session.post(targets[name], json=body, timeout=timeout_s), len(rows), request)
+            values = _answer(session.post(targets[name], json=body, headers=headers, timeout=timeout_s), len(rows),
+                             request)
             error = ""
         except (requests.RequestException, ValueError) as failure:
             values, error = [], str(failure)
