@@ -99,7 +99,7 @@ def test_single_worker_jobs_have_no_worker_replicas():
     jobs = build_all(Placement(), workers=1)
     assert list(jobs["PyTorchJob"]["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     assert list(jobs["TFJob"]["spec"]["tfReplicaSpecs"]) == ["Chief"]
-    assert "metadata" not in jobs["PyTorchJob"]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    assert "labels" not in jobs["PyTorchJob"]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]
     assert (
         "resources"
         not in jobs["PyTorchJob"]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]

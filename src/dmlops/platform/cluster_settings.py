@@ -16,6 +16,7 @@ parameters. Settings live in a YAML file a platform team keeps beside the cluste
     gpu:                   # per component name: accelerator limit (and type) of that task's pod
       train: {limit: 1, type: nvidia.com/gpu}
     retries: 2
+    istio_sidecar: false   # true: the pods steps start (workers, trials) may get Istio sidecars
 
 Pipelines call :func:`apply_to_current_pipeline` as their last statement; :func:`build_pipeline` re-traces a
 pipeline with settings active.
@@ -32,6 +33,8 @@ import yaml
 from kfp import dsl, kubernetes
 from kfp.dsl import pipeline_context
 
+from dmlops.platform.mesh import ISTIO_SIDECAR_ENV
+
 _active: list["ClusterSettings"] = []
 
 
@@ -46,6 +49,7 @@ class ClusterSettings:
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     gpu: dict[str, dict[str, Any]] = field(default_factory=dict)
     retries: int = 0
+    istio_sidecar: bool = False
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ClusterSettings":
@@ -75,6 +79,8 @@ class ClusterSettings:
             task.set_accelerator_limit(int(accelerator["limit"]))
         if self.retries:
             task.set_retry(num_retries=self.retries)
+        if self.istio_sidecar:  # read by dmlops.platform.mesh when the step builds its pods
+            task.set_env_variable(ISTIO_SIDECAR_ENV, "true")
 
 
 def apply_to_current_pipeline() -> None:

@@ -12,7 +12,9 @@
 
 ``workers`` is always the number of worker pods that train (the world size in nodes). Every builder takes
 a :class:`Placement`: per-worker ``cpu``/``memory``/``gpu`` (``nvidia.com/gpu``; requests equal limits),
-``node_selector``, ``tolerations``, ``service_account`` and ``labels`` (on the resource and its pods).
+``node_selector``, ``tolerations``, ``service_account``, ``labels`` (on the resource and its pods) and
+pod ``annotations`` (by default no Istio sidecar, which would keep a finished pod running:
+:mod:`dmlops.platform.mesh`).
 ``env`` values are strings, or a mapping such as ``{"secretKeyRef": {"name": ..., "key": ...}}`` that
 becomes the variable's ``valueFrom``. Commands and arguments reach the process unchanged: the kubelet's
 ``$(VAR)`` expansion is escaped (:func:`kubelet_literal`).
@@ -26,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dmlops.platform.mesh import pod_annotations
 from dmlops.platform.naming import is_dns1035_label
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -47,6 +50,7 @@ class Placement:
     tolerations: Sequence[Mapping[str, Any]] = ()
     service_account: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=pod_annotations)
 
     def resources(self) -> Resource:
         """Container resources: requests equal to limits (GPUs are limits-only in meaning)."""
@@ -58,6 +62,15 @@ class Placement:
         if self.gpu:
             amounts[GPU_RESOURCE] = str(self.gpu)
         return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+    def pod_metadata(self) -> Resource:
+        """The pods' labels and annotations, where set."""
+        metadata: Resource = {}
+        if self.labels:
+            metadata["labels"] = dict(self.labels)
+        if self.annotations:
+            metadata["annotations"] = dict(self.annotations)
+        return metadata
 
     def pod_spec_fields(self) -> Resource:
         """nodeSelector, tolerations and serviceAccountName, where set."""
@@ -140,8 +153,8 @@ def _container(
 
 def _pod_template(container: Resource, placement: Placement) -> Resource:
     template: Resource = {"spec": {"containers": [container], **placement.pod_spec_fields()}}
-    if placement.labels:
-        template["metadata"] = {"labels": dict(placement.labels)}
+    if placement.pod_metadata():
+        template["metadata"] = placement.pod_metadata()
     return template
 
 
@@ -175,8 +188,9 @@ def train_job(
     patched_jobs: Sequence[str] = ("node",),
     placement: Placement | None = None,
 ) -> Resource:
-    """A Trainer v2 TrainJob on ``runtime``; node selector, tolerations, service account and pod labels
-    are runtime patches of the replicated jobs in ``patched_jobs`` (``node``, plus ``launcher`` for MPI)."""
+    """A Trainer v2 TrainJob on ``runtime``; node selector, tolerations, service account, pod labels and
+    annotations are runtime patches of the replicated jobs in ``patched_jobs`` (``node``, plus ``launcher``
+    for MPI)."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
     trainer: Resource = {"image": image, "command": [kubelet_literal(part) for part in command], "numNodes": workers}
@@ -193,8 +207,8 @@ def train_job(
         "trainer": trainer,
     }
     pod_patch: Resource = {}
-    if where.labels:
-        pod_patch["metadata"] = {"labels": dict(where.labels)}
+    if where.pod_metadata():
+        pod_patch["metadata"] = where.pod_metadata()
     if where.pod_spec_fields():
         pod_patch["spec"] = where.pod_spec_fields()
     if pod_patch:
@@ -316,6 +330,7 @@ def mpi_job(
         tolerations=where.tolerations,
         service_account=where.service_account,
         labels=where.labels,
+        annotations=where.annotations,
     )
     launcher = _container("mpi", image, command, args, env, launcher_placement.resources())
     worker = _container("mpi", image, (), (), env, where.resources())
