@@ -73,7 +73,8 @@ def test_operator_v1_jobs_put_placement_on_every_training_pod():
         assert replicas == roles, kind
         for role, template in pod_templates(job).items():
             pod = template["spec"]
-            assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+            selector = None if role == "Launcher" else {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+            assert pod.get("nodeSelector") == selector  # the MPI launcher does not ask for a GPU node
             assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
             assert pod["serviceAccountName"] == "dmlops-trainer"
             assert template["metadata"]["labels"]["dmlops.io/run-id"] == "run-42"
@@ -201,3 +202,17 @@ def test_builders_refuse_bad_arguments_with_the_parameter_named(change, message)
 def test_mpi_job_refuses_an_unknown_api_version():
     with pytest.raises(ValueError, match="kubeflow.org/v2beta1 .* or kubeflow.org/v1"):
         mpi_job(NAME, "ml", image="img", command=["mpirun"], api_version="kubeflow.org/v2")
+
+
+def test_the_mpi_launcher_keeps_a_node_selector_when_the_workers_have_no_gpu():
+    placement = Placement(node_selector={"topology.kubernetes.io/zone": "europe-west4-a"},
+                          tolerations=[{"key": "dedicated", "operator": "Exists"}])
+    launcher = pod_templates(build_all(placement)["MPIJob v2beta1"])["Launcher"]["spec"]
+    assert launcher["nodeSelector"] == {"topology.kubernetes.io/zone": "europe-west4-a"}
+    patched = train_job(NAME, "ml", image="img", command=COMMAND, placement=GPU_PLACEMENT,
+                        patched_jobs=("node", "launcher"))
+    jobs = patched["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pods = {job["name"]: job["template"]["spec"]["template"]["spec"] for job in jobs}
+    assert "nodeSelector" not in pods["launcher"] and pods["node"]["nodeSelector"] == GPU_PLACEMENT.node_selector
+    assert pods["launcher"]["tolerations"] == pods["node"]["tolerations"]
+    assert_valid(patched)

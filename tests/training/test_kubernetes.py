@@ -220,7 +220,8 @@ def test_each_strategy_creates_one_valid_job_with_the_worker_placement(cluster, 
     specs = pod_specs(job)
     assert set(specs) == roles
     for role, pod in specs.items():
-        assert pod["nodeSelector"] == GPU_WORKERS.node_selector
+        # the MPI launcher runs horovodrun, not training: it does not ask for the workers' GPU nodes
+        assert pod.get("nodeSelector") == (None if role == "Launcher" else GPU_WORKERS.node_selector)
         assert pod["tolerations"] == GPU_WORKERS.tolerations
     training_containers = [pod["containers"][0] for role, pod in specs.items() if role not in ("Launcher", "node")]
     limits = [job["spec"]["trainer"]["resourcesPerNode"]["limits"]] if kind == "TrainJob" else [
@@ -242,6 +243,19 @@ def test_each_strategy_creates_one_valid_job_with_the_worker_placement(cluster, 
     else:
         args = training_containers[0]["args"]
     assert args[args.index("--strategy") + 1] == strategy and args[args.index("--device") + 1] == "cuda"
+
+
+@pytest.mark.parametrize("strategy", ["horovod-torch", "horovod-tf"])
+def test_the_mpijob_launcher_does_not_ask_for_a_gpu_node(strategy):
+    config = TrainConfig(train_uri="s3://b/train", label="label", export_uri="s3://b/model", strategy=strategy,
+                         device="cuda")
+    job = training_job(config, 2, GPU_WORKERS, IMAGE, NS, JOB_NAME)
+    assert_valid(job)
+    launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]
+    worker = job["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert "nodeSelector" not in launcher and GPU_RESOURCE not in launcher["containers"][0]["resources"]["limits"]
+    assert worker["nodeSelector"] == GPU_WORKERS.node_selector
+    assert worker["containers"][0]["resources"]["limits"][GPU_RESOURCE] == "1"
 
 
 def test_kfp_minio_uris_become_s3_with_credentials_from_the_kfp_secret():

@@ -72,6 +72,17 @@ class Placement:
             metadata["annotations"] = dict(self.annotations)
         return metadata
 
+    def launcher(self, cpu: str | None = None, memory: str | None = None) -> Placement:
+        """The placement of an MPI launcher (it runs horovodrun/mpirun, not training): ``cpu`` and
+        ``memory``, no GPU and, when the workers have GPUs, not their node selector, which picks GPU
+        nodes (mpi-operator examples/v2beta1 give the Launcher neither). Tolerations, service account,
+        labels and annotations stay: tolerations let it run on tainted nodes without asking for them."""
+        return Placement(
+            cpu=cpu, memory=memory, node_selector={} if self.gpu else self.node_selector,
+            tolerations=self.tolerations, service_account=self.service_account, labels=self.labels,
+            annotations=self.annotations,
+        )
+
     def pod_spec_fields(self) -> Resource:
         """nodeSelector, tolerations and serviceAccountName, where set."""
         fields: Resource = {}
@@ -190,7 +201,7 @@ def train_job(
 ) -> Resource:
     """A Trainer v2 TrainJob on ``runtime``; node selector, tolerations, service account, pod labels and
     annotations are runtime patches of the replicated jobs in ``patched_jobs`` (``node``, plus ``launcher``
-    for MPI)."""
+    for MPI, placed as :meth:`Placement.launcher`)."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
     trainer: Resource = {"image": image, "command": [kubelet_literal(part) for part in command], "numNodes": workers}
@@ -206,13 +217,17 @@ def train_job(
         "runtimeRef": {"name": runtime, "apiGroup": "trainer.kubeflow.org", "kind": runtime_kind},
         "trainer": trainer,
     }
-    pod_patch: Resource = {}
-    if where.pod_metadata():
-        pod_patch["metadata"] = where.pod_metadata()
-    if where.pod_spec_fields():
-        pod_patch["spec"] = where.pod_spec_fields()
-    if pod_patch:
-        jobs = [{"name": job, "template": {"spec": {"template": pod_patch}}} for job in patched_jobs]
+    jobs: list[Resource] = []
+    for job in patched_jobs:
+        pod = where.launcher() if job == "launcher" else where
+        pod_patch: Resource = {}
+        if pod.pod_metadata():
+            pod_patch["metadata"] = pod.pod_metadata()
+        if pod.pod_spec_fields():
+            pod_patch["spec"] = pod.pod_spec_fields()
+        if pod_patch:
+            jobs.append({"name": job, "template": {"spec": {"template": pod_patch}}})
+    if jobs:
         spec["runtimePatches"] = [
             {"manager": RUNTIME_PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": jobs}}}}
         ]
@@ -311,8 +326,8 @@ def mpi_job(
     placement: Placement | None = None,
 ) -> Resource:
     """An MPIJob: the Launcher runs ``command`` (e.g. :func:`horovodrun_command` with ``-np workers *
-    slots_per_worker``); the ``workers`` Worker pods get the placement and run no command, so the image's
-    own (sshd) starts. With mpi-operator (v2beta1) the key pair is mounted at ``ssh_auth_mount_path`` and
+    slots_per_worker``) with ``launcher_cpu``/``launcher_memory`` and no GPU node (:meth:`Placement.launcher`);
+    the ``workers`` Worker pods get the placement and run no command, so the image's own (sshd) starts. With mpi-operator (v2beta1) the key pair is mounted at ``ssh_auth_mount_path`` and
     the Launcher is created once every Worker is ready."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
@@ -323,15 +338,7 @@ def mpi_job(
         )
     if slots_per_worker < 1:
         raise ValueError(f"job {name}: slots_per_worker must be at least 1; got {slots_per_worker}")
-    launcher_placement = Placement(
-        cpu=launcher_cpu,
-        memory=launcher_memory,
-        node_selector=where.node_selector,
-        tolerations=where.tolerations,
-        service_account=where.service_account,
-        labels=where.labels,
-        annotations=where.annotations,
-    )
+    launcher_placement = where.launcher(launcher_cpu, launcher_memory)
     launcher = _container("mpi", image, command, args, env, launcher_placement.resources())
     worker = _container("mpi", image, (), (), env, where.resources())
     replicas = {
