@@ -6,6 +6,7 @@ import json
 import pytest
 
 from dmlops.features import FeatureStoreError, cluster_store_spec, local_store_spec, repo_config
+from dmlops.features.config import is_shared, store_for_backend
 
 
 def test_local_spec_is_json_and_builds_a_local_config(tmp_path):
@@ -62,3 +63,32 @@ def test_a_local_store_in_a_folder_that_does_not_exist_yet_is_created(tmp_path, 
     store = open_store(spec)
     store.apply([])
     assert (tmp_path / "outputs" / "new" / "store" / "registry.db").exists()
+
+
+class TestStoreForBackend:
+    """A run's store follows its backend: the local store locally; on Kubernetes a store every pod can open."""
+
+    LOCAL = local_store_spec("local_outputs/feature_store", project="flights")
+    REGISTRY, REDIS = "s3://mlpipeline/feast/flights/registry.db", "redis.feast:6379,password=${REDIS_PASSWORD}"
+
+    def test_a_local_run_keeps_the_local_store(self):
+        assert store_for_backend("local", self.LOCAL) == self.LOCAL
+        assert store_for_backend("local", self.LOCAL, registry=self.REGISTRY, redis_connection=self.REDIS) == self.LOCAL
+        assert not is_shared(self.LOCAL)
+
+    def test_a_kubernetes_run_gets_the_cluster_store_of_the_same_project(self, monkeypatch):
+        spec = store_for_backend("kubernetes", self.LOCAL, registry=self.REGISTRY, redis_connection=self.REDIS)
+        assert spec == cluster_store_spec("flights", registry=self.REGISTRY, redis_connection=self.REDIS)
+        assert is_shared(spec)
+        monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
+        config = repo_config(spec)
+        assert config.registry.path == self.REGISTRY and config.online_store.type == "redis"
+
+    def test_a_shared_store_is_used_as_given(self):
+        shared = cluster_store_spec("flights", registry="postgresql+psycopg://feast@pg/feast", redis_connection="r:6379")
+        assert store_for_backend("kubernetes", shared) == shared
+
+    def test_kubernetes_without_a_shared_store_says_what_to_give(self):
+        with pytest.raises(FeatureStoreError, match=r"own pod.*'local_outputs/feature_store/registry.db'.*give "
+                                                    r"redis_connection"):
+            store_for_backend("kubernetes", self.LOCAL, registry=self.REGISTRY)

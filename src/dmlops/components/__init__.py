@@ -5,7 +5,7 @@
 """
 
 from dmlops.components.features import (feast_apply, feast_materialize, feast_online_features, feast_source,
-                                        feast_training_set, running_means)
+                                        feast_store, feast_training_set, running_means)
 from dmlops.components.ingest import ingest
 from dmlops.components.serving import deploy
 from dmlops.components.training import evaluate, train
@@ -15,8 +15,8 @@ from dmlops.components.validation import compare, infer_schema, validate
 
 COMPONENTS = {
     "data": [ingest, derive_columns, split_by_time, infer_schema, validate, compare],
-    "features": [feast_source, feast_apply, feast_materialize, feast_training_set, feast_online_features,
-                 running_means],
+    "features": [feast_store, feast_source, feast_apply, feast_materialize, feast_training_set,
+                 feast_online_features, running_means],
     "training": [train, evaluate],
     "tuning": [tune],
     "serving": [deploy],
@@ -24,6 +24,6 @@ COMPONENTS = {
 
 __all__ = [
     "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "feast_apply", "feast_materialize",
-    "feast_online_features", "feast_source", "feast_training_set", "infer_schema", "ingest", "running_means",
+    "feast_online_features", "feast_source", "feast_store", "feast_training_set", "infer_schema", "ingest", "running_means",
     "split_by_time", "train", "tune", "validate",
 ]

@@ -11,6 +11,29 @@ from dmlops.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def feast_store(backend: str, store: dict, registry: str = "", redis_connection: str = "") -> dict:
+    """The Feast store spec the feature steps of a run on ``backend`` use: ``store`` locally; on Kubernetes,
+    where each step is its own pod and the pods share no files, ``store`` if it is already shared
+    (registry on object storage or SQL, Redis online store), else the cluster store of its project at
+    ``registry`` and ``redis_connection``; the step fails, naming what to give, when neither is there.
+
+    Args:
+        backend: "local", "kubernetes" or "auto" (kubernetes inside a Kubernetes pod, else local).
+        store: The store spec to use locally, or a shared one (dmlops.features.config.local_store_spec or
+            cluster_store_spec).
+        registry: Kubernetes: the registry's gs:// or s3:// URI, or a SQLAlchemy URL (SQL registry).
+        redis_connection: Kubernetes: the Redis online store, host:port[,password=${REDIS_PASSWORD}]
+            (${VAR} is read from the steps' environment).
+
+    Returns:
+        Output: The store spec every feature step opens.
+    """
+    from dmlops.features.config import store_for_backend
+
+    return store_for_backend(backend, store, registry=registry, redis_connection=redis_connection)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def feast_source(dataset: Input[Dataset]) -> str:
     """The location of a Parquet Dataset for a Feast file source (a path locally, an object-store URI on a
     cluster), to pass in ``feast_apply``'s ``arguments``.

@@ -92,6 +92,40 @@ def cluster_store_spec(
     }
 
 
+def is_shared(spec: dict[str, Any]) -> bool:
+    """Whether pods that share no files can all open the store: a registry on object storage or in SQL,
+    the online store on Redis."""
+    registry = spec.get("registry") or {}
+    registry_path = registry.get("path", "") if isinstance(registry, dict) else str(registry)
+    online = spec.get("online_store") or {}
+    return ("://" in registry_path or registry.get("registry_type") == "sql") and online.get("type") == "redis"
+
+
+def store_for_backend(backend: str, store: dict[str, Any], *, registry: str = "", redis_connection: str = "") -> dict[str, Any]:
+    """The store spec a run on ``backend`` (``local``, ``kubernetes`` or ``auto``) uses.
+
+    Locally ``store`` as given (e.g. a local store under the working directory). On Kubernetes each
+    step runs in its own pod and the pods share no files: ``store`` is used when it is already shared
+    (:func:`is_shared`), else the cluster store of its project (:func:`cluster_store_spec`) with the
+    registry at ``registry`` and the online store at ``redis_connection``.
+    """
+    from dmlops.platform.backend import resolve_backend
+
+    if resolve_backend(backend) == "local" or is_shared(store):
+        return store
+    if not registry or not redis_connection:
+        missing = [name for name, value in (("registry", registry), ("redis_connection", redis_connection)) if not value]
+        raise FeatureStoreError(
+            f"backend=kubernetes runs each step in its own pod, so the Feast store must be shared, but the store "
+            f"given keeps its registry at {(store.get('registry') or {}).get('path')!r} and its online store in "
+            f"{(store.get('online_store') or {}).get('type')!r}; give {' and '.join(missing)} (the registry as a "
+            "gs://, s3:// or SQL URL, the online store as Redis host:port[,password=${REDIS_PASSWORD}]) or a "
+            "cluster store spec (cluster_store_spec)"
+        )
+    return cluster_store_spec(store.get("project", "dmlops"), registry=registry, redis_connection=redis_connection,
+                              offline_store=(store.get("offline_store") or {}).get("type", "duckdb"))
+
+
 def _resolve(value: Any, where: str) -> Any:
     """Expand ``${VAR}`` in strings; whole floats back to ints (a KFP dict parameter turns 3 into 3.0)."""
     if isinstance(value, dict):

@@ -7,6 +7,7 @@ quarantined with that reason and counted, never dropped silently.
 from kfp import dsl
 
 from dmlops.images import TF_IMAGE, TORCH_IMAGE
+from dmlops.components.features import feast_store
 from dmlops.components.ingest import ingest
 from dmlops.components.serving import deploy
 from dmlops.components.training import evaluate, train
@@ -51,6 +52,8 @@ def flights(
     weather_uri: str = WEATHER_URI,
     planes_uri: str = PLANES_URI,
     feature_store: dict = LOCAL_STORE,
+    feast_registry: str = "",
+    feast_redis_connection: str = "",
     eval_from: str = "2013-11-01",
     max_bad_fraction: float = 0.0,
     eval_fail_on: str = "never",
@@ -70,7 +73,12 @@ def flights(
         flights_uri: Where the flights are (CSV, Parquet or JSON Lines; any scheme ingest reads).
         weather_uri: Hourly weather by origin airport.
         planes_uri: Planes by tail number.
-        feature_store: The Feast store spec (feature_store.yaml as a dict); a local store by default.
+        feature_store: The Feast store spec (feature_store.yaml as a dict); a local store under the working
+            directory by default, which serves a local run only. With backend kubernetes every step is
+            its own pod: give a shared spec here (dmlops.features.config.cluster_store_spec), or
+            feast_registry and feast_redis_connection.
+        feast_registry: backend kubernetes: the Feast registry's gs:// or s3:// URI or SQLAlchemy URL.
+        feast_redis_connection: backend kubernetes: the Redis online store, host:port[,password=${REDIS_PASSWORD}].
         eval_from: First day of the evaluation period; earlier flights train.
         max_bad_fraction: Fraction of unparseable rows ingestion tolerates before failing.
         eval_fail_on: Whether eval findings against the train schema fail the run: error, warn or never
@@ -99,9 +107,11 @@ def flights(
     compare(reference=split.outputs["train"], current=split.outputs["eval"]).set_display_name("drift train vs eval")
     weather = ingest(source=weather_uri, max_bad_fraction=max_bad_fraction).set_display_name("ingest weather")
     planes = ingest(source=planes_uri, max_bad_fraction=max_bad_fraction).set_display_name("ingest planes")
+    store = feast_store(backend=backend, store=feature_store, registry=feast_registry,
+                        redis_connection=feast_redis_connection).set_display_name("feature store")
     training_set, eval_set = flights_features(
         train=split.outputs["train"], eval=split.outputs["eval"], weather=weather.outputs["dataset"],
-        planes=planes.outputs["dataset"], store=feature_store, timestamp_column="time_hour", label_column="label",
+        planes=planes.outputs["dataset"], store=store.output, timestamp_column="time_hour", label_column="label",
     )
     tuned = tune(
         train_data=training_set, eval_data=eval_set, label="label", search_space=search_space,
