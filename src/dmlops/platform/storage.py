@@ -7,10 +7,12 @@ it as ``s3://<bucket>/<key>``, at the endpoint in ``AWS_ENDPOINT_URL`` (else KFP
 (:func:`pod_uri`) and the environment that reaches the store (:func:`pod_env`): this pod's endpoint
 settings and, for MinIO, the credentials of KFP's Secret :data:`MINIO_SECRET` by reference.
 
-- :func:`filesystem` / :func:`is_local`: the fsspec filesystem and path of a URI.
+- :func:`filesystem`: the fsspec filesystem and path of a URI.
 - :func:`fetch`: a local directory holding what a URI holds (downloaded when remote), optionally checked
   against a manifest of sha256 digests.
 - :func:`put`: copy a local directory to a URI, replacing what was there.
+- :func:`file_digests`: the sha256 of every file of a local directory (what a manifest lists).
+- :func:`pod_uri` / :func:`pod_env`: a URI and the environment for the pods a step starts.
 """
 
 from __future__ import annotations
@@ -58,11 +60,6 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     if is_minio(uri) and not (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")):
         options["endpoint_url"] = MINIO_ENDPOINT
     return fsspec.core.url_to_fs(location(uri), **options)
-
-
-def is_local(uri: str) -> bool:
-    """Whether ``uri`` is a path on this machine (a plain path or ``file://``)."""
-    return isinstance(filesystem(uri)[0], LocalFileSystem)
 
 
 def sha256_file(path: Path) -> str:
