@@ -9,6 +9,8 @@ import pytest
 
 from dmlops.platform.local import free_ports
 
+pytest_plugins = ["kubeharness.fixtures"]  # kube_api (a real API server) and kube_namespace
+
 
 @pytest.fixture(scope="session")
 def redis_server():
