@@ -15,6 +15,7 @@ ClusterTrainingRuntime (kubeflow/trainer manifests/base/runtimes/torch_distribut
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,7 +54,9 @@ class Kubeflow:
         ``read_log(namespace, pod, container)``: how Katib reads its metrics sidecar's log (default: the
         API server's pod log, which needs a kubelet); ``storage_initializer_image``: the image of KServe's
         storage initializer (default: the runtime's)."""
-        self.kube = Kube(api)
+        configuration = copy.copy(api.configuration)
+        configuration.connection_pool_maxsize = 32  # one connection per watch and loop thread
+        self.kube = Kube(client.ApiClient(configuration))
         self.katib = Katib(self.kube, read_log=read_log, seed=seed)
         controllers: list[Controller] = [TrainingOperator(self.kube, cluster_dns), MPIOperator(self.kube, cluster_dns),
                                          Trainer(self.kube, cluster_dns), self.katib,

@@ -196,6 +196,8 @@ class Controller:
                 if error.status == 409:  # a conflict: the next pass sees the newer object
                     self.wake.set()
                     continue
+                if error.status == 403 and "NamespaceTerminating" in (error.body or ""):
+                    continue  # the namespace is going away (on envtest it stays Terminating)
                 self._record(f"{obj['kind']} {obj['metadata']['namespace']}/{obj['metadata']['name']}")
             except Exception:  # noqa: BLE001 - kept for the tests, the loop goes on
                 self._record(f"{obj['kind']} {obj['metadata']['namespace']}/{obj['metadata']['name']}")
