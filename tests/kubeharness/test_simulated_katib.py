@@ -143,3 +143,27 @@ def test_metrics_parsing_follows_the_file_collector():
     assert observation([("loss", "0.5"), ("loss", "0.2"), ("loss", "0.3")], ["loss", "acc"])["metrics"] == [
         {"name": "loss", "min": "0.2", "max": "0.5", "latest": "0.3"},
         {"name": "acc", "min": "unavailable", "max": "unavailable", "latest": "unavailable"}]
+
+
+def test_dmlops_trials_keep_their_empty_arguments_through_katibs_wrapping(kubeflow, katib_namespace):
+    """issue 10 item 1: the webhook joins command and args with spaces under ``sh -c``; the trial command
+    dmlops builds (``shell_command``) still gives the program every argument, empty ones included."""
+    from dmlops.tuning.experiment import build_experiment, trial_job
+    from dmlops.tuning.spec import TuningSpec
+
+    search = {key: experiment("x")["spec"][key] for key in ("objective", "algorithm", "parameters", "maxTrialCount",
+                                                             "parallelTrialCount", "maxFailedTrialCount")}
+    argv = ["python", "-m", "dmlops.training.worker", "--lr", "${trialParameters.lr}", "--numeric-features", ""]
+    template = trial_job("PyTorchJob", "dmlops/torch:test", argv, 2)
+    body = build_experiment(TuningSpec.from_katib(search), "dmlops-args", katib_namespace, template)
+    _create(kubeflow, katib_namespace, body)
+    core = client.CoreV1Api(kubeflow.kube.api)
+    pods = kubeflow.wait_for(lambda: core.list_namespaced_pod(
+        katib_namespace, label_selector="katib.kubeflow.org/experiment=dmlops-args,training.kubeflow.org/job-role=master").items,
+        what="a primary trial pod")
+    primary = next(c for c in pods[0].spec.containers if c.name == body["spec"]["trialTemplate"]["primaryContainerName"])
+    assert primary.command == ["sh", "-c"]
+    words = shlex.split(primary.args[0])  # what sh gives the program
+    assert words[:4] == argv[:4] and words[5:7] == ["--numeric-features", ""]
+    assert words[7:] == ["1>/var/log/katib/metrics.log", "2>&1", "&&", "echo", "completed", ">", "/var/log/katib/$$$$.pid"]
+    kubeflow.raise_errors()

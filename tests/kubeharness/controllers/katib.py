@@ -4,7 +4,7 @@ Behaviours, each from the upstream file named (paths under ``pkg/``):
 
 | behaviour | upstream |
 |---|---|
-| defaults: parallelTrialCount 3, StdOut collector, success/failure conditions per trial kind, primaryPodLabels job-role=master for Kubeflow jobs | apis/controller/experiments/v1beta1/experiment_defaults.go |
+| defaults: parallelTrialCount 3, StdOut collector, success/failure conditions per trial kind, primaryPodLabels job-role=master for Kubeflow jobs (TrainJob: node, completion index 0) | apis/controller/experiments/v1beta1/experiment_defaults.go, constants.go |
 | one Suggestion named after the Experiment, ``spec.requests`` = trials wanted; trials added while active < parallelTrialCount and total < maxTrialCount | controller.v1beta1/experiment/experiment_controller.go (ReconcileTrials) |
 | random search: each parameter drawn uniformly from its feasibleSpace (double, int, discrete, categorical); trial names ``<experiment>-<8 random>`` | suggestion/v1beta1/hyperopt (random), controller.v1beta1/suggestion |
 | Trial: labels katib.kubeflow.org/experiment, owner the Experiment; runSpec = trialSpec with ``${trialParameters.X}`` replaced and metadata name/namespace = the trial's | controller.v1beta1/experiment/manifest/generator.go |
@@ -43,6 +43,9 @@ _PLACEHOLDER = re.compile(r"\$\{trialParameters\.([^}]+)\}")
 _JOB_SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 _KUBEFLOW_SUCCESS = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
 _FAILED = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+KUBEFLOW_JOB_KINDS = ("TFJob", "PyTorchJob", "XGBoostJob", "MPIJob", "PaddleJob", "JAXJob", "TrainJob")
+KUBEFLOW_PRIMARY = {"training.kubeflow.org/job-role": "master"}
+TRAINJOB_PRIMARY = {"jobset.sigs.k8s.io/replicatedjob-name": "node", "batch.kubernetes.io/job-completion-index": "0"}
 # plural of each kind a trial may run, by apiVersion and kind
 RUN_KINDS = {("batch/v1", "Job"): "jobs", ("kubeflow.org/v1", "PyTorchJob"): "pytorchjobs",
              ("kubeflow.org/v1", "TFJob"): "tfjobs", ("kubeflow.org/v1", "MPIJob"): "mpijobs",
@@ -62,11 +65,12 @@ def defaulted(experiment: Obj) -> Obj:
     kind = template.get("trialSpec", {}).get("kind", "")
     if kind == "Job":
         template.setdefault("successCondition", _JOB_SUCCESS)
-    else:
-        template.setdefault("successCondition", _KUBEFLOW_SUCCESS)
-        if kind in ("PyTorchJob", "TFJob", "XGBoostJob"):
-            template.setdefault("primaryPodLabels", {"training.kubeflow.org/job-role": "master"})
-    template.setdefault("failureCondition", _FAILED)
+        template.setdefault("failureCondition", _FAILED)
+    elif kind in KUBEFLOW_JOB_KINDS:
+        template.setdefault("successCondition", _JOB_SUCCESS if kind == "TrainJob" else _KUBEFLOW_SUCCESS)
+        template.setdefault("failureCondition", _FAILED)
+        if not template.get("primaryPodLabels"):
+            template["primaryPodLabels"] = dict(TRAINJOB_PRIMARY if kind == "TrainJob" else KUBEFLOW_PRIMARY)
     return {**experiment, "spec": spec}
 
 
