@@ -11,6 +11,7 @@ this machine, so pods reach it through the node IP, and the test process through
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -72,8 +73,11 @@ def start_s3(pod_host: str, log: Path, buckets: tuple[str, ...] = (BUCKET,)) -> 
             raise S3Unavailable("moto_server is not installed (pip install 'moto[server]'; the dev extra has it)")
         binary = Path(found)
     (port,) = free_ports(1)
+    # Pods call it by a Service host name (minio-service.kubeflow): path-style addressing as MinIO serves it,
+    # not the first label of the host taken for a bucket name.
+    environment = {**os.environ, "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
     process = subprocess.Popen([str(binary), "-H", "0.0.0.0", "-p", str(port)], stdout=log.open("wb"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+                               stderr=subprocess.STDOUT, start_new_session=True, env=environment)
     deadline = time.monotonic() + 30
     while True:
         try:
