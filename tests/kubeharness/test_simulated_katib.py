@@ -15,7 +15,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubeharness.controllers.katib import DEFAULT_FILTER, observation, parse_metrics
-from kubeharness.fixtures import kube_api, kube_namespace  # noqa: F401 - fixtures
 from kubeharness.kubeflow import kubeflow  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.envtest

@@ -16,7 +16,6 @@ import yaml
 from kubernetes import client
 
 from kubeharness.controllers.storage_initializer import DOWNLOAD_SCRIPT
-from kubeharness.fixtures import kube_api, kube_namespace  # noqa: F401 - fixtures
 from kubeharness.kubeflow import kubeflow  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.envtest
@@ -112,6 +111,8 @@ def test_knative_canary_revisions_and_traffic(kubeflow, kube_namespace, runtime)
     assert predictor["latestReadyRevision"] == predictor["latestRolledoutRevision"] == "canary-predictor-00001"
     assert first["status"]["url"] == f"http://canary.{kube_namespace}.example.com"
     assert first["status"]["address"]["url"] == f"http://canary.{kube_namespace}.svc.cluster.local"
+    address = kubeflow.wait_for(lambda: kubeflow.kube.read("Service", kube_namespace, "canary"), what="Service canary")
+    assert address["spec"]["selector"] == {"serving.knative.dev/revision": "canary-predictor-00001"}
 
     second = _get(kubeflow, kube_namespace, "canary")
     second["spec"]["predictor"]["model"]["storageUri"] = "gs://models/v2"

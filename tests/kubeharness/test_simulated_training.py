@@ -10,7 +10,6 @@ import json
 import pytest
 from kubernetes import client
 
-from kubeharness.fixtures import kube_api, kube_namespace  # noqa: F401 - fixtures
 from kubeharness.kubeflow import kubeflow  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.envtest

@@ -215,7 +215,7 @@ class Manager:
         self.kube = kube
         self.controllers = list(controllers)
         self.stopping = threading.Event()
-        self.threads: list[threading.Thread] = []
+        self.loops: list[threading.Thread] = []
 
     def start(self) -> Manager:
         sources: dict[tuple[str, ...], list[Controller]] = {}
@@ -227,24 +227,24 @@ class Manager:
         for resource, listeners in sources.items():
             self._thread(self._watch, resource, listeners, name=f"watch-{'/'.join(resource)}")
         for controller in self.controllers:
-            self._thread(self._loop, controller, name=f"reconcile-{type(controller).__name__}")
+            self.loops.append(self._thread(self._loop, controller, name=f"reconcile-{type(controller).__name__}"))
         return self
 
     def stop(self) -> None:
         self.stopping.set()
         for controller in self.controllers:
             controller.wake.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
+        for thread in self.loops:  # watch threads end with their current stream (at most 5 s, daemons)
+            thread.join(timeout=30)
 
     @property
     def errors(self) -> list[str]:
         return [error for controller in self.controllers for error in controller.errors]
 
-    def _thread(self, target: Callable[..., None], *args: Any, name: str) -> None:
+    def _thread(self, target: Callable[..., None], *args: Any, name: str) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
-        self.threads.append(thread)
+        return thread
 
     def _loop(self, controller: Controller) -> None:
         while not self.stopping.is_set():

@@ -11,9 +11,10 @@ Behaviours, each from the upstream file named (paths under ``pkg/`` unless state
 | Knative (Serverless): a revision ``<isvc>-predictor-<00001>`` per predictor template change (Deployment ``<revision>-deployment``, Service ``<revision>``); traffic ``latest`` (canaryTrafficPercent, latestRevision) + ``prev`` (the last rolled-out revision, 100 - percent), or ``latest`` 100; tag URLs ``http://<tag>-<isvc>-predictor.<ns>.example.com``; latestCreatedRevision, latestReadyRevision, latestRolledoutRevision, previousRolledoutRevision; observedGeneration = the Knative Service's generation | reconcilers/knative/ksvc_reconciler.go, inference_service_status.go (PropagateStatus) |
 | conditions PredictorReady, IngressReady, Ready; url ``http://<isvc>.<ns>.example.com``, address ``http://<isvc>.<ns>.svc.cluster.local`` (Knative) | inference_service_status.go, reconcilers/ingress/ingress_reconciler.go |
 
-Not simulated: the queue-proxy sidecar, scale to zero, and Knative's percentage split — the Service
-``<isvc>-predictor`` selects the pods of the revision with the largest share, ``latest-``/``prev-`` Services
-those of each tagged revision.
+Not simulated: the queue-proxy sidecar, scale to zero, the ingress gateway and Knative's percentage split —
+the Services ``<isvc>`` and ``<isvc>-predictor`` select the pods of the revision with the largest share,
+``latest-<isvc>-predictor`` and ``prev-<isvc>-predictor`` those of each tagged revision, so the cluster-local
+names of ``status.address.url`` and of the tags resolve.
 """
 
 from __future__ import annotations
@@ -236,7 +237,8 @@ class KServe(Controller):
             target["url"] = f"http://{target['tag']}-{ksvc}.{namespace}.{DOMAIN}"
             self._service(isvc, f"{target['tag']}-{ksvc}", {REVISION_LABEL: target["revisionName"] or names[-1]})
         main = max(traffic, key=lambda t: t["percent"])
-        self._service(isvc, ksvc, {REVISION_LABEL: main["revisionName"] or names[-1]})
+        for service in (ksvc, name):  # the component's route and the InferenceService's own (address.url)
+            self._service(isvc, service, {REVISION_LABEL: main["revisionName"] or names[-1]})
         # inference_service_status.go PropagateStatus: a latest ready revision at 100% becomes the rolled-out one
         if latest_ready and latest_ready != rolled_out and any(t["latestRevision"] and t["percent"] == 100 for t in traffic):
             if rolled_out:
