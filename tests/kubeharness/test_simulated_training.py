@@ -164,13 +164,17 @@ def test_trainjob_pods_as_jobset_makes_them_and_completion(kubeflow, kube_namesp
     trainjob = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "tj"}, "spec": {
         "runtimeRef": {"name": "torch-distributed"},
         "trainer": {"image": "dmlops/torch:test", "command": ["python", "-m", "train"], "numNodes": 2,
-                    "resourcesPerNode": {"limits": {"cpu": "2"}}}}}
+                    "resourcesPerNode": {"limits": {"cpu": "2"}}},
+        "runtimePatches": [{"manager": "dmlops", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+            {"name": "node", "template": {"spec": {"template": {
+                "metadata": {"labels": {"team": "flights"}}, "spec": {"nodeSelector": {"pool": "cpu"}}}}}}]}}}}]}}
     kubeflow.kube.custom.create_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", kube_namespace, "trainjobs", trainjob)
     pods = sorted(_pods(kubeflow, kube_namespace, "jobset.sigs.k8s.io/jobset-name=tj", 2),
                   key=lambda p: p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"])
     node = pods[1]
     assert node["metadata"]["labels"]["jobset.sigs.k8s.io/replicatedjob-name"] == "node"
     assert (node["spec"]["hostname"], node["spec"]["subdomain"]) == ("tj-node-0-1", "tj")
+    assert node["metadata"]["labels"]["team"] == "flights" and node["spec"]["nodeSelector"] == {"pool": "cpu"}
     container = node["spec"]["containers"][0]
     assert (container["image"], container["command"]) == ("dmlops/torch:test", ["python", "-m", "train"])
     env = _env(node)

@@ -270,7 +270,7 @@ class Manager:
         while not self.stopping.is_set():
             stream = watch.Watch()
             try:
-                for _event in stream.stream(function, *args, timeout_seconds=5, _request_timeout=10):
+                for _event in stream.stream(function, *args, timeout_seconds=5, _request_timeout=60):
                     for controller in listeners:
                         controller.wake.set()
                     if self.stopping.is_set():

@@ -11,7 +11,7 @@ them. Behaviours, each from the upstream file named:
 | torch env PET_NNODES, PET_NPROC_PER_NODE (auto: the CPU count without GPUs), PET_NODE_RANK from the completion-index annotation, PET_MASTER_ADDR ``<job>-node-0-0.<job>``, PET_MASTER_PORT 29500; port 29500 | plugins/torch/torch.go, pkg/constants/constants.go |
 | one Job ``<jobset>-<replicatedJob>-<i>`` per replica; pods ``<job>-<index>-<suffix>`` with hostname ``<job>-<index>``, subdomain = the JobSet's headless Service ``<jobset>`` | kubernetes-sigs/jobset pkg/controllers/jobset_controller.go; kubernetes pkg/controller/job/indexed_job_utils.go |
 | labels jobset.sigs.k8s.io/jobset-name, replicatedjob-name, replicatedjob-replicas, job-index; batch.kubernetes.io/job-completion-index (label and annotation), job-name | jobset api/jobset/v1alpha2/jobset_types.go; kubernetes pkg/controller/job |
-| a failed pod is replaced until the Job's backoffLimit (default 6) is exceeded; then the JobSet fails (failurePolicy maxRestarts 0) | kubernetes pkg/controller/job/job_controller.go; jobset failure policy |
+| a failed pod is replaced (restarted in place under OnFailure, JobSet's default) until failures and restarts exceed the Job's backoffLimit (default 6); then the JobSet fails (failurePolicy maxRestarts 0) | kubernetes pkg/controller/job/job_controller.go; jobset failure policy |
 | success: every Job of the successPolicy's target replicated jobs (default all) complete | jobset pkg/controllers/success_policy.go |
 | TrainJob conditions Complete (AllJobsCompleted, "jobset completed successfully") / Failed (FailedJobs), ``jobsStatus`` per replicated job | plugins/jobset/jobset.go Status |
 
@@ -149,7 +149,9 @@ class Trainer(Controller):
         else:
             nodes = job_spec.get("completions") or job_spec.get("parallelism") or 1
         pods = self.kube.pods(namespace, f"{JOBSET}={name},{REPLICATED_JOB}={rjob['name']},{JOB_INDEX}={job_index}")
-        failed = sum(1 for p in pods if pod_phase(p) == "Failed")
+        # the Job controller counts failed pods and, under OnFailure, container restarts (job_controller.go)
+        failed = sum(1 for p in pods if pod_phase(p) == "Failed") + sum(
+            s.get("restartCount", 0) for p in pods for s in (p.get("status") or {}).get("containerStatuses") or [])
         if failed > job_spec.get("backoffLimit", 6):
             return "failed"
         succeeded = set()
