@@ -118,13 +118,12 @@ def feast_redis(pipeline_cluster: PipelineCluster, tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="session")
 def kubeflow_on_node(pipeline_cluster: PipelineCluster) -> Iterator[object]:
     """The simulated Kubeflow controllers and webhooks (Training Operator, Trainer, Katib, KServe, Istio)
-    running against the node's API server."""
-    try:
-        from kubeharness.kubeflow import start_kubeflow
-    except ImportError as missing:
-        pytest.skip(f"the simulated Kubeflow controllers are not available: {missing}")
-    kubeflow = start_kubeflow(pipeline_cluster.node.api, cluster_dns=True)
-    try:
+    against the node's API server, with the project's cluster manifests (the dmlops ClusterServingRuntime)
+    applied."""
+    from kubeharness.kubeflow import Kubeflow
+
+    node = pipeline_cluster.node
+    node.kubectl("apply", "--server-side", "-k", str(REPOSITORY / "manifests" / "cluster"))
+    with Kubeflow.from_api_server(node.api, cluster_dns=True) as kubeflow:
+        kubeflow.install_runtimes()
         yield kubeflow
-    finally:
-        kubeflow.stop()

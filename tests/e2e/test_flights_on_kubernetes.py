@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 from kfp import compiler
 
-from dmlops.features.config import cluster_store_spec
 from dmlops.images import BASE_IMAGE, SERVE_IMAGE, TORCH_IMAGE
 from dmlops.pipelines.flights import flights
 from dmlops.platform.cluster_settings import ClusterSettings, build_pipeline
@@ -41,7 +40,7 @@ def compiled_flights(tmp_path: Path) -> tuple[dict, dict | None]:
     object store's endpoint and credentials as environment variables of every task (Feast's registry and
     sources on S3), from a Secret, as a platform team would give them."""
     settings = ClusterSettings(secret_env=[{"secret": OBJECT_STORE_SECRET, "keys": {
-        "AWS_ENDPOINT_URL": "endpoint", "AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}}])
+        "endpoint": "AWS_ENDPOINT_URL", "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}}])
     path = tmp_path / "flights.yaml"
     compiler.Compiler().compile(build_pipeline(flights, settings), str(path))
     return load_pipeline(path)
@@ -63,11 +62,10 @@ def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_on_node, feas
     assert images == {BASE_IMAGE, TORCH_IMAGE, SERVE_IMAGE}
     cluster.create_secret(OBJECT_STORE_SECRET, endpoint="http://minio-service.kubeflow:9000",
                           accesskey=ACCESS_KEY, secretkey=SECRET_KEY)
-    store = cluster_store_spec("flights", registry="s3://mlpipeline/feast/flights/registry.db",
-                               redis_connection=f"{feast_redis}:6379")
     started = time.monotonic()
     run = cluster.kfp.run(spec, {
-        "backend": "kubernetes", "feature_store": store, "tuning_trials": 2, "epochs": 1, "num_workers": 2,
+        "backend": "kubernetes", "feast_registry": "s3://mlpipeline/feast/flights/registry.db",
+        "feast_redis_connection": f"{feast_redis}:6379", "tuning_trials": 2, "epochs": 1, "num_workers": 2,
         "endpoint": ENDPOINT,
     }, platform)
     wall = time.monotonic() - started

@@ -112,6 +112,18 @@ def _fill_channels(value: Any, parameters: dict[str, Any]) -> Any:
     return value
 
 
+def _as_protojson(value: Any) -> Any:
+    """A parameter value as the driver hands it over: a protobuf ``Value`` marshalled by protojson, where
+    every number is a double written without a fraction when it has none (``50.0`` -> ``50``)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    if isinstance(value, list):
+        return [_as_protojson(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_protojson(item) for key, item in value.items()}
+    return value
+
+
 def _fill_placeholders(value: Any, placeholders: dict[str, str]) -> Any:
     if isinstance(value, str):
         for placeholder, replacement in placeholders.items():
@@ -311,7 +323,8 @@ class KfpBackend:
                            for key in outputs_spec.get("parameters", {})},
             "outputFile": OUTPUT_METADATA_FILE,
         }
-        executor_input = {"inputs": {"parameterValues": values, "artifacts": artifacts}, "outputs": outputs}
+        executor_input = {"inputs": {"parameterValues": _as_protojson(values), "artifacts": artifacts},
+                          "outputs": outputs}
         return _fill_placeholders(executor_input, {
             "{{$.pipeline_job_name}}": f"{pipeline['pipelineInfo']['name']}-{run_id[:8]}",
             "{{$.pipeline_job_uuid}}": run_id,
