@@ -3,12 +3,23 @@
 It serves the REST paths the official client calls, for any group/version/plural:
 
 - custom objects: ``/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]`` with create (POST),
-  get, list (``labelSelector``, ``fieldSelector``), merge-patch (PATCH), replace (PUT, optimistic
-  concurrency on ``metadata.resourceVersion``) and delete (``propagationPolicy`` recorded);
+  get, list (``labelSelector``, ``fieldSelector``), merge-patch (PATCH), replace (PUT) and delete
+  (``propagationPolicy`` recorded); a ``metadata.resourceVersion`` in a PUT or merge-patch body is a
+  precondition (409 Conflict when stale), and a PUT without one is a 422, as for custom resources
+  (k8s.io/apiextensions-apiserver ``pkg/registry/customresource/strategy.go``, AllowUnconditionalUpdate);
+  with ``fieldValidation=Strict`` the resulting object is checked against its vendored CRD
+  (``tests/crds.py``): an unknown field is a 400, another schema violation a 422, as the API server
+  answers (k8s.io/apiserver ``pkg/endpoints/handlers/create.go``, strict decoding);
 - watch streams (``?watch=true``): chunked JSON lines of ADDED/MODIFIED/DELETED events, resumed from
   ``resourceVersion``, an ERROR event with code 410 when that version is older than the retained history;
 - pods: ``/api/v1/namespaces/{ns}/pods[/{name}[/log]]`` with ``labelSelector``, and logs with
   ``follow``, ``timestamps`` and ``container``.
+
+Kinder than the real API server (tests/kubeharness/envtest.py runs the real one): without
+``fieldValidation=Strict`` nothing is validated or pruned, CRD defaults and CEL rules are not applied, a
+Foreground delete removes the object at once (a real one keeps it, with a ``foregroundDeletion``
+finalizer, until the garbage collector has deleted its dependents), and status sent with the main
+resource is dropped silently rather than by the status subresource's rules.
 
 Tests act as the operator: they wait for objects the code under test creates, then set status
 conditions, add pods and append log lines; ``drop_streams`` and ``expire_history`` break watches the way
@@ -35,6 +46,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
+from crds import crd_errors
 from kubernetes import client
 
 Obj = dict[str, Any]
@@ -536,7 +548,7 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     self._list(group, api_version, plural, namespace, query)
                 return
             if name is None and method == "POST":
-                self._create(group, version, api_version, plural, namespace, body)
+                self._create(group, version, api_version, plural, namespace, body, query)
                 return
             if name is None:
                 self._fail(405, "MethodNotAllowed", f"{method} on a collection is not supported")
@@ -557,11 +569,28 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     )
                     self._send_json(200, _status(200, "", "deleted") | {"status": "Success"})
                 elif method in ("PATCH", "PUT"):
-                    self._update(method, key, current, sub, body)
+                    self._update(method, key, current, sub, body, query)
                 else:
                     self._fail(405, "MethodNotAllowed", f"{method} is not supported")
 
-        def _create(self, group: str, version: str, api_version: str, plural: str, namespace: str, body: Any) -> None:
+        def _validate(self, obj: Obj, query: dict) -> None:
+            """fieldValidation=Strict: refuse what the API server would (unknown field 400, else 422)."""
+            if query.get("fieldValidation") != "Strict":
+                return
+            try:
+                errors = crd_errors(obj)
+            except LookupError:
+                return  # not a vendored custom resource (a pod): nothing to check it against
+            unknown = [error for error in errors if "Additional properties are not allowed" in error]
+            if unknown:
+                self._fail(400, "BadRequest", "strict decoding error: unknown field: " + "; ".join(unknown))
+            if errors:
+                self._fail(422, "Invalid", f"{obj.get('kind')} {obj['metadata'].get('name')!r} is invalid: "
+                           + "; ".join(errors))
+
+        def _create(
+            self, group: str, version: str, api_version: str, plural: str, namespace: str, body: Any, query: dict
+        ) -> None:
             if not isinstance(body, dict) or not body.get("metadata", {}).get("name"):
                 self._fail(422, "Invalid", "metadata.name: Required value")
             if body.get("apiVersion") != api_version:
@@ -570,6 +599,7 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                 )
             if body["metadata"].get("namespace", namespace) != namespace:
                 self._fail(400, "BadRequest", "the namespace of the object does not match the namespace on the request")
+            self._validate(body, query)
             with fake._lock:
                 name = body["metadata"]["name"]
                 if (group, plural, namespace, name) in fake._objects:
@@ -580,7 +610,7 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                 fake.created.append(copy.deepcopy(stored))
                 self._send_json(201, stored)
 
-        def _update(self, method: str, key: tuple, current: Obj, sub: str | None, body: Any) -> None:
+        def _update(self, method: str, key: tuple, current: Obj, sub: str | None, body: Any, query: dict) -> None:
             if method == "PATCH":
                 content_type = self.headers.get("Content-Type", "")
                 if content_type != "application/merge-patch+json":
@@ -591,12 +621,15 @@ def _make_handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
                     )
                 updated = merge_patch(current, body)
             else:
-                sent_version = (body.get("metadata") or {}).get("resourceVersion")
-                if sent_version and sent_version != current["metadata"]["resourceVersion"]:
-                    self._fail(
-                        409, "Conflict", "the object has been modified; please apply your changes to the latest version"
-                    )
                 updated = copy.deepcopy(body)
+            sent_version = ((body or {}).get("metadata") or {}).get("resourceVersion")
+            if method == "PUT" and not sent_version and key[0]:
+                self._fail(422, "Invalid", "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update")
+            if sent_version and sent_version != current["metadata"]["resourceVersion"]:
+                self._fail(
+                    409, "Conflict", "the object has been modified; please apply your changes to the latest version"
+                )
+            self._validate(updated, query)
             if sub == "status":
                 result = copy.deepcopy(current)
                 result["status"] = updated.get("status")

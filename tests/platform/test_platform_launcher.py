@@ -354,54 +354,6 @@ def inference_service(name: str, storage_uri: str, canary: int | None = None) ->
     }
 
 
-def test_apply_creates_then_updates_and_waits_for_the_new_generation(fake_kube, launcher):
-    def generation():
-        stored = fake_kube.get("inferenceservices", NS, "flights-delay")
-        return stored["metadata"]["generation"] if stored else None
-
-    first = inference_service("flights-delay", "gs://models/v1")
-    second = inference_service("flights-delay", "gs://models/v2", canary=10)
-    assert_valid(first)
-    assert_valid(second)
-
-    def ready_when_observed(expected):
-        fake_kube.wait_for(lambda: generation() == expected)
-        fake_kube.patch_status("inferenceservices", NS, "flights-delay", {"observedGeneration": expected})
-        fake_kube.set_condition("inferenceservices", NS, "flights-delay", "Ready")
-
-    fake_kube.in_background(ready_when_observed, 1)
-    created = launcher.apply(first, timeout_s=20)
-    assert (created.created, created.condition) == (True, "Ready")
-
-    # Ready=True from generation 1 is still there while generation 2 rolls out: apply must not stop at it.
-    def roll_out():
-        fake_kube.wait_for(lambda: generation() == 2)
-        fake_kube.set_condition(
-            "inferenceservices", NS, "flights-delay", "Ready", status="False", reason="RevisionMissing"
-        )
-        fake_kube.patch_status("inferenceservices", NS, "flights-delay", {"observedGeneration": 2})
-        fake_kube.set_condition("inferenceservices", NS, "flights-delay", "Ready")
-
-    fake_kube.in_background(roll_out)
-    updated = launcher.apply(second, timeout_s=20)
-
-    stored = fake_kube.get("inferenceservices", NS, "flights-delay")
-    assert updated.created is False
-    assert updated.resource.uid == created.resource.uid
-    assert updated.status["observedGeneration"] == 2
-    assert stored["spec"]["predictor"] == second["spec"]["predictor"]
-    assert len(fake_kube.created) == 1
-    assert fake_kube.count("PATCH") == 1
-
-    # promote: removing the canary field is a merge patch with None
-    promote = inference_service("flights-delay", "gs://models/v2", canary=None)
-    promote["spec"]["predictor"]["canaryTrafficPercent"] = None
-    fake_kube.in_background(ready_when_observed, 3)
-    launcher.apply(promote, timeout_s=20)
-    assert "canaryTrafficPercent" not in fake_kube.get("inferenceservices", NS, "flights-delay")["spec"]["predictor"]
-    assert fake_kube.deleted == []
-
-
 def test_apply_reports_a_model_that_fails_to_load(fake_kube, launcher):
     def fail_load():
         fake_kube.wait_for_object("inferenceservices", NS, "broken")

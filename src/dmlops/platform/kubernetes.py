@@ -8,8 +8,12 @@ InferenceService) builds its custom resource as a plain dict and hands it to :cl
   log, waits on the status conditions of its :class:`~dmlops.platform.rules.CompletionRule` and returns a
   :class:`LaunchResult` naming the resource. A failed job raises :class:`JobFailed` with the controller's
   reason and message. On timeout, SIGTERM or SIGINT the resource is deleted.
-- :meth:`KubernetesLauncher.apply` creates or merge-patches a long-lived resource (InferenceService)
-  and waits until its controller reports the new generation ready. It never deletes the resource.
+- :meth:`KubernetesLauncher.apply` creates a long-lived resource (InferenceService) or makes the live one
+  equal to it, and waits until its controller reports the update rolled out (the rule's rollout: a new
+  ready revision with the traffic asked, or a finished Deployment rollout). It never deletes the resource.
+
+Objects are sent with ``fieldValidation=Strict``: a field the CRD does not know is refused (HTTP 400)
+instead of being silently pruned, as the API server does by default.
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ from dmlops.platform.errors import (
     ResourceRef,
 )
 from dmlops.platform.naming import RUN_ID_LABEL, TASK_LABEL, is_dns1035_label
-from dmlops.platform.rules import CompletionRule, Outcome, rule_for, true_conditions
+from dmlops.platform.rules import CompletionRule, DeploymentRollout, Outcome, Rollout, rule_for, true_conditions
 
 Echo = Callable[[str], None]
 Resource = dict[str, Any]
 _FINISHED_POD_PHASES = ("Succeeded", "Failed")
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+_UPDATE_ATTEMPTS = 5  # an update that keeps meeting a newer resourceVersion (409) gives up after these
+Gate = Callable[[Resource], "str | None"]
 
 
 def _kubeconfig() -> str:
@@ -149,7 +155,7 @@ def _api_error(action: str, ref: ResourceRef, rule: CompletionRule, error: ApiEx
         )
     if error.status == 404 and action == "create":
         message += f"; is the {rule.kind} CRD ({rule.plural}.{rule.group}/{rule.version}) installed?"
-    if error.status == 422:
+    if error.status in (400, 422):  # 400: a field the CRD does not know (strict field validation)
         return InvalidResource(message)
     return LaunchError(message)
 
@@ -175,6 +181,39 @@ def _resource_ref(resource: Resource) -> ResourceRef:
 def _owner_labels(resource: Resource) -> dict[str, str]:
     labels = (resource.get("metadata") or {}).get("labels") or {}
     return {key: labels[key] for key in (RUN_ID_LABEL, TASK_LABEL) if key in labels}
+
+
+def _merge_patch_to(live: Any, wanted: Any) -> Any:
+    """The RFC 7386 merge patch that turns ``live`` into ``wanted``: keys that ``live`` has and ``wanted``
+    lacks are sent as null (removed), lists and values are replaced, equal parts are left out."""
+    if not (isinstance(live, dict) and isinstance(wanted, dict)):
+        return wanted
+    patch: dict[str, Any] = {key: None for key in live if key not in wanted}
+    for key, value in wanted.items():
+        if key in live and isinstance(value, dict) and isinstance(live[key], dict):
+            nested = _merge_patch_to(live[key], value)
+            if nested:
+                patch[key] = nested
+        elif key not in live or live[key] != value:
+            patch[key] = value
+    return patch
+
+
+def _update_patch(live: Resource, wanted: Resource) -> Resource:
+    """The merge patch that makes ``live``'s spec (everything but metadata and status), labels and
+    annotations those of ``wanted``; it carries live's resourceVersion, so a concurrent change is a 409."""
+    content = {key: value for key, value in wanted.items() if key not in ("apiVersion", "kind", "metadata", "status")}
+    current = {key: value for key, value in live.items() if key not in ("apiVersion", "kind", "metadata", "status")}
+    patch = _merge_patch_to(current, content)
+    wanted_metadata, live_metadata = wanted.get("metadata") or {}, live.get("metadata") or {}
+    metadata = {
+        key: _merge_patch_to(live_metadata.get(key) or {}, wanted_metadata.get(key) or {})
+        for key in ("labels", "annotations")
+    }
+    metadata = {key: value for key, value in metadata.items() if value}
+    if not patch and not metadata:
+        return {}
+    return {**patch, "metadata": {**metadata, "resourceVersion": live_metadata["resourceVersion"]}}
 
 
 def _timestamp_key(stamp: str) -> str:
@@ -205,6 +244,7 @@ class KubernetesLauncher:
         self.poll_interval_s = poll_interval_s
         self.watch_window_s = watch_window_s
         self.log_drain_s = log_drain_s
+        self._last_waiting: dict[str, str] = {}
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -256,36 +296,77 @@ class KubernetesLauncher:
         )
 
     def apply(self, resource: Resource, *, timeout_s: float) -> LaunchResult:
-        """Create a long-lived resource, or merge-patch the existing one, and wait until it is ready.
+        """Create a long-lived resource, or make the existing one equal to it, and wait until it is rolled out.
 
-        Merge-patch semantics: a field set to None in ``resource`` is removed from the live object.
+        The live spec, labels and annotations become those of ``resource``: a field it lacks is removed
+        (sent as null in a merge patch conditional on the resourceVersion read, retried on conflict).
         The resource is never deleted here, not on failure, timeout or signal.
         """
         rule = rule_for(resource)
         ref = _resource_ref(resource)
+        rollout = rule.rollout(resource)
         deadline = time.monotonic() + timeout_s
+        before: Resource | None = None
+        dependent_before: Resource | None = None
         try:
             current = self._create(resource, rule, ref)
             created = True
         except ApiException:  # 409: it exists
-            patch = {key: value for key, value in resource.items() if key != "status"}
-            metadata = resource.get("metadata") or {}
-            patch["metadata"] = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
-            try:
-                current = self.custom.patch_namespaced_custom_object(
-                    rule.group, rule.version, ref.namespace, rule.plural, ref.name, patch
-                )
-            except ApiException as patch_error:
-                raise _api_error("update", ref, rule, patch_error) from None
+            dependent_before = self._dependent(rollout, ref)
+            before, current = self._update(resource, rule, ref)
             created = False
-            self.echo(f"{ref}: updated to generation {current['metadata'].get('generation')}")
         ref = replace(ref, uid=current["metadata"].get("uid", ""))
-        current, outcome = self._wait(rule, ref, current, deadline, timeout_s)
+
+        def pending(latest: Resource) -> str | None:
+            if rollout is None:
+                return None
+            return rollout.pending(before, latest, self._dependent(rollout, ref), dependent_before)
+
+        current, outcome = self._wait(rule, ref, current, deadline, timeout_s, pending)
         if not outcome.succeeded:
             raise JobFailed(ref, outcome.reason or outcome.condition, outcome.message)
         return LaunchResult(
             ref, created, outcome.condition, outcome.reason, outcome.message, current.get("status") or {}
         )
+
+    def _update(self, resource: Resource, rule: CompletionRule, ref: ResourceRef) -> tuple[Resource, Resource]:
+        """Make the live resource equal to ``resource``; the live object before and after."""
+        for _ in range(_UPDATE_ATTEMPTS):
+            live = self._get(rule, ref)
+            patch = _update_patch(live, resource)
+            if not patch:
+                self.echo(f"{ref}: unchanged (generation {live['metadata'].get('generation')})")
+                return live, live
+            try:
+                updated = self.custom.patch_namespaced_custom_object(
+                    rule.group, rule.version, ref.namespace, rule.plural, ref.name, patch, field_validation="Strict"
+                )
+            except ApiException as error:
+                if error.status == 409:
+                    continue  # changed since it was read: read it again
+                raise _api_error("update", ref, rule, error) from None
+            self.echo(f"{ref}: updated to generation {updated['metadata'].get('generation')}")
+            return live, updated
+        raise LaunchError(f"could not update {ref}: it kept changing while being updated ({_UPDATE_ATTEMPTS} conflicts)")
+
+    def _dependent(self, rollout: Rollout | None, ref: ResourceRef) -> Resource | None:
+        """The object a rollout is judged on (the Deployment of a Standard-mode predictor), if any."""
+        if not isinstance(rollout, DeploymentRollout):
+            return None
+        name = rollout.name_format.format(name=ref.name)
+        try:
+            response = client.AppsV1Api(self.api_client).read_namespaced_deployment(
+                name, ref.namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise LaunchError(
+                f"could not read Deployment {ref.namespace}/{name} of {ref}: HTTP {error.status} {error.reason}"
+                + (f"; the step's service account needs get on deployments.apps in namespace {ref.namespace}"
+                   if error.status == 403 else "")
+            ) from None
+        return json.loads(response.data)
 
     def delete(self, ref: ResourceRef, propagation_policy: str = "Foreground") -> bool:
         """Delete the resource with its pods (``Foreground`` or ``Background``); False if it was gone."""
@@ -313,7 +394,7 @@ class KubernetesLauncher:
         """Create the resource; an ApiException escapes only for 409 (it already exists)."""
         try:
             created = self.custom.create_namespaced_custom_object(
-                rule.group, rule.version, ref.namespace, rule.plural, resource
+                rule.group, rule.version, ref.namespace, rule.plural, resource, field_validation="Strict"
             )
         except ApiException as error:
             if error.status == 409:
@@ -384,11 +465,32 @@ class KubernetesLauncher:
         return items[0], listing["metadata"]["resourceVersion"]
 
     def _wait(
-        self, rule: CompletionRule, ref: ResourceRef, current: Resource, deadline: float, timeout_s: float
+        self,
+        rule: CompletionRule,
+        ref: ResourceRef,
+        current: Resource,
+        deadline: float,
+        timeout_s: float,
+        pending: Gate | None = None,
     ) -> tuple[Resource, Outcome]:
-        """Watch the resource until its rule gives an outcome; re-establish dropped watches."""
+        """Watch the resource until its rule gives an outcome; re-establish dropped watches.
+
+        With ``pending`` (what an update's rollout still waits for, or None) success counts only once
+        nothing is pending.
+        """
+
+        def judge(resource: Resource) -> Outcome | None:
+            found = rule.outcome(resource)
+            if found is None or not found.succeeded or pending is None:
+                return found
+            waiting = pending(resource)
+            if waiting is not None:
+                self._report_waiting(ref, waiting)
+                return None
+            return found
+
         reported = self._report_conditions(rule, ref, current, [])
-        outcome = rule.outcome(current)
+        outcome = judge(current)
         resource_version = current["metadata"]["resourceVersion"]
         while outcome is None:
             remaining = deadline - time.monotonic()
@@ -415,7 +517,7 @@ class KubernetesLauncher:
                         continue
                     current = event["raw_object"]
                     reported = self._report_conditions(rule, ref, current, reported)
-                    outcome = rule.outcome(current)
+                    outcome = judge(current)
                     if outcome is not None or time.monotonic() >= deadline:
                         break
             except ApiException as error:
@@ -424,24 +526,29 @@ class KubernetesLauncher:
                 self.echo(f"{ref}: watch expired (410 Gone); listing again")
                 current, resource_version = self._list_one(rule, ref)
                 reported = self._report_conditions(rule, ref, current, reported)
-                outcome = rule.outcome(current)
+                outcome = judge(current)
             except _STREAM_ERRORS as error:
                 self.echo(f"{ref}: watch dropped ({type(error).__name__}); resuming from {resource_version}")
                 time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
             finally:
                 events.close()
+            if outcome is None and pending is not None:
+                outcome = judge(current)  # a rollout may finish without a change of this resource
         return current, outcome
 
     def _report_conditions(
         self, rule: CompletionRule, ref: ResourceRef, resource: Resource, reported: list[str]
     ) -> list[str]:
-        """Echo the True conditions when they changed (and describe the current generation)."""
-        if not rule.observed(resource):
-            return reported
+        """Echo the True conditions when they changed."""
         conditions = true_conditions(resource)
         if conditions != reported and conditions:
             self.echo(f"{ref}: {', '.join(conditions)}")
         return conditions
+
+    def _report_waiting(self, ref: ResourceRef, waiting: str) -> None:
+        if waiting != self._last_waiting.get(ref.name):
+            self._last_waiting[ref.name] = waiting
+            self.echo(f"{ref}: rolling out: waiting for {waiting}")
 
 
 class _LogFollower(threading.Thread):

@@ -12,9 +12,25 @@ Condition types and pod labels are those the upstream controllers set:
 - mpi-operator v2beta1 ``MPIJob``: the same conditions; the launcher pod carries
   ``training.kubeflow.org/job-role=launcher``.
 - Katib v1beta1 ``Experiment``: conditions ``Succeeded`` / ``Failed``; its trials have their own pods.
-- KServe v1beta1 ``InferenceService``: condition ``Ready`` once ``status.observedGeneration`` caught up;
-  a model that failed to load shows in ``status.modelStatus``. Predictor pods carry
-  ``serving.kserve.io/inferenceservice`` and ``component=predictor``.
+- KServe v1beta1 ``InferenceService``: condition ``Ready``; a model that failed to load shows in
+  ``status.modelStatus``. Predictor pods carry ``serving.kserve.io/inferenceservice`` and
+  ``component=predictor``. ``status.observedGeneration`` is not the InferenceService's: KServe copies it
+  from the Knative Service or the Deployment (kserve ``pkg/apis/serving/v1beta1/inference_service_status.go``,
+  PropagateStatus and PropagateRawStatus), so an update counts as rolled out only by its own evidence
+  (:class:`RevisionRollout`, :class:`DeploymentRollout`), per the ``serving.kserve.io/deploymentMode``
+  annotation (``Serverless``/``Knative`` by default, ``RawDeployment``/``Standard``):
+
+  - Knative: PropagateStatus copies the Knative Service's ``latestCreatedRevisionName``,
+    ``latestReadyRevisionName`` and ``traffic`` into ``status.components.predictor``. Knative makes a
+    revision per change of the predictor's template (anything but ``canaryTrafficPercent``, which only
+    splits traffic: kserve ``pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go``).
+    Rolled out: a new revision when the template changed, created = ready, and the latest revision has
+    the traffic asked (``canaryTrafficPercent``, else 100).
+  - Standard: the predictor is the Deployment ``<name>-predictor`` (kserve ``pkg/constants/constants.go``
+    PredictorServiceName; ``reconcilers/raw/raw_kube_reconciler.go``) updated in place; PropagateRawStatus
+    keeps ``Ready`` True from the old ReplicaSet while it rolls. Rolled out: the Deployment changed
+    (generation) when the spec did, and finished as ``kubectl rollout status`` judges (observed
+    generation, updated = desired = available replicas; kubernetes ``pkg/kubectl/.../rollout_status.go``).
 """
 
 from __future__ import annotations
@@ -38,15 +54,101 @@ class Outcome:
     message: str
 
 
+Resource = dict[str, Any]
+
+
+def _dig(resource: Resource | None, *path: str) -> Any:
+    node: Any = resource or {}
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+@dataclass(frozen=True)
+class RevisionRollout:
+    """Knative mode: ``status.components.<component>`` names the revisions and traffic of a component;
+    ``spec.<component>.<traffic_field>`` asks a share of the traffic for its latest revision (absent: 100)."""
+
+    component: str
+    traffic_field: str
+
+    def _template(self, resource: Resource) -> Resource:
+        spec = dict(resource.get("spec") or {})
+        spec[self.component] = {
+            key: value for key, value in (spec.get(self.component) or {}).items() if key != self.traffic_field
+        }
+        return spec
+
+    def pending(
+        self, before: Resource | None, after: Resource, dependent: Resource | None = None,
+        dependent_before: Resource | None = None,
+    ) -> str | None:
+        """What the rollout of ``after`` (updated from ``before``; None if just created) still waits for,
+        or None when it is rolled out."""
+        component = _dig(after, "status", "components", self.component) or {}
+        created, ready = component.get("latestCreatedRevision"), component.get("latestReadyRevision")
+        if not created:
+            return "a first revision"
+        if before is not None and self._template(before) != self._template(after):
+            if created == _dig(before, "status", "components", self.component, "latestCreatedRevision"):
+                return f"a new revision (latest is still {created})"
+        if created != ready:
+            return f"revision {created} to be ready (latest ready: {ready or 'none'})"
+        asked = _dig(after, "spec", self.component, self.traffic_field)
+        asked = 100 if asked is None else asked
+        routed = sum(
+            entry.get("percent") or 0
+            for entry in component.get("traffic") or []
+            if entry.get("revisionName") == ready and entry.get("latestRevision")
+        )
+        if routed != asked:
+            return f"{asked}% of the traffic on revision {ready} (now {routed}%)"
+        return None
+
+
+@dataclass(frozen=True)
+class DeploymentRollout:
+    """Standard mode: the component runs as the Deployment ``name_format`` (``{name}`` is the resource's)."""
+
+    name_format: str
+
+    def pending(
+        self, before: Resource | None, after: Resource, dependent: Resource | None = None,
+        dependent_before: Resource | None = None,
+    ) -> str | None:
+        """What the rollout still waits for, or None; ``dependent`` is the Deployment now,
+        ``dependent_before`` as it was before the update."""
+        if dependent is None:
+            return "its Deployment"
+        generation = _dig(dependent, "metadata", "generation") or 0
+        if before is not None and before.get("spec") != after.get("spec"):
+            if generation <= (_dig(dependent_before, "metadata", "generation") or 0):
+                return "its Deployment to be updated"
+        status = dependent.get("status") or {}
+        desired = _dig(dependent, "spec", "replicas")
+        desired = 1 if desired is None else desired
+        if (status.get("observedGeneration") or 0) < generation:
+            return "the Deployment's controller to see the update"
+        updated = status.get("updatedReplicas") or 0
+        if updated < desired or (status.get("replicas") or 0) > updated:
+            return f"{updated} of {desired} pods updated, {status.get('replicas') or 0} running"
+        if (status.get("availableReplicas") or 0) < updated:
+            return f"{status.get('availableReplicas') or 0} of {updated} updated pods available"
+        return None
+
+
+Rollout = RevisionRollout | DeploymentRollout
+
+
 @dataclass(frozen=True)
 class CompletionRule:
     """How to wait on one kind of custom resource.
 
     ``done`` are condition types that end the wait successfully when True, ``failed`` those that end it
     with a failure. ``log_pods`` are label selectors (``{name}`` is the resource name) tried in order to
-    find the pod whose log to stream. With ``follow_generation`` the status counts only once
-    ``status.observedGeneration`` has reached ``metadata.generation`` (resources that are updated in place).
-    ``status_failure`` reads failures that are not a condition.
+    find the pod whose log to stream. ``status_failure`` reads failures that are not a condition.
+    ``rollouts`` (long-lived resources updated in place) say, per value of the ``mode_annotation``
+    (absent: ``default_mode``), when an update is rolled out.
     """
 
     api_version: str
@@ -56,8 +158,10 @@ class CompletionRule:
     failed: tuple[str, ...] = ()
     log_pods: tuple[str, ...] = ()
     log_container: str | None = None
-    follow_generation: bool = False
     status_failure: Callable[[Status], Outcome | None] | None = None
+    rollouts: tuple[tuple[str, Rollout], ...] = ()
+    mode_annotation: str = ""
+    default_mode: str = ""
 
     @property
     def group(self) -> str:
@@ -67,18 +171,16 @@ class CompletionRule:
     def version(self) -> str:
         return self.api_version.rpartition("/")[2]
 
-    def observed(self, resource: dict[str, Any]) -> bool:
-        """Whether the status describes the current spec (always, unless ``follow_generation``)."""
-        if not self.follow_generation:
-            return True
-        generation = (resource.get("metadata") or {}).get("generation")
-        observed = (resource.get("status") or {}).get("observedGeneration")
-        return generation is None or (observed is not None and observed >= generation)
+    def rollout(self, resource: dict[str, Any]) -> Rollout | None:
+        """How an update of ``resource`` shows it is rolled out (None: its conditions say it)."""
+        if not self.rollouts:
+            return None
+        mode = ((resource.get("metadata") or {}).get("annotations") or {}).get(self.mode_annotation)
+        modes = dict(self.rollouts)
+        return modes.get(mode or self.default_mode)
 
     def outcome(self, resource: dict[str, Any]) -> Outcome | None:
         """The final state of ``resource``, or None while it is still in progress."""
-        if not self.observed(resource):
-            return None
         status = resource.get("status") or {}
         conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
         for condition_type in self.failed:
@@ -112,6 +214,8 @@ def inference_service_failure(status: Status) -> Outcome | None:
     return Outcome(False, transition, info.get("reason", transition), info.get("message", ""))
 
 
+_KNATIVE_PREDICTOR = RevisionRollout("predictor", "canaryTrafficPercent")
+_STANDARD_PREDICTOR = DeploymentRollout("{name}-predictor")
 _JOB_NAME = "training.kubeflow.org/job-name={name}"
 _TRAINING_OPERATOR_CONDITIONS = {"done": ("Succeeded",), "failed": ("Failed",)}
 
@@ -172,8 +276,15 @@ RULES: dict[tuple[str, str], CompletionRule] = {
             done=("Ready",),
             log_pods=("serving.kserve.io/inferenceservice={name},component=predictor",),
             log_container="kserve-container",
-            follow_generation=True,
             status_failure=inference_service_failure,
+            rollouts=(
+                ("Serverless", _KNATIVE_PREDICTOR),
+                ("Knative", _KNATIVE_PREDICTOR),
+                ("RawDeployment", _STANDARD_PREDICTOR),
+                ("Standard", _STANDARD_PREDICTOR),
+            ),
+            mode_annotation="serving.kserve.io/deploymentMode",
+            default_mode="Serverless",
         ),
     )
 }
