@@ -7,10 +7,8 @@ through its Service, as a client inside the cluster does.
 import io
 import json
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +17,6 @@ from kfp import compiler
 from dmlops.images import BASE_IMAGE, SERVE_IMAGE, TORCH_IMAGE
 from dmlops.pipelines.flights import flights
 from dmlops.platform.cluster_settings import ClusterSettings, build_pipeline
-from kubeharness.cluster_dns import ClusterRecords
 from kubeharness.kfp import load_pipeline
 from kubeharness.s3 import ACCESS_KEY, SECRET_KEY
 
@@ -32,7 +29,7 @@ ENDPOINT = "flights-delay"
 COUNTED = ["pods", "services", "deployments.apps", "replicasets.apps", "configmaps", "secrets",
            "experiments.kubeflow.org", "suggestions.kubeflow.org", "trials.kubeflow.org",
            "pytorchjobs.kubeflow.org", "trainjobs.trainer.kubeflow.org", "inferenceservices.serving.kserve.io",
-           "jobs.batch", "endpointslices.discovery.k8s.io", "events"]
+           "jobs.batch", "endpointslices.discovery.k8s.io", "persistentvolumeclaims"]
 
 
 def compiled_flights(tmp_path: Path) -> tuple[dict, dict | None]:
@@ -46,15 +43,22 @@ def compiled_flights(tmp_path: Path) -> tuple[dict, dict | None]:
     return load_pipeline(path)
 
 
-def resources_created(node, namespace: str) -> dict[str, int]:
-    counts: Counter = Counter()
+def namespace_objects(node, namespace: str) -> dict[str, set[str]]:
+    """The uids of every object of the counted kinds in ``namespace``, by kind."""
+    found = {}
     for kind in COUNTED:
         listed = json.loads(node.kubectl("get", kind, "-n", namespace, "-o", "json"))
-        counts[kind.split(".")[0]] += len(listed["items"])
-    return {kind: count for kind, count in sorted(counts.items()) if count}
+        found[kind.split(".")[0]] = {item["metadata"]["uid"] for item in listed["items"]}
+    return found
 
 
-def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_on_node, feast_redis, tmp_path):
+def created_since(node, namespace: str, before: dict[str, set[str]]) -> dict[str, int]:
+    """How many objects of each kind appeared in ``namespace`` since ``before`` (still there at the end)."""
+    after = namespace_objects(node, namespace)
+    return {kind: len(uids - before[kind]) for kind, uids in sorted(after.items()) if uids - before[kind]}
+
+
+def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_operators, feast_redis, tmp_path):
     cluster = pipeline_cluster
     cluster.require_images(BASE_IMAGE, TORCH_IMAGE, SERVE_IMAGE)
     spec, platform = compiled_flights(tmp_path)
@@ -62,6 +66,7 @@ def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_on_node, feas
     assert images == {BASE_IMAGE, TORCH_IMAGE, SERVE_IMAGE}
     cluster.create_secret(OBJECT_STORE_SECRET, endpoint="http://minio-service.kubeflow:9000",
                           accesskey=ACCESS_KEY, secretkey=SECRET_KEY)
+    before = namespace_objects(cluster.kube, cluster.namespace)
     started = time.monotonic()
     run = cluster.kfp.run(spec, {
         "backend": "kubernetes", "feast_registry": "s3://mlpipeline/feast/flights/registry.db",
@@ -77,32 +82,25 @@ def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_on_node, feas
         assert task.image == executors[label]["container"]["image"]
     trained = run.tasks["train"].artifacts["model"]
     assert trained["uri"].startswith(f"minio://mlpipeline/v2/artifacts/flights/{run.run_id}/train/")
-    assert cluster.s3.keys(prefix=trained["uri"][len("minio://mlpipeline/"):])
+    assert cluster.store.keys(prefix=trained["uri"][len("minio://mlpipeline/"):])
 
-    created = resources_created(cluster.node, cluster.namespace)
+    created = created_since(cluster.kube, cluster.namespace, before)
     print("\nresources created in the pipeline namespace:", json.dumps(created))
     assert created["experiments"] == 1 and created["trials"] == 2
     assert created["pytorchjobs"] == 1 and created["inferenceservices"] == 1
 
-    # Query the served model as a pod would: the InferenceService's cluster-local host, by its ClusterIP.
+    # Query the served model from a pod, as a client in the cluster does: cluster DNS, the Service's ClusterIP.
     predict_url = run.tasks["deploy"].parameters["predict_url"]
-    parts = urlsplit(predict_url)
-    with cluster.node.api_client() as api:
-        (address,) = ClusterRecords(api).lookup(parts.hostname)
     eval_set = run.tasks["feast-training-set-2"].artifacts["training_set"]
     key = eval_set["uri"][len("minio://mlpipeline/"):]
-    frames = [cluster.s3.client().get_object(Bucket="mlpipeline", Key=item)["Body"].read()
-              for item in cluster.s3.keys(prefix=key) if item.endswith(".parquet")] or \
-             [cluster.s3.client().get_object(Bucket="mlpipeline", Key=key)["Body"].read()]
-    rows = pq.read_table(io.BytesIO(frames[0])).slice(0, 3).to_pylist()
-    request = urllib.request.Request(
-        f"http://{address}{':' + str(parts.port) if parts.port else ''}{parts.path}",
-        data=json.dumps({"instances": [{k: v for k, v in row.items() if k != "label"} for row in rows]},
-                        default=str).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        predictions = json.load(response)["predictions"]
-    assert len(predictions) == 3 and all(0.0 <= float(p) <= 1.0 for p in predictions)
+    parquet = [item for item in cluster.store.keys(prefix=key) if item.endswith(".parquet")] or [key]
+    body = cluster.store.client().get_object(Bucket="mlpipeline", Key=parquet[0])["Body"].read()
+    rows = pq.read_table(io.BytesIO(body)).slice(0, 3).to_pylist()
+    answer = cluster.query_from_pod(SERVE_IMAGE, predict_url,
+                                    {"instances": [{k: v for k, v in row.items() if k != "label"} for row in rows]})
+    predictions = answer["predictions"]
+    assert len(predictions) == 3, answer
+    print("predictions:", json.dumps(predictions)[:300])
 
     overheads = sorted(task.start_overhead_s for task in run.tasks.values())
     print(f"flights on kubernetes: {len(run.tasks)} task pods, wall {wall:.0f} s; pod start overhead "

@@ -79,7 +79,7 @@ def test_tasks_run_as_pods_with_artifacts_on_minio(pipeline_cluster, tmp_path):
     table = written.artifacts["table"]
     assert table["uri"] == f"minio://mlpipeline/v2/artifacts/rows/{run.run_id}/write-rows/table"
     assert table["metadata"]["rows"] == 4
-    body = pipeline_cluster.s3.client().get_object(
+    body = pipeline_cluster.store.client().get_object(
         Bucket="mlpipeline", Key=f"v2/artifacts/rows/{run.run_id}/write-rows/table")["Body"].read()
     assert body.decode().splitlines() == ["row 0", "row 1", "row 2", "row 3"]
     seen = json.loads(read.parameters["Output"])
@@ -91,7 +91,7 @@ def test_tasks_run_as_pods_with_artifacts_on_minio(pipeline_cluster, tmp_path):
     assert seen["allowed"] == {"list pods": True, "list secrets": False}
     from kubernetes import client
 
-    with pipeline_cluster.node.api_client() as api:
+    with pipeline_cluster.kube.api_client() as api:
         pods = client.CoreV1Api(api).list_namespaced_pod(pipeline_cluster.namespace,
                                                          label_selector=f"pipeline/runid={run.run_id}").items
     assert {pod.spec.containers[0].image for pod in pods} == {BASE_IMAGE}
