@@ -105,6 +105,13 @@ def test_experiment_runs_wrapped_trials_and_picks_the_best(kubeflow, katib_names
     reason = next(c["reason"] for c in status["conditions"] if c["type"] == "Succeeded")
     assert reason == "ExperimentMaxTrialsReached"
     best = status["currentOptimalTrial"]
+    edited = get()
+    edited["spec"]["objective"]["objectiveMetricName"] = "accuracy"
+    with pytest.raises(ApiException) as refused:
+        kubeflow.kube.custom.replace_namespaced_custom_object("kubeflow.org", "v1beta1", katib_namespace, "experiments",
+                                                              "tune", edited)
+    assert json.loads(refused.value.body)["message"].endswith(
+        "spec: Forbidden: only spec.parallelTrialCount, spec.maxTrialCount and spec.maxFailedTrialCount are editable")
     assert best["observation"]["metrics"] == [{"name": "loss", "min": "0.3", "max": "0.5", "latest": "0.3"}]
     best_trial = kubeflow.kube.get_custom("kubeflow.org", "v1beta1", "trials", katib_namespace, best["bestTrialName"])
     assert best_trial["spec"]["parameterAssignments"] == best["parameterAssignments"]
@@ -166,3 +173,35 @@ def test_dmlops_trials_keep_their_empty_arguments_through_katibs_wrapping(kubefl
     assert words[:4] == argv[:4] and words[5:7] == ["--numeric-features", ""]
     assert words[7:] == ["1>/var/log/katib/metrics.log", "2>&1", "&&", "echo", "completed", ">", "/var/log/katib/$$$$.pid"]
     kubeflow.raise_errors()
+
+
+def test_wrapped_trial_and_metrics_sidecar_run_as_a_kubelet_runs_them(tmp_path):
+    """The pair the pod webhook makes, run by a real shell: the sidecar waits for the wrapped command
+    (seen through the shared process namespace, here the host's) and prints what it wrote; an empty
+    argument is lost on the way, as in Katib."""
+    import subprocess
+    import sys
+
+    from kubeharness.webhooks import SIDECAR_SCRIPT, wrap_primary
+
+    metrics = tmp_path / "metrics.log"
+    collector = {"collector": {"kind": "File"}, "source": {"fileSystemPath": {"path": str(metrics), "kind": "File"}}}
+    program = "import sys, time; time.sleep(1); print(sys.argv[1:], file=open(sys.argv[1], 'w')); print('loss=0.25', file=open(sys.argv[1], 'a'))"
+    container = {"command": [sys.executable, "-c", program], "args": [str(metrics), "--tag", ""]}
+    wrap_primary(container, collector)
+    # the kubelet turns $$ into $ in command and args before the shell sees them
+    primary = subprocess.Popen([*container["command"], container["args"][0].replace("$$", "$")])
+    sidecar = subprocess.run(["sh", "-c", SIDECAR_SCRIPT.format(path=metrics, dir=tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert primary.wait(timeout=60) != 0  # sh gave python "-c" no program: the quoting is lost in the join
+    assert sidecar.returncode == 0 and sidecar.stdout == ""
+    assert not list(tmp_path.glob("*.pid"))
+
+    container = {"command": [sys.executable, "-c", shlex.quote(program)], "args": [str(metrics), "--tag", "''"]}
+    wrap_primary(container, collector)
+    primary = subprocess.Popen([*container["command"], container["args"][0].replace("$$", "$")])
+    sidecar = subprocess.run(["sh", "-c", SIDECAR_SCRIPT.format(path=metrics, dir=tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert primary.wait(timeout=60) == 0 and sidecar.returncode == 0
+    assert sidecar.stdout == f"['{metrics}', '--tag', '']\nloss=0.25\n"
+    assert [p.read_text() for p in tmp_path.glob("*.pid")] == ["completed\n"]

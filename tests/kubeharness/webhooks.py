@@ -44,8 +44,11 @@ ALGORITHMS = ("random", "tpe", "multivariate-tpe", "grid", "hyperband", "bayesia
               "enas", "darts", "pbt")
 # Kubernetes interprets $$ in command/args as a literal $, so Katib writes $$$$ for the shell's $$
 MARK_COMPLETED = "echo completed > {dir}/$$$$.pid"
+# The kubelet starts a pod's containers in order, the primary before this sidecar: a few seconds' wait for the
+# wrapped command (or the files it leaves) covers a slow start; a primary that already ended shows none.
 SIDECAR_SCRIPT = (
-    'timeout 300 sh -c \'until grep -qs "echo complete[d] >" /proc/[0-9]*/cmdline; do sleep 0.2; done\'; '
+    'timeout 5 sh -c \'until grep -qs "echo complete[d] >" /proc/[0-9]*/cmdline || [ -e {path} ] '
+    '|| ls {dir}/*.pid >/dev/null 2>&1; do sleep 0.2; done\'; '
     'while grep -qs "echo complete[d] >" /proc/[0-9]*/cmdline; do sleep 0.5; done; cat {path} 2>/dev/null; true'
 )
 
@@ -142,7 +145,7 @@ def mutate_trial_pod(pod: Obj, trial: Obj) -> Obj:
     path = metrics_path(collector)
     mount = {"name": "metrics-volume", "mountPath": os.path.dirname(path)}
     containers.append({"name": SIDECAR, "image": primary["image"], "imagePullPolicy": primary.get("imagePullPolicy", "IfNotPresent"),
-                       "command": ["sh", "-c", SIDECAR_SCRIPT.format(path=path)],
+                       "command": ["sh", "-c", SIDECAR_SCRIPT.format(path=path, dir=os.path.dirname(path))],
                        "resources": {"requests": {"cpu": "50m", "memory": "10Mi"}, "limits": {"cpu": "500m", "memory": "100Mi"}},
                        "volumeMounts": [mount]})
     pod["spec"]["shareProcessNamespace"] = True
@@ -260,6 +263,19 @@ def validate_experiment(experiment: Obj) -> list[str]:
     return errors
 
 
+EDITABLE = ("parallelTrialCount", "maxTrialCount", "maxFailedTrialCount")
+
+
+def validate_experiment_update(old: Obj, new: Obj) -> list[str]:
+    """Only the trial counts of an Experiment may change (validator.go, with oldInst)."""
+    if old.get("metadata", {}).get("deletionTimestamp") or new.get("metadata", {}).get("deletionTimestamp"):
+        return []
+    before, after = defaulted(old)["spec"], defaulted(new)["spec"]
+    if {k: v for k, v in before.items() if k not in EDITABLE} != {k: v for k, v in after.items() if k not in EDITABLE}:
+        return ["spec: Forbidden: only spec.parallelTrialCount, spec.maxTrialCount and spec.maxFailedTrialCount are editable"]
+    return []
+
+
 def _collector_errors(collector: Obj) -> list[str]:
     errors = []
     kind = collector["collector"]["kind"]
@@ -371,6 +387,8 @@ class Webhooks:
         response: Obj = {"uid": request["uid"], "allowed": True}
         if path == "/validate-experiment":
             errors = validate_experiment(obj)
+            if request.get("operation") == "UPDATE" and request.get("oldObject") and not errors:
+                errors = validate_experiment_update(request["oldObject"], obj)
             if errors:
                 message = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
                 response.update(allowed=False, status={"code": 400, "message": message})
