@@ -327,8 +327,9 @@ def mpi_job(
 ) -> Resource:
     """An MPIJob: the Launcher runs ``command`` (e.g. :func:`horovodrun_command` with ``-np workers *
     slots_per_worker``) with ``launcher_cpu``/``launcher_memory`` and no GPU node (:meth:`Placement.launcher`);
-    the ``workers`` Worker pods get the placement and run no command, so the image's own (sshd) starts. With mpi-operator (v2beta1) the key pair is mounted at ``ssh_auth_mount_path`` and
-    the Launcher is created once every Worker is ready."""
+    the ``workers`` Worker pods get the placement and run no command, so the image's own (sshd) starts.
+    With mpi-operator (v2beta1) the key pair is mounted at ``ssh_auth_mount_path`` and the Launcher is
+    created once every Worker is ready."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
     if api_version not in ("kubeflow.org/v2beta1", "kubeflow.org/v1"):

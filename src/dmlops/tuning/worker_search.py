@@ -52,7 +52,8 @@ def worker_experiment(
                                  device="cuda" if gpu else "cpu")
     env = None
     if in_pods:
-        config, env = cluster_config(config), worker_env(config)
+        env = worker_env(config)  # from the URIs as given: a minio:// one brings KFP's Secret
+        config = cluster_config(config)
     args = flag_arguments(config.to_args(), {parameter.name: parameter.name for parameter in spec.parameters})
     kind = "Job" if num_workers == 1 and config.strategy == "torch-ddp" else TRIAL_KIND[config.strategy]
     template = trial_job(kind, image, ["python", "-m", WORKER_MODULE, *args], num_workers,
