@@ -29,7 +29,7 @@ import secrets
 import string
 from collections.abc import Callable
 
-from kubeharness.controllers.base import Controller, Kube, Obj, condition_true, owner_reference, set_condition
+from kubeharness.controllers.base import Controller, Kube, Obj, condition_true, now, owner_reference, set_condition
 
 GROUP, VERSION = "kubeflow.org", "v1beta1"
 EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
@@ -247,7 +247,7 @@ class Katib(Controller):
         if running is not None:
             set_condition(conditions, "Running", "False", running["reason"], running["message"])
         set_condition(conditions, outcome[0], "True", outcome[1], outcome[2])
-        status["completionTime"] = status.get("completionTime") or status.get("startTime")
+        status["completionTime"] = status.get("completionTime") or now()
 
     def _request_trials(self, experiment: Obj, trials: list[Obj], requests: int) -> None:
         meta = experiment["metadata"]
@@ -273,18 +273,19 @@ class Katib(Controller):
         meta, spec = experiment["metadata"], experiment["spec"]
         template = spec["trialTemplate"]
         name, namespace = assignment["name"], meta["namespace"]
-        values = {p["name"]: p["value"] for p in assignment["parameterAssignments"]}
-        trial_meta = {"${trialSpec.Name}": name, "${trialSpec.Namespace}": namespace,
-                      "${trialSpec.Kind}": template["trialSpec"].get("kind", ""),
-                      "${trialSpec.APIVersion}": template["trialSpec"].get("apiVersion", "")}
+        assigned = {p["name"]: p["value"] for p in assignment["parameterAssignments"]}
+        assigned.update({"${trialSpec.Name}": name, "${trialSpec.Namespace}": namespace,
+                         "${trialSpec.Kind}": template["trialSpec"].get("kind", ""),
+                         "${trialSpec.APIVersion}": template["trialSpec"].get("apiVersion", "")})
+        values = {}
         for parameter in template.get("trialParameters") or []:
-            reference = parameter["reference"]
-            values_key = parameter["name"]
-            values[f"@{values_key}"] = trial_meta.get(reference, values.get(reference, ""))
+            if parameter["reference"] not in assigned:  # manifest/generator.go refuses to build the trial
+                raise ValueError(f"Unable to find parameter {parameter['reference']} in parameter assignment")
+            values[parameter["name"]] = assigned[parameter["reference"]]
 
         def substitute(value: object) -> object:
             if isinstance(value, str):
-                return _PLACEHOLDER.sub(lambda m: values.get(f"@{m.group(1)}", m.group(0)), value)
+                return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
             if isinstance(value, dict):
                 return {k: substitute(v) for k, v in value.items()}
             if isinstance(value, list):

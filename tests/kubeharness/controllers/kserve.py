@@ -33,7 +33,7 @@ TEMPLATE_HASH = "kubeharness.dmlops/template-hash"
 DOMAIN = "example.com"
 
 
-class RuntimeError_(Exception):
+class RuntimeUnresolved(Exception):
     """The predictor's runtime cannot be resolved: (reason, message) for modelStatus."""
 
 
@@ -74,14 +74,14 @@ class KServe(Controller):
                 runtime = next((r for r in self.kube.list_custom(GROUP, "v1alpha1", "clusterservingruntimes")
                                 if r["metadata"]["name"] == model["runtime"]), None)
             if runtime is None:
-                raise RuntimeError_("RuntimeNotRecognized", "Waiting for runtime to become available")
+                raise RuntimeUnresolved("RuntimeNotRecognized", "Waiting for runtime to become available")
             if runtime["spec"].get("disabled"):
-                raise RuntimeError_("RuntimeDisabled", "Specified runtime is disabled")
+                raise RuntimeUnresolved("RuntimeDisabled", "Specified runtime is disabled")
             protocol = model.get("protocolVersion")
             if protocol and protocol not in (runtime["spec"].get("protocolVersions") or ["v1"]):
-                raise RuntimeError_("NoSupportingRuntime", "Specified runtime does not support specified protocol version")
+                raise RuntimeUnresolved("NoSupportingRuntime", "Specified runtime does not support specified protocol version")
             if not _supports(runtime, model):
-                raise RuntimeError_("NoSupportingRuntime", "Specified runtime does not support specified framework/version")
+                raise RuntimeUnresolved("NoSupportingRuntime", "Specified runtime does not support specified framework/version")
             return runtime
         candidates = [r for r in self.kube.list_custom(GROUP, "v1alpha1", "servingruntimes")
                       if r["metadata"]["namespace"] == namespace] + self.kube.list_custom(GROUP, "v1alpha1", "clusterservingruntimes")
@@ -91,7 +91,7 @@ class KServe(Controller):
                   for r in candidates if not r["spec"].get("disabled") and any(
                       f.get("name") == name and f.get("autoSelect") for f in r["spec"].get("supportedModelFormats") or [])]
         if not scored:
-            raise RuntimeError_("NoSupportingRuntime", "No runtime found to support specified framework/version")
+            raise RuntimeUnresolved("NoSupportingRuntime", "No runtime found to support specified framework/version")
         return max(scored, key=lambda pair: pair[0])[1]
 
     def pod_template(self, isvc: Obj, runtime: Obj) -> Obj:
@@ -120,7 +120,7 @@ class KServe(Controller):
         conditions = status.setdefault("conditions", [])
         try:
             runtime = self.resolve_runtime(isvc)
-        except RuntimeError_ as failure:
+        except RuntimeUnresolved as failure:
             reason, message = failure.args
             status["modelStatus"] = {"transitionStatus": "InvalidSpec", "lastFailureInfo": {"reason": reason, "message": message}}
             set_condition(conditions, "PredictorReady", "False", reason, message)
