@@ -116,6 +116,10 @@ def test_experiment_runs_wrapped_trials_and_picks_the_best(kubeflow, katib_names
     best_trial = kubeflow.kube.get_custom("kubeflow.org", "v1beta1", "trials", katib_namespace, best["bestTrialName"])
     assert best_trial["spec"]["parameterAssignments"] == best["parameterAssignments"]
     assert _conditions(best_trial)["Succeeded"] == "True"
+    run = kubeflow.wait_for(lambda: (lambda job: job is None or job["metadata"].get("deletionTimestamp"))(
+        kubeflow.kube.get_custom("kubeflow.org", "v1", "pytorchjobs", katib_namespace, best["bestTrialName"])),
+        what="the completed trial's PyTorchJob deleted")
+    assert run  # deleted, or (envtest has no garbage collector) being deleted in the foreground
     assert trial in {p.metadata.labels["katib.kubeflow.org/trial"] for p in pods}
     kubeflow.raise_errors()
 

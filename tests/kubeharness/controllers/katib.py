@@ -8,7 +8,7 @@ Behaviours, each from the upstream file named (paths under ``pkg/``):
 | one Suggestion named after the Experiment, ``spec.requests`` = trials wanted; trials added while active < parallelTrialCount and total < maxTrialCount | controller.v1beta1/experiment/experiment_controller.go (ReconcileTrials) |
 | random search: each parameter drawn uniformly from its feasibleSpace (double, int, discrete, categorical); trial names ``<experiment>-<8 random>`` | suggestion/v1beta1/hyperopt (random), controller.v1beta1/suggestion |
 | Trial: labels katib.kubeflow.org/experiment, owner the Experiment; runSpec = trialSpec with ``${trialParameters.X}`` replaced and metadata name/namespace = the trial's | controller.v1beta1/experiment/manifest/generator.go |
-| the Trial creates its runSpec (batch Job, PyTorchJob, TFJob, MPIJob) owned by the Trial; gjson success/failure conditions ``status.conditions.#(type=="X")#|#(status=="True")#`` decide | controller.v1beta1/trial/trial_controller.go, trial/util/job_util.go |
+| the Trial creates its runSpec (batch Job, PyTorchJob, TFJob, MPIJob, TrainJob) owned by the Trial; gjson success/failure conditions ``status.conditions.#(type=="X")#|#(status=="True")#`` decide; once the trial completed, the run is deleted (foreground) unless ``retainRun`` | controller.v1beta1/trial/trial_controller.go, trial/util/job_util.go |
 | metrics: StdOut/File TEXT lines matched with the filters (default ``([\\w|-]+)\\s*=\\s*([+-]?\\d*(\\.\\d+)?([Ee][+-]?\\d+)?)``) on lines naming a metric; JSON lines need string values | metricscollector/v1beta1/file-metricscollector/file-metricscollector.go, common/const.go |
 | observation per metric: min, max, latest; missing ones "unavailable" | controller.v1beta1/trial/trial_controller_util.go (getMetrics) |
 | trial conditions Created, Running, Succeeded ("Trial has succeeded"), MetricsUnavailable ("Metrics are not available"), Failed ("Trial has failed") | controller.v1beta1/trial/trial_controller_util.go, trial_controller_status.go |
@@ -334,6 +334,8 @@ class Katib(Controller):
     def reconcile_trial(self, trial: Obj) -> None:
         meta, spec = trial["metadata"], trial["spec"]
         if any(condition_true(trial, kind) for kind in ("Succeeded", "Failed", "MetricsUnavailable")):
+            if not spec.get("retainRun"):
+                self._delete_run(trial)
             return
         status = copy.deepcopy(trial.get("status") or {})
         conditions = status.setdefault("conditions", [])
@@ -383,6 +385,22 @@ class Katib(Controller):
             group, _, version = run_spec["apiVersion"].rpartition("/")
             self.kube.create_custom(group, version, plural, namespace, run_spec)
         return None
+
+    def _delete_run(self, trial: Obj) -> None:
+        """A completed trial's run is deleted (foreground) unless retainRun (trial_controller.go)."""
+        run_spec = trial["spec"]["runSpec"]
+        namespace, name = trial["metadata"]["namespace"], trial["metadata"]["name"]
+        group, _, version = run_spec["apiVersion"].rpartition("/")
+        plural = RUN_KINDS[(run_spec["apiVersion"], run_spec["kind"])]
+        existing = (self.kube.read("Job", namespace, name) if run_spec["kind"] == "Job"
+                    else self.kube.get_custom(group, version, plural, namespace, name))
+        if existing is None or existing["metadata"].get("deletionTimestamp"):
+            return
+        options = {"propagation_policy": "Foreground"}
+        if run_spec["kind"] == "Job":
+            self.kube.batch.delete_namespaced_job(name, namespace, **options)
+        else:
+            self.kube.custom.delete_namespaced_custom_object(group, version, namespace, plural, name, **options)
 
     def _metric_logs(self, trial: Obj, names: list[str]) -> list[tuple[str, str]]:
         """The metrics the collector sidecars of the trial's primary pods printed."""

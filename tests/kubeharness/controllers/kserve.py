@@ -162,7 +162,7 @@ class KServe(Controller):
         if (live["metadata"].get("annotations") or {}).get(TEMPLATE_HASH) != digest:
             self.kube.apps.patch_namespaced_deployment(name, namespace, [
                 {"op": "replace", "path": "/spec/template", "value": template},
-                {"op": "replace", "path": "/metadata/annotations", "value": {TEMPLATE_HASH: digest}}])
+                {"op": "add", "path": "/metadata/annotations/" + TEMPLATE_HASH.replace("/", "~1"), "value": digest}])
             live = self.kube.read("Deployment", namespace, name)
         return live
 
