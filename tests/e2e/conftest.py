@@ -36,7 +36,7 @@ from kubernetes import client, config
 from dmlops.platform.local import free_ports
 from kubeharness.cluster_dns import expose_host_port
 from kubeharness.kfp import MINIO_SECRET, SERVICE_ACCOUNT, KfpBackend
-from kubeharness.node import KubeNode, docker_images_missing, find_kit, KubeNodeUnavailable, start_node
+from kubeharness.node import KubeNode, docker_images_missing, kube_node  # noqa: F401  (fixture)
 from kubeharness.s3 import ACCESS_KEY, BUCKET, SECRET_KEY, S3Unavailable, start_s3
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -138,10 +138,16 @@ class PipelineCluster:
         return json.loads(log)
 
 
-def project_rbac(namespace: str, service_account: str = SERVICE_ACCOUNT) -> list[dict]:
-    """manifests/base/rbac.yaml for ``namespace``, its RoleBinding's subject the given ServiceAccount."""
-    documents = [document for document in yaml.safe_load_all((REPOSITORY / "manifests/base/rbac.yaml").read_text())
-                 if document]
+# What of manifests/base a pipeline namespace needs here: the Role of the pipeline pods and the ServiceAccount
+# KServe reads KFP's artifacts with (the PVC, PrometheusRule and dashboard are for a full install).
+NAMESPACE_MANIFESTS = ("rbac.yaml", "kserve-storage.yaml")
+
+
+def project_manifests(namespace: str, service_account: str = SERVICE_ACCOUNT) -> list[dict]:
+    """manifests/base's :data:`NAMESPACE_MANIFESTS` for ``namespace``, the RoleBinding's subject the given
+    ServiceAccount."""
+    documents = [document for name in NAMESPACE_MANIFESTS
+                 for document in yaml.safe_load_all((REPOSITORY / "manifests/base" / name).read_text()) if document]
     for document in documents:
         document["metadata"]["namespace"] = namespace
         for subject in document.get("subjects", []):
@@ -154,7 +160,7 @@ def _prepare_namespace(kube: Any, store: ObjectStore) -> KfpBackend:
         client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
     backend = KfpBackend(kube.api_client(), NAMESPACE, store)
     backend.install(store.access_key, store.secret_key)
-    kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(project_rbac(NAMESPACE)))
+    kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(project_manifests(NAMESPACE)))
     kube.kubectl("apply", "--server-side", "-k", str(REPOSITORY / "manifests" / "cluster"))
     return backend
 
@@ -172,33 +178,26 @@ def _remote_cluster(kubeconfig: Path) -> PipelineCluster:
 
 
 @pytest.fixture(scope="session")
-def pipeline_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluster]:
+def pipeline_cluster(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluster]:
     """The cluster the end-to-end tests run on (see the module docstring); skips naming what is missing."""
     kubeconfig = os.environ.get("DMLOPS_KUBECONFIG")
     if kubeconfig:
         yield _remote_cluster(Path(kubeconfig))
         return
+    node: KubeNode = request.getfixturevalue("kube_node")
     try:
-        node = start_node(find_kit())
-    except KubeNodeUnavailable as missing:
-        pytest.skip(f"real Kubernetes node unavailable: {missing}")
-    print(f"\nkube-node: setup {node.timings['setup']:.1f} s, up {node.timings['up']:.1f} s, "
-          f"CRDs {node.timings['crds']:.1f} s; node IP {node.node_ip}, API {node.api.url}")
+        s3 = start_s3(node.node_ip, tmp_path_factory.mktemp("s3") / "moto.log")
+    except S3Unavailable as missing:
+        pytest.skip(str(missing))
     try:
-        try:
-            s3 = start_s3(node.node_ip, tmp_path_factory.mktemp("s3") / "moto.log")
-        except S3Unavailable as missing:
-            pytest.skip(str(missing))
-        try:
-            with node.api_client() as api:
-                # Where KFP's manifests put MinIO: Service minio-service in namespace kubeflow, port 9000.
-                expose_host_port(api, "kubeflow", "minio-service", node.node_ip, s3.port, 9000)
-            store = ObjectStore(s3.endpoint, ACCESS_KEY, SECRET_KEY)
-            yield PipelineCluster(node, store, NAMESPACE, _prepare_namespace(node, store), node=node)
-        finally:
-            s3.stop()
+        with node.api_client() as api:
+            # Where KFP's manifests put MinIO: Service minio-service in namespace kubeflow, port 9000.
+            expose_host_port(api, "kubeflow", "minio-service", node.node_ip, s3.port, 9000)
+        store = ObjectStore(s3.endpoint, ACCESS_KEY, SECRET_KEY)
+        yield PipelineCluster(node, store, NAMESPACE, _prepare_namespace(node, store), node=node)
     finally:
-        node.stop()
+        s3.stop()
 
 
 @pytest.fixture(scope="session")

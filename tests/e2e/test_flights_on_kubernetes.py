@@ -58,6 +58,7 @@ def created_since(node, namespace: str, before: dict[str, set[str]]) -> dict[str
     return {kind: len(uids - before[kind]) for kind, uids in sorted(after.items()) if uids - before[kind]}
 
 
+@pytest.mark.timeout(3600)  # the node's start and image loads included: minutes on 2 cores
 def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_operators, feast_redis, tmp_path):
     cluster = pipeline_cluster
     cluster.require_images(BASE_IMAGE, TORCH_IMAGE, SERVE_IMAGE)
