@@ -1,7 +1,7 @@
 """The launcher against a Kubernetes API: the real kube-apiserver (envtest) when its binaries are there,
 else tests/fake_kube.py. The tests act as the operators, writing status through the status subresource.
 
-Tests marked ``real_only`` show what only the real server does (pruning, CRD defaults, CEL rules, the
+Tests marked ``envtest`` show what only the real server does (pruning, CRD defaults, CEL rules, the
 annotation limit of client-side apply, watch expiry, RBAC); they skip without envtest.
 """
 
@@ -190,6 +190,7 @@ def test_a_misspelt_field_is_refused_instead_of_pruned(api):
     assert api.get(PYTORCH, job["metadata"]["name"]) is None
 
 
+@pytest.mark.envtest
 def test_without_strict_validation_the_server_prunes_a_misspelt_field(real):
     job = make_job(real.namespace)
     job["spec"]["pytorchReplicaSpecs"]["Master"]["replica"] = 3
@@ -211,6 +212,7 @@ def train_job(namespace: str, **spec: Any) -> dict:
     }
 
 
+@pytest.mark.envtest
 def test_crd_defaults_are_applied(real):
     stored = real.custom.create_namespaced_custom_object(
         "trainer.kubeflow.org", "v1alpha1", real.namespace, "trainjobs", train_job(real.namespace),
@@ -222,6 +224,7 @@ def test_crd_defaults_are_applied(real):
     assert (stored["spec"]["suspend"], stored["spec"]["managedBy"]) == (False, "trainer.kubeflow.org/trainjob-controller")
 
 
+@pytest.mark.envtest
 @pytest.mark.parametrize("spec, message", [
     ({"managedBy": "someone-else"}, "ManagedBy must be trainer.kubeflow.org/trainjob-controller"),
     ({"trainer": {"numProcPerNode": 0}}, "numProcPerNode must be greater than or equal to 1"),
@@ -231,6 +234,7 @@ def test_cel_rules_of_the_trainjob_crd_refuse_the_resource(real, spec, message):
         real.launcher([]).run(train_job(real.namespace, **spec), timeout_s=10, stream_logs=False)
 
 
+@pytest.mark.envtest
 def test_large_crds_are_served_though_client_side_apply_could_not_store_them(real):
     """The fixture applies the CRDs server-side: client-side apply would store the whole CRD in the
     last-applied annotation, which the server limits to 256 KiB."""
@@ -312,6 +316,7 @@ def test_sigterm_deletes_the_job_with_foreground_propagation(api):
         assert left is None
 
 
+@pytest.mark.envtest
 def test_a_watch_that_expired_410_is_listed_again(real):
     """Updating a CRD restarts its storage and watch cache: a watch resumed from a resourceVersion
     before that is answered 410 Gone, and the launcher lists again."""
@@ -320,20 +325,25 @@ def test_a_watch_that_expired_410_is_listed_again(real):
     echo: list[str] = []
     extensions = client.ApiextensionsV1Api(real.api_client())
 
+    crd = extensions.read_custom_resource_definition("pytorchjobs.kubeflow.org", _preload_content=False)
+    versions = json.loads(crd.data)["spec"]["versions"]
+
     def operator():
         real.wait_for(lambda: real.get(PYTORCH, name))
         assert wait_for_line(echo, "created", 20)
         column = {"name": "Test", "type": "string", "jsonPath": ".metadata.name"}
-        crd = extensions.read_custom_resource_definition("pytorchjobs.kubeflow.org", _preload_content=False)
-        versions = json.loads(crd.data)["spec"]["versions"]
-        versions[0].setdefault("additionalPrinterColumns", []).append(column)
-        extensions.patch_custom_resource_definition("pytorchjobs.kubeflow.org", {"spec": {"versions": versions}})
+        with_column = [{**versions[0], "additionalPrinterColumns": [
+            *versions[0].get("additionalPrinterColumns", []), column]}, *versions[1:]]
+        extensions.patch_custom_resource_definition("pytorchjobs.kubeflow.org", {"spec": {"versions": with_column}})
         real.wait_for(lambda: wait_for_line(echo, "410 Gone", 0.1) or wait_for_line(echo, "watch dropped", 0.1))
         real.patch_status(PYTORCH, name, {"conditions": [condition("Succeeded")]})
 
     background = Background(operator)
-    result = real.launcher(echo).run(job, timeout_s=60, stream_logs=False)
-    background.check()
+    try:
+        result = real.launcher(echo).run(job, timeout_s=60, stream_logs=False)
+        background.check()
+    finally:  # the CRD as the fixture installed it
+        extensions.patch_custom_resource_definition("pytorchjobs.kubeflow.org", {"spec": {"versions": versions}})
     assert result.condition == "Succeeded"
     assert any("410 Gone" in line for line in echo), echo
 
@@ -498,6 +508,7 @@ def test_apply_waits_for_the_deployments_rollout_in_standard_mode(api):
 # -- RBAC: the project's Role, as a ServiceAccount's token ----------------------------------------
 
 
+@pytest.mark.envtest
 def test_the_launcher_as_the_pipeline_runner_lacks_only_what_the_role_lacks(real):
     from kubeharness.rbac import bind_project_role, service_account_token
 
