@@ -30,6 +30,7 @@ from kubeharness.controllers.kserve import KServe
 from kubeharness.controllers.mpi_operator import MPIOperator
 from kubeharness.controllers.trainer import Trainer
 from kubeharness.controllers.training_operator import TrainingOperator
+from kubeharness.controllers.training_operator_mpi import TrainingOperatorMPI
 from kubeharness.envtest import ApiServer
 from kubeharness.webhooks import Webhooks
 
@@ -58,7 +59,8 @@ class Kubeflow:
         configuration.connection_pool_maxsize = 32  # one connection per watch and loop thread
         self.kube = Kube(client.ApiClient(configuration))
         self.katib = Katib(self.kube, read_log=read_log, seed=seed)
-        controllers: list[Controller] = [TrainingOperator(self.kube, cluster_dns), MPIOperator(self.kube, cluster_dns),
+        controllers: list[Controller] = [TrainingOperator(self.kube, cluster_dns), TrainingOperatorMPI(self.kube),
+                                         MPIOperator(self.kube, cluster_dns),
                                          Trainer(self.kube, cluster_dns), self.katib,
                                          KServe(self.kube, storage_initializer_image)]
         self.manager = Manager(self.kube, controllers)

@@ -85,6 +85,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.batch = client.BatchV1Api(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
     def to_dict(self, obj: Any) -> Obj:
@@ -276,6 +277,6 @@ class Manager:
                     if self.stopping.is_set():
                         break
             except Exception:  # noqa: BLE001 - a missing CRD, a 410 or a dropped stream: start a new watch
-                self.stopping.wait(0.5)
+                self.stopping.wait(2.0)
             finally:
                 stream.stop()
