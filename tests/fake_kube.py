@@ -18,8 +18,8 @@ It serves the REST paths the official client calls, for any group/version/plural
 Kinder than the real API server (tests/kubeharness/envtest.py runs the real one): without
 ``fieldValidation=Strict`` nothing is validated or pruned, CRD defaults and CEL rules are not applied, a
 Foreground delete removes the object at once (a real one keeps it, with a ``foregroundDeletion``
-finalizer, until the garbage collector has deleted its dependents), and status sent with the main
-resource is dropped silently rather than by the status subresource's rules.
+finalizer, until the garbage collector has deleted its dependents), and a watch expires (410) only when a
+test calls ``expire_history``.
 
 Tests act as the operator: they wait for objects the code under test creates, then set status
 conditions, add pods and append log lines; ``drop_streams`` and ``expire_history`` break watches the way

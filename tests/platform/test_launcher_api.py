@@ -24,7 +24,15 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from dmlops.platform import InvalidResource, LaunchError, ResourceRef, resource_name, run_labels
+from dmlops.platform import (
+    InvalidResource,
+    JobFailed,
+    LaunchError,
+    LaunchTimeout,
+    ResourceRef,
+    resource_name,
+    run_labels,
+)
 from dmlops.platform.kubernetes import KubernetesLauncher
 from dmlops.training.jobs import Placement, pytorch_job
 from kubeharness.envtest import EnvtestUnavailable, find_assets
@@ -277,6 +285,94 @@ def test_a_retried_step_reattaches_to_the_job_of_its_first_attempt(api):
     result = api.launcher(echo).run(make_job(api.namespace), timeout_s=30, stream_logs=False)
     background.check()
     assert (result.created, result.resource.uid, result.condition) == (False, first["metadata"]["uid"], "Succeeded")
+
+
+def test_a_failed_job_raises_with_the_operators_reason_and_is_kept(api):
+    job = make_job(api.namespace)
+    name = job["metadata"]["name"]
+
+    def operator():
+        api.wait_for(lambda: api.get(PYTORCH, name))
+        api.patch_status(PYTORCH, name, {"conditions": [
+            condition("Running", "False"),
+            {**condition("Failed", reason="BackoffLimitExceeded"),
+             "message": "PyTorchJob train is failed because 1 Master replica(s) failed."},
+        ]})
+
+    background = Background(operator)
+    with pytest.raises(JobFailed) as failure:
+        api.launcher([]).run(job, timeout_s=30, stream_logs=False)
+    background.check()
+    assert (failure.value.reason, failure.value.resource.name) == ("BackoffLimitExceeded", name)
+    assert "1 Master replica(s) failed" in failure.value.message
+    assert api.get(PYTORCH, name) is not None  # kept for inspection
+
+
+def test_a_job_of_another_run_with_the_same_name_is_not_taken_over(api):
+    foreign = make_job(api.namespace)
+    foreign["metadata"]["labels"] = run_labels("another-run", "train")
+    api.custom.create_namespaced_custom_object(*PYTORCH[:2], api.namespace, PYTORCH[2], foreign)
+    with pytest.raises(LaunchError, match="not created by this run and task"):
+        api.launcher([]).run(make_job(api.namespace), timeout_s=10, stream_logs=False)
+    assert api.get(PYTORCH, foreign["metadata"]["name"])["metadata"].get("deletionTimestamp") is None
+
+
+def collect_garbage(api: Api, name: str) -> None:
+    """The garbage collector's part in a foreground deletion, for a job without dependents left: it removes
+    the ``foregroundDeletion`` finalizer and the API server deletes the object (kubernetes
+    pkg/controller/garbagecollector/garbagecollector.go, processDeletingDependentsItem). The fake deletes
+    at once."""
+    found = api.wait_for(lambda: (api.get(PYTORCH, name) or {}).get("metadata", {}).get("deletionTimestamp")
+                         and api.get(PYTORCH, name))
+    assert found["metadata"]["finalizers"] == ["foregroundDeletion"]
+    api.patch(PYTORCH, name, {"metadata": {"finalizers": None}})
+
+
+def test_a_retry_after_a_failed_attempt_deletes_it_and_creates_the_job_again(api):
+    job = make_job(api.namespace)
+    name = job["metadata"]["name"]
+    first = api.custom.create_namespaced_custom_object(*PYTORCH[:2], api.namespace, PYTORCH[2], job)
+    api.patch_status(PYTORCH, name, {"conditions": [condition("Failed", reason="BackoffLimitExceeded")]})
+    echo: list[str] = []
+
+    def operator():
+        if api.real:
+            collect_garbage(api, name)
+        api.wait_for(lambda: wait_for_line(echo, ": created (uid", 0.05))
+        api.patch_status(PYTORCH, name, {"conditions": [condition("Succeeded")]})
+
+    background = Background(operator)
+    result = api.launcher(echo).run(make_job(api.namespace), timeout_s=30, stream_logs=False)
+    background.check()
+    assert result.created is True
+    assert result.resource.uid != first["metadata"]["uid"]
+    assert any("deleted (Foreground)" in line for line in echo)
+
+
+def test_a_job_deleted_by_someone_else_fails_the_step(api):
+    job = make_job(api.namespace)
+    name = job["metadata"]["name"]
+    echo: list[str] = []
+
+    def operator():
+        api.wait_for(lambda: wait_for_line(echo, ": created (uid", 0.05))
+        api.custom.delete_namespaced_custom_object(*PYTORCH[:2], api.namespace, PYTORCH[2], name,
+                                                   propagation_policy="Background")
+
+    background = Background(operator)
+    with pytest.raises(JobFailed, match="Deleted: the resource was deleted while the step was waiting on it"):
+        api.launcher(echo).run(job, timeout_s=30, stream_logs=False)
+    background.check()
+
+
+def test_a_timeout_deletes_the_job(api):
+    job = make_job(api.namespace)
+    name = job["metadata"]["name"]
+    with pytest.raises(LaunchTimeout, match="did not finish within 2 s"):
+        api.launcher([]).run(job, timeout_s=2.0, stream_logs=False)
+    left = api.get(PYTORCH, name)
+    assert left is None or left["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert (left is None) != api.real
 
 
 LAUNCH_SCRIPT = textwrap.dedent(
