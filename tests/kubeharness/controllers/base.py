@@ -4,7 +4,8 @@ Each controller watches its custom resource and the objects it owns (pods, servi
 ``kubernetes`` client's watch; any event wakes it, and it reconciles every object of its kind (the way a
 controller-runtime reconciler is level-triggered: it compares what exists with what should exist and
 writes the difference, never relying on which event arrived). A resync every ``RESYNC_S`` covers missed
-events. Errors do not stop a loop: they are kept in ``errors`` for the tests to raise.
+events, and one pass handles every event that arrived within ``COALESCE_S`` of the first. Errors do not
+stop a loop: they are kept in ``errors`` for the tests to raise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kubernetes.client.rest import ApiException
 
 Obj = dict[str, Any]
 RESYNC_S = 2.0
+COALESCE_S = 0.2
 log = logging.getLogger("kubeharness.controllers")
 
 
@@ -250,6 +252,7 @@ class Manager:
     def _loop(self, controller: Controller) -> None:
         while not self.stopping.is_set():
             controller.wake.wait(RESYNC_S)
+            self.stopping.wait(COALESCE_S)  # events arriving meanwhile are handled by the same pass
             controller.wake.clear()
             if self.stopping.is_set():
                 return
