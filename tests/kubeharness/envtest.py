@@ -41,7 +41,7 @@ DEFAULT_EXCLUDED_CRDS = ("training-operator-v1/kubeflow.org_mpijobs.yaml",)
 KIT_ARCHIVE = "kube-apiserver.xz"
 KIT_ARCHIVE_SHA256 = "0f9ca12dd235cc57c185ee29dff220f9a0f763580818ad94e044b10830854a93"
 KIT_BINARY_SHA256 = "76293c62863b5362db47bbc0d1ba4c9ffca3f186881317f71acdd6658b4a1b06"
-ASSETS = ("kube-apiserver", "etcd", "kubectl")
+REQUIRED_ASSETS = ("kube-apiserver", "etcd")  # kubectl too by the convention, used only by ApiServer.kubectl
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 START_TIMEOUT_S = 60.0
 
@@ -85,11 +85,11 @@ def unpack_kit(kit: Path, cache_root: Path | None = None) -> Path:
             raise EnvtestUnavailable(f"{archive} unpacked to a kube-apiserver with an unexpected sha256")
         partial.chmod(0o755)
         os.replace(partial, apiserver)  # atomic: concurrent sessions see all of it or nothing
-    for name, package in (("etcd", "etcd-server"), ("kubectl", "kubectl")):
+    for name in ("etcd", "kubectl"):
         found = shutil.which(name)
-        if found is None:
-            raise EnvtestUnavailable(f"{name} is not on PATH (apt-get install {package}; scripts/services.sh does it)")
-        if not (assets / name).exists() or os.path.realpath(assets / name) != os.path.realpath(found):
+        if found is None and name in REQUIRED_ASSETS:
+            raise EnvtestUnavailable("etcd is not on PATH (apt-get install etcd-server; scripts/services.sh does it)")
+        if found and (not (assets / name).exists() or os.path.realpath(assets / name) != os.path.realpath(found)):
             _replace_symlink(found, assets / name)
     return assets
 
@@ -99,7 +99,7 @@ def find_assets() -> Path:
     named = os.environ.get("KUBEBUILDER_ASSETS")
     if named:
         assets = Path(named)
-        missing = [name for name in ASSETS if not os.access(assets / name, os.X_OK)]
+        missing = [name for name in REQUIRED_ASSETS if not os.access(assets / name, os.X_OK)]
         if missing:
             raise EnvtestUnavailable(f"KUBEBUILDER_ASSETS={assets} lacks {', '.join(missing)}")
         return assets
@@ -184,13 +184,12 @@ class ApiServer:
 
     def apply(self, body: dict, path: str, field_manager: str = "dmlops-tests") -> dict:
         """Server-side apply ``body`` at the API ``path`` (what ``kubectl apply --server-side`` sends)."""
-        response = self.api_client().call_api(
+        return self.api_client().call_api(
             path, "PATCH",
             query_params=[("fieldManager", field_manager), ("force", "true")],
             header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
             body=body, auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True,
         )
-        return response
 
     def install_crds(self, paths: list[Path], timeout: float = 300) -> None:
         """Apply the CRDs in ``paths`` server-side and wait until each is Established.
