@@ -103,7 +103,9 @@ def test_raw_deployment_predictor_credentials_and_readiness(kubeflow, kube_names
 def test_knative_canary_revisions_and_traffic(kubeflow, kube_namespace, runtime):
     """ksvc_reconciler.go traffic targets; inference_service_status.go PropagateStatus."""
     _create(kubeflow, kube_namespace, isvc("canary", "gs://models/v1", "Serverless"))
-    kubeflow.wait_for(lambda: kubeflow.kube.read("Deployment", kube_namespace, "canary-predictor-00001-deployment"), what="rev 1")
+    revision = kubeflow.wait_for(lambda: kubeflow.kube.read("Deployment", kube_namespace, "canary-predictor-00001-deployment"),
+                                 what="rev 1")
+    assert revision["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["port"] == 8080
     _available(kubeflow, kube_namespace, "canary-predictor-00001-deployment")
     first = kubeflow.wait_for(lambda: (lambda s: _conditions(s).get("Ready") == "True" and s)(
         _get(kubeflow, kube_namespace, "canary")), what="Ready")

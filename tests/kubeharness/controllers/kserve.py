@@ -8,7 +8,7 @@ Behaviours, each from the upstream file named (paths under ``pkg/`` unless state
 | predictor container ``kserve-container`` = the runtime's first container, ``{{.Name}}`` replaced in args, model args appended, model resources override | components/predictor.go, utils/utils.go (ReplacePlaceholders) |
 | pods labelled serving.kserve.io/inferenceservice and component=predictor; the storage initializer (see ``storage_initializer``) | constants/constants.go, webhook/admission/pod/storage_initializer_injector.go |
 | Standard (RawDeployment): Deployment and Service ``<isvc>-predictor`` updated in place; PredictorReady from the Deployment's Available / Progressing; observedGeneration copied from the Deployment; url ``http://<isvc>-<ns>.example.com``, address ``http://<isvc>-predictor.<ns>.svc.cluster.local`` | reconcilers/raw/raw_kube_reconciler.go, apis/serving/v1beta1/inference_service_status.go (PropagateRawStatus), configmap.go (DefaultDomainTemplate, example.com) |
-| Knative (Serverless): a revision ``<isvc>-predictor-<00001>`` per predictor template change (Deployment ``<revision>-deployment``, Service ``<revision>``); traffic ``latest`` (canaryTrafficPercent, latestRevision) + ``prev`` (the last rolled-out revision, 100 - percent), or ``latest`` 100; tag URLs ``http://<tag>-<isvc>-predictor.<ns>.example.com``; latestCreatedRevision, latestReadyRevision, latestRolledoutRevision, previousRolledoutRevision; observedGeneration = the Knative Service's generation | reconcilers/knative/ksvc_reconciler.go, inference_service_status.go (PropagateStatus) |
+| Knative (Serverless): a revision ``<isvc>-predictor-<00001>`` per predictor template change (Deployment ``<revision>-deployment``, Service ``<revision>``), ready once the user port accepts connections (queue-proxy's default TCP probe, knative/serving pkg/reconciler/revision/resources/queue.go); traffic ``latest`` (canaryTrafficPercent, latestRevision) + ``prev`` (the last rolled-out revision, 100 - percent), or ``latest`` 100; tag URLs ``http://<tag>-<isvc>-predictor.<ns>.example.com``; latestCreatedRevision, latestReadyRevision, latestRolledoutRevision, previousRolledoutRevision; observedGeneration = the Knative Service's generation | reconcilers/knative/ksvc_reconciler.go, inference_service_status.go (PropagateStatus) |
 | conditions PredictorReady, IngressReady, Ready; url ``http://<isvc>.<ns>.example.com``, address ``http://<isvc>.<ns>.svc.cluster.local`` (Knative) | inference_service_status.go, reconcilers/ingress/ingress_reconciler.go |
 
 Not simulated: the queue-proxy sidecar, scale to zero, the ingress gateway and Knative's percentage split —
@@ -206,6 +206,11 @@ class KServe(Controller):
         name, namespace = meta["name"], meta["namespace"]
         ksvc = f"{name}-predictor"
         digest = template_digest(template)
+        template = copy.deepcopy(template)
+        container = template["spec"]["containers"][0]
+        if "readinessProbe" not in container:  # queue-proxy's default: the user port accepts connections
+            port = next((p["containerPort"] for p in container.get("ports") or []), 8080)
+            container["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 1, "successThreshold": 1}
         revisions = sorted(
             (self.kube.to_dict(d) for d in self.kube.apps.list_namespaced_deployment(
                 namespace, label_selector=f"{ISVC_LABEL}={name},serving.knative.dev/service={ksvc}").items),
