@@ -9,8 +9,14 @@ Use the ``kubeflow`` fixture (module scope, on ``kube_api``), or ``Kubeflow`` di
 
 Pods run the images the custom resources name (trial, worker, runtime images); the added containers
 (Katib's metrics sidecar, Istio's proxy, KServe's storage initializer) run in the pod's own image, so a node
-needs no Kubeflow image loaded. ``install_runtimes`` adds Trainer's ``torch-distributed``
-ClusterTrainingRuntime (kubeflow/trainer manifests/base/runtimes/torch_distributed.yaml).
+needs no Kubeflow image loaded (the Training Operator v1 MPIJob launcher's kubectl-delivery init container
+is the exception). ``install_runtimes`` adds Trainer's ``torch-distributed`` ClusterTrainingRuntime
+(kubeflow/trainer manifests/base/runtimes/torch_distributed.yaml).
+
+Admission follows the namespace labels of a Kubeflow profile: Katib's pod mutation needs
+``katib.kubeflow.org/metrics-collector-injection=enabled``, Istio's injection ``istio-injection=enabled``.
+With ``cluster_dns=False`` (envtest, or a node without DNS) host aliases stand in for the Service names
+the operators put in env and host files; with DNS the Services are headless as upstream makes them.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 
-from kubeharness.controllers.base import Controller, Kube, Obj, condition_true, now, owner_reference, pod_phase, set_condition
+from kubeharness.controllers.base import Controller, Obj, condition_true, now, owner_reference, pod_phase, set_condition
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "mpijobs"
 OPERATOR_NAME = "training.kubeflow.org/operator-name"
