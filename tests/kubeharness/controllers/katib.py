@@ -345,6 +345,8 @@ class Katib(Controller):
         if run is None:
             self.kube.patch_status(trial, "trials", status)
             return
+        if evaluate(spec["failureCondition"], run) or evaluate(spec["successCondition"], run):
+            status["completionTime"] = status.get("completionTime") or now()
         if evaluate(spec["failureCondition"], run):
             self._finish(conditions, "Failed", "TrialFailed", "Trial has failed")
         elif evaluate(spec["successCondition"], run):
