@@ -23,14 +23,17 @@ RUNTIME = Path(__file__).resolve().parents[2] / "manifests" / "cluster" / "clust
 AVAILABLE = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def runtime(kubeflow):
-    """The project's ClusterServingRuntime, installed once."""
+    """The project's ClusterServingRuntime, for this module (removed after it unless it was there before)."""
     body = yaml.safe_load(RUNTIME.read_text())
-    if not any(r["metadata"]["name"] == body["metadata"]["name"]
-               for r in kubeflow.kube.list_custom("serving.kserve.io", "v1alpha1", "clusterservingruntimes")):
-        kubeflow.kube.custom.create_cluster_custom_object("serving.kserve.io", "v1alpha1", "clusterservingruntimes", body)
-    return body
+    plural = ("serving.kserve.io", "v1alpha1", "clusterservingruntimes")
+    present = any(r["metadata"]["name"] == body["metadata"]["name"] for r in kubeflow.kube.list_custom(*plural))
+    if not present:
+        kubeflow.kube.custom.create_cluster_custom_object(*plural, body)
+    yield body
+    if not present:
+        kubeflow.kube.custom.delete_cluster_custom_object(*plural, body["metadata"]["name"])
 
 
 def isvc(name: str, storage_uri: str, mode: str, **predictor) -> dict:

@@ -158,9 +158,17 @@ def test_mpijob_launcher_waits_for_ready_workers_and_follows_its_job(kubeflow, k
     kubeflow.raise_errors()
 
 
-def test_trainjob_pods_as_jobset_makes_them_and_completion(kubeflow, kube_namespace):
-    """trainer plugins/torch/torch.go, plugins/jobset/jobset.go Status; JobSet and indexed Job pod shape."""
+@pytest.fixture
+def torch_runtime(kubeflow):
+    """Trainer's torch-distributed ClusterTrainingRuntime, removed afterwards (it is cluster-wide)."""
     kubeflow.install_runtimes()
+    yield
+    kubeflow.kube.custom.delete_cluster_custom_object("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes",
+                                                      "torch-distributed")
+
+
+def test_trainjob_pods_as_jobset_makes_them_and_completion(kubeflow, kube_namespace, torch_runtime):
+    """trainer plugins/torch/torch.go, plugins/jobset/jobset.go Status; JobSet and indexed Job pod shape."""
     trainjob = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "tj"}, "spec": {
         "runtimeRef": {"name": "torch-distributed"},
         "trainer": {"image": "dmlops/torch:test", "command": ["python", "-m", "train"], "numNodes": 2,
