@@ -535,6 +535,37 @@ def test_apply_waits_for_the_new_revision_not_the_knative_services_generation(ap
     assert any("waiting for a new revision" in line for line in echo)
 
 
+def test_a_failure_left_by_the_previous_update_does_not_fail_the_next(api):
+    """The model of the last deploy failed to load; KServe's status says so until it reconciles the fix."""
+    echo: list[str] = []
+    launcher = api.launcher(echo)
+
+    def fail_to_load():
+        api.wait_for(lambda: api.get(ISVC, "flights"))
+        api.patch_status(ISVC, "flights", {
+            "conditions": [condition("Ready", "False", "RevisionFailed")],
+            "components": {"predictor": {"latestCreatedRevision": "flights-predictor-00001"}},
+            "modelStatus": {"transitionStatus": "BlockedByFailedLoad", "lastFailureInfo": {
+                "reason": "ModelLoadFailed", "message": "no model.joblib under s3://models/v1"}},
+        })
+
+    operator = Background(fail_to_load)
+    with pytest.raises(JobFailed, match="ModelLoadFailed: no model.joblib under s3://models/v1"):
+        launcher.apply(inference_service(api.namespace, "s3://models/v1"), timeout_s=30)
+    operator.check()
+
+    def fixed():
+        api.wait_for(lambda: api.generation(ISVC, "flights") >= 2)
+        assert wait_for_line(echo, "rolling out: waiting for a new revision", 10)
+        api.patch_status(ISVC, "flights", {"modelStatus": {"transitionStatus": "UpToDate", "lastFailureInfo": None},
+                                           **revision_status("flights-predictor-00002", "flights-predictor-00002", 2)})
+
+    operator = Background(fixed)
+    result = launcher.apply(inference_service(api.namespace, "s3://models/v2"), timeout_s=30)
+    operator.check()
+    assert result.status["components"]["predictor"]["latestReadyRevision"] == "flights-predictor-00002"
+
+
 def deployment(namespace: str, storage_uri: str) -> dict:
     labels = {"serving.kserve.io/inferenceservice": "flights", "component": "predictor"}
     return {

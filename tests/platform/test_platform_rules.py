@@ -83,6 +83,8 @@ def test_knative_rollout_waits_for_a_new_ready_revision_with_the_traffic_asked()
     promoted = isvc("s3://b", predictor_status=revisions("m-2", "m-2", ("m-2", 100)))
     assert rollout.pending(split, promoted) is None
     assert rollout.pending(None, isvc("s3://a")) == "a first revision"
+    assert not rollout.updated(before, stale)
+    assert rollout.updated(before, creating) and rollout.updated(split, promoted) and rollout.updated(None, stale)
 
 
 def test_standard_rollout_waits_for_the_deployment_to_be_updated_and_rolled_out():
@@ -104,6 +106,8 @@ def test_standard_rollout_waits_for_the_deployment_to_be_updated_and_rolled_out(
     assert rollout.pending(before, after, deployment(4, 4, 1, 1, 1), old) is None
     assert rollout.pending(before, before, old, old) is None  # nothing changed: nothing to roll out
     assert rollout.pending(None, before, None, None) == "its Deployment"
+    assert not rollout.updated(before, after, old, old)
+    assert rollout.updated(before, after, deployment(4, 3, 1, 1, 1), old) and rollout.updated(before, before, old, old)
 
 
 def test_inference_service_failure_to_load_ends_the_wait():

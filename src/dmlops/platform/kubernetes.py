@@ -50,7 +50,7 @@ Resource = dict[str, Any]
 _FINISHED_POD_PHASES = ("Succeeded", "Failed")
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 _UPDATE_ATTEMPTS = 5  # an update that keeps meeting a newer resourceVersion (409) gives up after these
-Gate = Callable[[Resource], "str | None"]
+Progress = Callable[[Resource], "tuple[bool, str | None]"]
 
 
 def _kubeconfig() -> str:
@@ -317,12 +317,16 @@ class KubernetesLauncher:
             created = False
         ref = replace(ref, uid=current["metadata"].get("uid", ""))
 
-        def pending(latest: Resource) -> str | None:
+        def progress(latest: Resource) -> tuple[bool, str | None]:
             if rollout is None:
-                return None
-            return rollout.pending(before, latest, self._dependent(rollout, ref), dependent_before)
+                return True, None
+            dependent = self._dependent(rollout, ref)
+            return (
+                rollout.updated(before, latest, dependent, dependent_before),
+                rollout.pending(before, latest, dependent, dependent_before),
+            )
 
-        current, outcome = self._wait(rule, ref, current, deadline, timeout_s, pending)
+        current, outcome = self._wait(rule, ref, current, deadline, timeout_s, progress)
         if not outcome.succeeded:
             raise JobFailed(ref, outcome.reason or outcome.condition, outcome.message)
         return LaunchResult(
@@ -471,21 +475,22 @@ class KubernetesLauncher:
         current: Resource,
         deadline: float,
         timeout_s: float,
-        pending: Gate | None = None,
+        progress: Progress | None = None,
     ) -> tuple[Resource, Outcome]:
         """Watch the resource until its rule gives an outcome; re-establish dropped watches.
 
-        With ``pending`` (what an update's rollout still waits for, or None) success counts only once
-        nothing is pending.
+        With ``progress`` (whether the status is about an update yet, and what its rollout still waits
+        for) an outcome counts only once the status is about the update, a success only once nothing is
+        pending: a Ready or failure left from before the update does not end the wait.
         """
 
         def judge(resource: Resource) -> Outcome | None:
             found = rule.outcome(resource)
-            if found is None or not found.succeeded or pending is None:
+            if found is None or progress is None:
                 return found
-            waiting = pending(resource)
-            if waiting is not None:
-                self._report_waiting(ref, waiting)
+            updated, waiting = progress(resource)
+            if not updated or (found.succeeded and waiting is not None):
+                self._report_waiting(ref, waiting or "the status of the update")
                 return None
             return found
 
@@ -532,7 +537,7 @@ class KubernetesLauncher:
                 time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
             finally:
                 events.close()
-            if outcome is None and pending is not None:
+            if outcome is None and progress is not None:
                 outcome = judge(current)  # a rollout may finish without a change of this resource
         return current, outcome
 

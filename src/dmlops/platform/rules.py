@@ -79,19 +79,28 @@ class RevisionRollout:
         }
         return spec
 
+    def updated(
+        self, before: Resource | None, after: Resource, dependent: Resource | None = None,
+        dependent_before: Resource | None = None,
+    ) -> bool:
+        """Whether the status of ``after`` (updated from ``before``; None if just created) is about the
+        update: a new revision exists if the template changed."""
+        if before is None or self._template(before) == self._template(after):
+            return True
+        created = _dig(after, "status", "components", self.component, "latestCreatedRevision")
+        return bool(created) and created != _dig(before, "status", "components", self.component, "latestCreatedRevision")
+
     def pending(
         self, before: Resource | None, after: Resource, dependent: Resource | None = None,
         dependent_before: Resource | None = None,
     ) -> str | None:
-        """What the rollout of ``after`` (updated from ``before``; None if just created) still waits for,
-        or None when it is rolled out."""
+        """What the rollout of ``after`` still waits for, or None when it is rolled out."""
         component = _dig(after, "status", "components", self.component) or {}
         created, ready = component.get("latestCreatedRevision"), component.get("latestReadyRevision")
         if not created:
             return "a first revision"
-        if before is not None and self._template(before) != self._template(after):
-            if created == _dig(before, "status", "components", self.component, "latestCreatedRevision"):
-                return f"a new revision (latest is still {created})"
+        if not self.updated(before, after):
+            return f"a new revision (latest is still {created})"
         if created != ready:
             return f"revision {created} to be ready (latest ready: {ready or 'none'})"
         asked = _dig(after, "spec", self.component, self.traffic_field)
@@ -112,18 +121,27 @@ class DeploymentRollout:
 
     name_format: str
 
+    def updated(
+        self, before: Resource | None, after: Resource, dependent: Resource | None = None,
+        dependent_before: Resource | None = None,
+    ) -> bool:
+        """Whether the Deployment (``dependent``; ``dependent_before`` before the update) took the update:
+        its generation moved if the spec changed."""
+        if before is None or before.get("spec") == after.get("spec"):
+            return True
+        generation = _dig(dependent, "metadata", "generation") or 0
+        return generation > (_dig(dependent_before, "metadata", "generation") or 0)
+
     def pending(
         self, before: Resource | None, after: Resource, dependent: Resource | None = None,
         dependent_before: Resource | None = None,
     ) -> str | None:
-        """What the rollout still waits for, or None; ``dependent`` is the Deployment now,
-        ``dependent_before`` as it was before the update."""
+        """What the rollout still waits for, or None when the Deployment has rolled out."""
         if dependent is None:
             return "its Deployment"
+        if not self.updated(before, after, dependent, dependent_before):
+            return "its Deployment to be updated"
         generation = _dig(dependent, "metadata", "generation") or 0
-        if before is not None and before.get("spec") != after.get("spec"):
-            if generation <= (_dig(dependent_before, "metadata", "generation") or 0):
-                return "its Deployment to be updated"
         status = dependent.get("status") or {}
         desired = _dig(dependent, "spec", "replicas")
         desired = 1 if desired is None else desired
