@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -17,6 +18,7 @@ import yaml
 from crds import crd_errors
 from dmlops.images import DEFAULT_REGISTRY, IMAGE_FAMILIES
 from dmlops import __version__
+from dmlops.platform.storage import MINIO_ENDPOINT
 from dmlops.serving import packaging
 from dmlops.serving.__main__ import build_parser
 from image_imports import REPO
@@ -104,7 +106,27 @@ def test_overlay_puts_everything_in_its_namespace_and_binds_its_service_account(
     kinds = sorted(o["kind"] for o in objects)
     inference_auth = ["AuthorizationPolicy", "AuthorizationPolicy", "RequestAuthentication"] if overlay == "multi-user" else []
     assert kinds == sorted(["Role", "RoleBinding", "PersistentVolumeClaim", "PrometheusRule", "ConfigMap",
-                            "FeatureStore", *inference_auth]), kinds
+                            "FeatureStore", "ServiceAccount", "Secret", *inference_auth]), kinds
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAY_NAMESPACE))
+def test_kserve_reads_kfps_artifact_store_with_the_model_reader(rendered, overlay):
+    """The ServiceAccount the deploy step gives a predictor of a minio:// model lists a Secret with what
+    KServe's credential builder reads (kserve pkg/credentials/service_account_credentials.go: the Secrets
+    the ServiceAccount lists; pkg/credentials/s3/s3_secret.go and utils.go: keys named by the default
+    inferenceservice-config, endpoint settings from the Secret's annotations), pointing at KFP's store."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in rendered[overlay]}
+    reader = objects[("ServiceAccount", packaging.KFP_ARTIFACT_READER)]
+    ((secret_name,),) = [tuple(ref.values()) for ref in reader["secrets"]]
+    secret = objects[("Secret", secret_name)]
+    assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    annotations = secret["metadata"]["annotations"]
+    endpoint = urlsplit(MINIO_ENDPOINT)
+    assert annotations["serving.kserve.io/s3-endpoint"] == endpoint.netloc  # host:port, no scheme
+    assert annotations["serving.kserve.io/s3-usehttps"] == ("1" if endpoint.scheme == "https" else "0")
+    assert {"serving.kserve.io/s3-verifyssl", "serving.kserve.io/s3-region"} <= set(annotations)
+    assert packaging.kserve_storage("minio://mlpipeline/v2/artifacts/m") == ("s3://mlpipeline/v2/artifacts/m",
+                                                                            reader["metadata"]["name"])
 
 
 def test_base_includes_the_feature_store(rendered):

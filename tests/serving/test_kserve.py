@@ -6,12 +6,14 @@ point at real local model servers, so the gates run over HTTP as on a cluster.""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
 
 import fsspec
 import pytest
+import requests
 
 TESTS = str(Path(__file__).resolve().parents[1])
 if TESTS not in sys.path:
@@ -25,6 +27,7 @@ from dmlops.platform.kubernetes import KubernetesLauncher  # noqa: E402
 from dmlops.serving.deploy import RolloutFailed, deploy_kubernetes, model_features  # noqa: E402
 from dmlops.serving.local import start_server, stop_server  # noqa: E402
 from dmlops.serving.packaging import (  # noqa: E402
+    KFP_ARTIFACT_READER,
     inference_service,
     package_model,
     serving_runtime_container,
@@ -127,6 +130,13 @@ def test_package_to_object_storage_and_pvc(model_dir, tmp_path):
 # -- rollouts through the launcher ------------------------------------------------------------------
 
 CLUSTER_DOMAIN, INGRESS_DOMAIN = "svc.cluster.local", "example.com"
+# The storage initializer's URI schemes (kserve pkg/controller/v1beta1/inferenceservice/utils/utils.go,
+# SupportedStorageURIPrefixList); anything else makes the predictor InvalidSpec (components/predictor.go).
+STORAGE_PREFIXES = ("gs://", "s3://", "pvc://", "file://", "https://", "http://", "hdfs://", "webhdfs://", "oci://",
+                    "hf://")
+# ServiceAccounts of the namespace whose Secrets hold S3 credentials: the one manifests/base/kserve-storage.yaml
+# installs (tests/cluster/test_manifests.py checks it carries what KServe's credential builder reads).
+S3_READERS = {KFP_ARTIFACT_READER}
 
 
 class FakeKServe:
@@ -144,6 +154,7 @@ class FakeKServe:
         self.revisions: list[tuple[str, str]] = []  # (revision name, storage URI)
         self.rolled_out = ""
         self.stopping = False
+        self.errors: list[str] = []
 
     def _pending(self):
         service = self.fake.get("inferenceservices", NAMESPACE, NAME)
@@ -161,16 +172,40 @@ class FakeKServe:
                 continue
             if service == "stop":
                 return
-            self.reconcile(service)
+            try:
+                self.reconcile(service)
+            except Exception as error:  # surfaces in the test that waits on the service
+                self.errors.append(repr(error))
+                raise
+
+    def storage_failure(self, predictor: dict) -> dict | None:
+        """What KServe reports for a model its storage initializer cannot fetch."""
+        storage = predictor["model"]["storageUri"]
+        if not storage.startswith(STORAGE_PREFIXES):
+            return {"transitionStatus": "InvalidSpec", "lastFailureInfo": {
+                "reason": "InvalidPredictorSpec", "message": f"StorageURI not supported: {storage}"}}
+        if storage.startswith("s3://") and predictor.get("serviceAccountName") not in S3_READERS:
+            return {"transitionStatus": "BlockedByFailedLoad", "lastFailureInfo": {
+                "reason": "ModelLoadFailed", "message": f"storage-initializer: no S3 credentials for {storage}"}}
+        return None
 
     def reconcile(self, service: dict) -> None:
         predictor = service["spec"]["predictor"]
-        storage = predictor["model"]["storageUri"]
-        if not self.revisions or self.revisions[-1][1] != storage:
-            self.revisions.append((f"{NAME}-predictor-{len(self.revisions) + 1:05d}", storage))
+        failure = self.storage_failure(predictor)
+        if failure is not None:
+            self.fake.patch_status("inferenceservices", NAMESPACE, NAME, {"status": None})
+            self.fake.patch_status("inferenceservices", NAMESPACE, NAME, {
+                "observedGeneration": service["metadata"]["generation"], "modelStatus": failure,
+                "conditions": [{"type": "Ready", "status": "False", "reason": failure["lastFailureInfo"]["reason"]}]})
+            return
+        # A new revision per change of the predictor's template; canaryTrafficPercent only splits traffic
+        # (kserve pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go).
+        template = {key: value for key, value in predictor.items() if key != "canaryTrafficPercent"}
+        if not self.revisions or self.revisions[-1][1] != template:
+            self.revisions.append((f"{NAME}-predictor-{len(self.revisions) + 1:05d}", template))
         latest, _ = self.revisions[-1]
         percent = predictor.get("canaryTrafficPercent")
-        url_of = {name: self.server_for[uri] for name, uri in self.revisions}
+        url_of = {name: self.server_for[spec["model"]["storageUri"]] for name, spec in self.revisions}
         route = f"{NAME}-predictor"
         tagged = {"latest": latest}
         if percent in (None, 100) or not self.rolled_out or self.rolled_out == latest:
@@ -187,6 +222,8 @@ class FakeKServe:
             self.network.route(host, url_of[main])
         for tag, revision in tagged.items():
             self.network.route(f"{tag}-{route}.{NAMESPACE}.{CLUSTER_DOMAIN}", url_of[revision])
+        if service["metadata"]["annotations"].get("serving.kserve.io/deploymentMode") == "Standard":
+            self.roll_deployment(route, latest)
         status = {
             "observedGeneration": service["metadata"]["generation"],
             "url": f"http://{NAME}.{NAMESPACE}.{INGRESS_DOMAIN}",
@@ -201,6 +238,28 @@ class FakeKServe:
         }
         self.fake.patch_status("inferenceservices", NAMESPACE, NAME, {"status": None})
         self.fake.patch_status("inferenceservices", NAMESPACE, NAME, status)
+
+    def roll_deployment(self, name: str, revision: str) -> None:
+        """Standard mode: the predictor is the Deployment <name>-predictor, updated in place
+        (kserve reconcilers/raw/raw_kube_reconciler.go), here rolled out at once."""
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self.fake.api_client())
+        template = {"metadata": {"labels": {"component": "predictor"}, "annotations": {"revision": revision}},
+                    "spec": {"containers": [{"name": "kserve-container", "image": "serve"}]}}
+        if self.fake.get("deployments", NAMESPACE, name, group="apps") is None:
+            apps.create_namespaced_deployment(NAMESPACE, {
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"component": "predictor"}}, "template": template}})
+        else:
+            response = requests.patch(f"{self.fake.url}/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}",
+                                      json={"spec": {"template": template}},
+                                      headers={"Content-Type": "application/merge-patch+json"}, timeout=10)
+            response.raise_for_status()
+        generation = self.fake.get("deployments", NAMESPACE, name, group="apps")["metadata"]["generation"]
+        self.fake.patch_status("deployments", NAMESPACE, name, {
+            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+            "availableReplicas": 1}, group="apps")
 
 
 @pytest.fixture
@@ -232,6 +291,7 @@ def kserve(fake_kube, cluster_network, server, broken_server):  # noqa: F811
     yield controller
     controller.stopping = True
     thread.join(timeout=5)
+    assert not controller.errors, controller.errors
 
 
 @pytest.fixture
@@ -310,18 +370,76 @@ def test_first_deploy_that_fails_its_smoke_test_fails_the_rollout(fake_kube, kse
         _rollout(launcher, "gs://models/unreachable", str(data_dir / "eval.parquet"), model_features(str(model_dir)))
 
 
-def test_deploy_with_the_kubernetes_backend_packages_and_rolls_out(fake_kube, kserve, model_dir, data_dir, tmp_path,  # noqa: F811
-                                                                   monkeypatch):
+def test_deploy_with_the_kubernetes_backend_packages_and_rolls_out(fake_kube, kserve, kfp_artifact_store, model_dir,  # noqa: F811
+                                                                   data_dir, tmp_path, monkeypatch):
+    """The model packaged at storage_uri (here on KFP's store, written by the step) is what KServe serves."""
+    import boto3
+
     from dmlops.serving.deploy import deploy
 
     monkeypatch.setenv("KUBECONFIG", str(fake_kube.write_kubeconfig(tmp_path / "kubeconfig", NAMESPACE)))
-    kserve.server_for["memory://models/flights/v9"] = kserve.server_for["gs://models/v1"]
-    result = deploy(str(model_dir), str(data_dir / "eval.parquet"), NAME, POLICY, backend="kubernetes",
-                    storage_uri="memory://models/flights/v9", model_format="onnx")
+    kserve.server_for["s3://mlpipeline/models/flights/v9"] = kserve.server_for["gs://models/v1"]
+    result = deploy(kfp_artifact_store, str(data_dir / "eval.parquet"), NAME, POLICY, backend="kubernetes",
+                    storage_uri="minio://mlpipeline/models/flights/v9", model_format="onnx", model_dir=str(model_dir))
     assert result.decision.action == FIRST_DEPLOY and result.backend == "kubernetes"
-    service = fake_kube.get("inferenceservices", NAMESPACE, NAME)
-    assert service["spec"]["predictor"]["model"]["storageUri"] == "memory://models/flights/v9"
-    assert service["spec"]["predictor"]["model"]["args"] == ["--model_format", "onnx"]
-    assert fsspec.filesystem("memory").exists("/models/flights/v9/metadata.json")
+    predictor = fake_kube.get("inferenceservices", NAMESPACE, NAME)["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "s3://mlpipeline/models/flights/v9"
+    assert predictor["serviceAccountName"] == KFP_ARTIFACT_READER
+    assert predictor["model"]["args"] == ["--model_format", "onnx"]
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    packaged = {item["Key"] for item in s3.list_objects_v2(Bucket="mlpipeline", Prefix="models/flights/v9/")["Contents"]}
+    assert "models/flights/v9/metadata.json" in packaged
     with pytest.raises(ValueError, match="needs its own model layout: give storage_uri"):
         deploy(str(model_dir), str(data_dir / "eval.parquet"), NAME, POLICY, backend="kubernetes", runtime="triton")
+
+
+@pytest.fixture
+def kfp_artifact_store(monkeypatch, model_dir):
+    """KFP's artifact store as the deploy step's pod reaches it: an S3 server (moto) holding the trained
+    model at the minio:// URI KFP's launcher gives the artifact, endpoint and credentials in the env."""
+    import boto3
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    from dmlops.platform.local import free_ports
+
+    (port,) = free_ports(1)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "minio",
+                        "AWS_SECRET_ACCESS_KEY": "minio123", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+    s3.create_bucket(Bucket="mlpipeline")
+    key = "v2/artifacts/flights/run-1/train/model"
+    for path in model_dir.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), "mlpipeline", f"{key}/{path.relative_to(model_dir).as_posix()}")
+    yield f"minio://mlpipeline/{key}"
+    server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec keeps filesystems by arguments, not by endpoint
+
+
+def test_deploy_serves_a_model_on_kfps_artifact_store(fake_kube, kserve, kfp_artifact_store, data_dir,  # noqa: F811
+                                                      tmp_path, monkeypatch):
+    """A model artifact on KFP's default store (minio://) is read by the step and served as s3:// with the
+    ServiceAccount that holds the store's credentials: KServe reads neither minio:// nor S3 without them."""
+    from dmlops.serving.deploy import deploy
+
+    monkeypatch.setenv("KUBECONFIG", str(fake_kube.write_kubeconfig(tmp_path / "kubeconfig", NAMESPACE)))
+    served_as = "s3://" + kfp_artifact_store.removeprefix("minio://")
+    kserve.server_for[served_as] = kserve.server_for["gs://models/v1"]
+    result = deploy(kfp_artifact_store, str(data_dir / "eval.parquet"), NAME, POLICY, backend="kubernetes")
+    assert result.decision.action == FIRST_DEPLOY
+    predictor = fake_kube.get("inferenceservices", NAMESPACE, NAME)["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == served_as
+    assert predictor["serviceAccountName"] == KFP_ARTIFACT_READER
+
+
+def test_storage_kserve_cannot_read_fails_the_rollout_with_kserves_reason(fake_kube, kserve, launcher, model_dir,  # noqa: F811
+                                                                         data_dir):
+    from dmlops.platform.errors import JobFailed
+
+    features = model_features(str(model_dir))
+    with pytest.raises(JobFailed, match="InvalidPredictorSpec: StorageURI not supported: minio:"):
+        _rollout(launcher, "minio://mlpipeline/v2/artifacts/model", str(data_dir / "eval.parquet"), features)

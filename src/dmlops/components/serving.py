@@ -74,7 +74,8 @@ def deploy(
         max_prediction_shift: The largest population stability index of the canary's predictions
             against the stable's (0 means the same distribution; 0.25 is a major shift).
         storage_uri: Kubernetes: gs://, s3:// or pvc:// location to package the model at for runtime;
-            "" serves the model artifact where it is (dmlops runtime only). Unused locally.
+            "" serves the model artifact where it is (dmlops runtime only; on KFP's minio:// store as
+            s3:// with the ServiceAccount of manifests/base/kserve-storage.yaml). Unused locally.
         runtime: The KServe serving runtime: "dmlops" (the dmlops model server), "triton" or
             "tfserving" (these two need storage_uri). Locally the dmlops server always runs.
         model_format: "" or "native" (TorchScript or SavedModel) or "onnx" (torch exports), the file the
@@ -84,7 +85,7 @@ def deploy(
             KServe 0.16 or later; the deprecated names "Serverless" and "RawDeployment" are accepted.
         namespace: The InferenceService's namespace; "" uses the step pod's own namespace.
         service_account: The predictor pod's service account (e.g. one with storage credentials); ""
-            uses the namespace default.
+            uses the namespace default, or for a model on KFP's artifact store dmlops-kfp-artifact-reader.
         cpu: CPU request and limit of each predictor pod (Kubernetes quantity, e.g. "1" or "500m").
         memory: Memory request and limit of each predictor pod (Kubernetes quantity, e.g. "1Gi").
         min_replicas: The fewest predictor pods (Kubernetes); 0 lets a Knative service scale to zero.
@@ -117,7 +118,7 @@ def deploy(
     )
     backend = resolve_backend(backend)
     result = roll_out(
-        model.uri if backend == "kubernetes" else model.path, eval_data.path, endpoint, policy,
+        model.uri if backend == "kubernetes" else model.path, eval_data.path, endpoint, policy, model_dir=model.path,
         backend=backend, storage_uri=storage_uri, runtime=runtime, model_format=model_format,
         deployment_mode=deployment_mode,
         namespace=namespace, service_account=service_account, cpu=cpu, memory=memory,

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dmlops.platform.backend import SERVICE_ACCOUNT_DIR
+from dmlops.platform.storage import fetch
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
 from dmlops.serving.packaging import (
@@ -31,6 +32,7 @@ from dmlops.serving.packaging import (
     KNATIVE,
     deployment_mode_name,
     inference_service,
+    kserve_storage,
     package_model,
 )
 from dmlops.serving.rollout import (
@@ -48,7 +50,7 @@ from dmlops.serving.rollout import (
     request_format,
     smoke_failed,
 )
-from dmlops.training.export import METADATA_FILE, fetch
+from dmlops.training.export import METADATA_FILE
 
 
 class RolloutFailed(RuntimeError):
@@ -88,10 +90,20 @@ class RolloutResult:
         return self.decision.markdown(f"Rollout of {self.endpoint}", details)
 
 
-def model_features(model_uri: str) -> list[str]:
-    """The feature names of an exported model, in request order, from its metadata."""
-    inputs = json.loads((fetch(model_uri) / METADATA_FILE).read_text())["inputs"]
+def model_metadata(model_uri: str) -> dict[str, Any]:
+    """The metadata.json of the exported model at ``model_uri`` (its files checked against it)."""
+    return json.loads((fetch(model_uri, manifest=METADATA_FILE) / METADATA_FILE).read_text())
+
+
+def features_of(metadata: dict[str, Any]) -> list[str]:
+    """The feature names of an exported model, in request order."""
+    inputs = metadata["inputs"]
     return [*inputs["numeric"]["columns"], *inputs["categorical"]["columns"]]
+
+
+def model_features(model_uri: str) -> list[str]:
+    """The feature names of the exported model at ``model_uri``, in request order."""
+    return features_of(model_metadata(model_uri))
 
 
 Batches = list[list[dict[str, Any]]]
@@ -319,13 +331,17 @@ def deploy(
     min_replicas: int = 1,
     max_replicas: int = 3,
     feast_config: str = "",
+    model_dir: str = "",
     timeout_s: float = 900.0,
 ) -> RolloutResult:
     """Roll the exported model at ``model_uri`` out to ``endpoint`` on the local or the KServe backend.
 
     On KServe the model is packaged for ``runtime`` at ``storage_uri`` (for the dmlops runtime the export
     is served where it is when ``storage_uri`` is empty) and the InferenceService ``endpoint`` is created
-    or updated in ``namespace`` (default: the pod's own).
+    or updated in ``namespace`` (default: the pod's own). ``model_dir`` is a local copy of ``model_uri``
+    when the step has one (KFP's launcher downloads input artifacts), read instead of downloading it
+    again. A model on KFP's ``minio://`` store is served as ``s3://`` with the credentials of
+    :data:`~dmlops.serving.packaging.KFP_ARTIFACT_READER` unless ``service_account`` names another.
     """
     from dmlops.platform.backend import resolve_backend
 
@@ -335,11 +351,13 @@ def deploy(
 
     if runtime != DMLOPS_RUNTIME and not storage_uri:
         raise ValueError(f"runtime {runtime!r} needs its own model layout: give storage_uri (gs://, s3://, pvc://)")
+    local_copy = model_dir or model_uri
     if storage_uri:
-        served = package_model(model_uri, storage_uri, runtime=runtime, model_name=endpoint, model_format=model_format)
+        served = package_model(local_copy, storage_uri, runtime=runtime, model_name=endpoint, model_format=model_format)
     else:
         served = {"storage_uri": model_uri, "format": "dmlops", "runtime": DMLOPS_RUNTIME, "protocol": "v1"}
-    metadata = json.loads((fetch(model_uri) / METADATA_FILE).read_text())
+    storage, service_account = kserve_storage(served["storage_uri"], service_account)
+    metadata = model_metadata(local_copy)
     request = request_format(runtime, FeatureContract.from_metadata(metadata))
     model_args = []
     if runtime == DMLOPS_RUNTIME and model_format:
@@ -349,10 +367,10 @@ def deploy(
             raise ValueError("feast_config: only the dmlops runtime looks up online features")
         model_args += ["--feast_config", feast_config]
     service = inference_service(
-        endpoint, namespace or current_namespace(), served["storage_uri"], model_format=served["format"],
+        endpoint, namespace or current_namespace(), storage, model_format=served["format"],
         runtime=served["runtime"], protocol=served["protocol"], deployment_mode=deployment_mode,
         service_account=service_account, min_replicas=min_replicas, max_replicas=max_replicas, cpu=cpu,
         memory=memory, model_args=model_args,
     )
-    return deploy_kubernetes(KubernetesLauncher(), service, eval_uri, model_features(model_uri), policy,
+    return deploy_kubernetes(KubernetesLauncher(), service, eval_uri, features_of(metadata), policy,
                              request=request, headers=service_account_headers(), timeout_s=timeout_s)

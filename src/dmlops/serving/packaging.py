@@ -10,8 +10,17 @@ Runtimes:
   Clients send encoded tensors (``numeric`` FP32, ``categorical`` INT64): no preprocessing in the server.
 - ``tfserving``: TensorFlow Serving (``kserve-tensorflow-serving``): ``<version>/saved_model.pb``.
 
-Storage URIs are any fsspec URL the step can write (``gs://``, ``s3://``, a local path) or
-``pvc://<claim>/<path>``, written through the claim's mount in the step's pod.
+Storage URIs are any URL :mod:`dmlops.platform.storage` writes (``gs://``, ``s3://``, KFP's ``minio://``, a
+local path) or ``pvc://<claim>/<path>``, written through the claim's mount in the step's pod.
+
+KServe's storage initializer does not read ``minio://`` (kserve pkg/controller/v1beta1/inferenceservice/
+utils/utils.go, SupportedStorageURIPrefixList; the predictor gets ``InvalidSpec`` otherwise): a model on
+KFP's artifact store is served from its ``s3://`` form, by the ServiceAccount :data:`KFP_ARTIFACT_READER`
+(manifests/base/kserve-storage.yaml), whose Secret carries the store's endpoint and credentials the way
+KServe's credential builder reads them (kserve pkg/credentials/service_account_credentials.go and
+pkg/credentials/s3/s3_secret.go: the Secrets listed by the ServiceAccount, keys ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY`` as the default inferenceservice-config names them, ``serving.kserve.io/s3-*``
+annotations on the Secret).
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from dmlops.platform.naming import is_dns1035_label
-from dmlops.training.export import METADATA_FILE, fetch, publish
+from dmlops.platform.storage import fetch, is_minio, location, put
+from dmlops.training.export import METADATA_FILE
 
 RUNTIMES = ("dmlops", "triton", "tfserving")
 # KServe's deployment modes (kserve pkg/constants/constants.go, DeploymentModeType): Knative (a Knative
@@ -39,6 +49,7 @@ DMLOPS_MODEL_FORMAT = "dmlops"
 DMLOPS_RUNTIME = "dmlops"
 DMLOPS_HTTP_PORT = 8080
 PVC_MOUNT_ROOT = "/mnt/pvc"
+KFP_ARTIFACT_READER = "dmlops-kfp-artifact-reader"  # ServiceAccount with KFP's artifact store credentials
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 _TRITON_BACKENDS = {  # export file key -> (KServe model format, Triton platform, file name in the repository)
@@ -80,6 +91,15 @@ def writable_location(storage_uri: str, pvc_mount_root: str = PVC_MOUNT_ROOT) ->
     return storage_uri
 
 
+def kserve_storage(uri: str, service_account: str = "") -> tuple[str, str]:
+    """The ``storageUri`` and ``serviceAccountName`` KServe serves the model at ``uri`` with: KFP's
+    ``minio://`` as ``s3://``, read by :data:`KFP_ARTIFACT_READER` unless ``service_account`` names
+    another; any other URI and ``service_account`` unchanged."""
+    if is_minio(uri):
+        return location(uri), service_account or KFP_ARTIFACT_READER
+    return uri, service_account
+
+
 def _triton_config(name: str, platform: str, metadata: dict[str, Any]) -> str:
     numeric = len(metadata["inputs"]["numeric"]["columns"])
     categorical = len(metadata["inputs"]["categorical"]["columns"])
@@ -98,7 +118,7 @@ def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", 
     ``model_format`` ``onnx`` serves the ONNX file, anything else the TorchScript one."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    source = fetch(model_uri)
+    source = fetch(model_uri, manifest=METADATA_FILE)
     metadata = json.loads((source / METADATA_FILE).read_text())
     files = metadata.get("model_files", {})
     with tempfile.TemporaryDirectory(prefix="dmlops-package-") as scratch:
@@ -121,7 +141,7 @@ def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", 
                 raise ValueError(f"{model_uri}: TF Serving needs a SavedModel; this export has {sorted(files)}")
             shutil.copytree(source / files["saved_model"], layout / str(version))
             served = {"format": "tensorflow", "runtime": "kserve-tensorflow-serving", "protocol": "v1"}
-        publish(layout, writable_location(storage_uri))
+        put(layout, writable_location(storage_uri))
     return {"storage_uri": storage_uri, **served}
 
 
