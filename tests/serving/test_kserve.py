@@ -339,13 +339,40 @@ def test_first_deploy_then_promote_then_rollback(fake_kube, kserve, cluster_netw
     assert cluster_network.refused == []
 
 
+def _live_spec(fake_kube) -> dict:  # noqa: F811
+    return fake_kube.get("inferenceservices", NAMESPACE, NAME)["spec"]
+
+
 def test_raw_deployment_update_is_smoke_tested_and_restored(fake_kube, kserve, launcher, model_dir, data_dir, tmp_path):  # noqa: F811
+    """A failed update is undone entirely: the restore writes the whole previous spec, so no field the
+    failed update added (model args, service account) stays live (RFC 7386: absent keys are kept)."""
     eval_uri, features = str(data_dir / "eval.parquet"), model_features(str(model_dir))
     _rollout(launcher, "gs://models/v1", eval_uri, features, deployment_mode="Standard")
+    before = _live_spec(fake_kube)
+    labels = fake_kube.get("inferenceservices", NAMESPACE, NAME)["metadata"].get("labels")
     kserve.server_for["gs://models/unreachable"] = "http://127.0.0.1:9"  # nothing listens: every request fails
-    result = _rollout(launcher, "gs://models/unreachable", eval_uri, features, deployment_mode="Standard")
+    result = _rollout(launcher, "gs://models/unreachable", eval_uri, features, deployment_mode="Standard",
+                      model_args=["--model_format", "onnx"], service_account="another-reader",
+                      labels={"dmlops.io/run-id": "failed-run"})
     assert result.decision.action == ROLLBACK
-    assert fake_kube.get("inferenceservices", NAMESPACE, NAME)["spec"]["predictor"]["model"]["storageUri"] == "gs://models/v1"
+    assert _live_spec(fake_kube) == before
+    assert fake_kube.get("inferenceservices", NAMESPACE, NAME)["metadata"].get("labels") == labels
+    assert "args" not in before["predictor"]["model"] and "serviceAccountName" not in before["predictor"]
+
+
+def test_a_deploy_leaves_nothing_of_the_previous_one_live(fake_kube, kserve, launcher, model_dir, data_dir):  # noqa: F811
+    """A deploy without feast_config (model args) or service_account removes the previous deploy's."""
+    eval_uri, features = str(data_dir / "eval.parquet"), model_features(str(model_dir))
+    _rollout(launcher, "gs://models/v1", eval_uri, features,
+             model_args=["--feast_config", '{"store": {}, "features": [], "entity_keys": []}'],
+             service_account="feature-reader")
+    assert _live_spec(fake_kube)["predictor"]["serviceAccountName"] == "feature-reader"
+    second = _rollout(launcher, "gs://models/v2", eval_uri, features)
+    assert second.decision.action == PROMOTE, second.decision.reasons
+    predictor = _live_spec(fake_kube)["predictor"]
+    assert "args" not in predictor["model"] and "serviceAccountName" not in predictor
+    assert predictor == {**inference_service(NAME, NAMESPACE, "gs://models/v2")["spec"]["predictor"],
+                         "canaryTrafficPercent": 100}
 
 
 def test_rollout_requests_carry_the_pods_service_account_token(fake_kube, kserve, cluster_network, launcher,  # noqa: F811

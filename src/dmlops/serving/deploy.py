@@ -200,6 +200,18 @@ def _read_service(launcher, service: dict[str, Any]) -> dict[str, Any] | None:
         raise
 
 
+def _previous(service: dict[str, Any], existing: dict[str, Any]) -> dict[str, Any]:
+    """The InferenceService as it was before this rollout: the whole previous spec, labels and annotations
+    (the launcher makes the live object equal to what it is given, so nothing of the failed update stays)."""
+    metadata = existing["metadata"]
+    return {
+        "apiVersion": service["apiVersion"], "kind": service["kind"],
+        "metadata": {"name": metadata["name"], "namespace": metadata["namespace"],
+                     "labels": dict(metadata.get("labels") or {}), "annotations": dict(metadata.get("annotations") or {})},
+        "spec": copy.deepcopy(existing["spec"]),
+    }
+
+
 def _with_canary(service: dict[str, Any], percent: int | None) -> dict[str, Any]:
     """``service`` with the predictor's canaryTrafficPercent set, or without it (all traffic to the
     latest revision) when ``percent`` is None."""
@@ -282,9 +294,7 @@ def deploy_kubernetes(
             if not decision.promoted:
                 raise RolloutFailed(decision)
         elif smoke_failed(smoke):
-            restored = copy.deepcopy(service)
-            restored["spec"] = existing["spec"]
-            launcher.apply(restored, timeout_s=timeout_s)
+            launcher.apply(_previous(service, existing), timeout_s=timeout_s)
             decision = Decision(ROLLBACK, [smoke_failed(smoke), "Standard mode: previous spec restored"], [], smoke)
         else:
             decision = Decision(PROMOTE, [f"Standard mode (no traffic split): updated in place, smoke test passed "
