@@ -104,8 +104,10 @@ local_base() {
 }
 
 choose_base() {
+  local limit=()
+  if command -v timeout >/dev/null; then limit=(timeout 120); fi
   if "$DOCKER" image inspect "$PYTHON_IMAGE" >/dev/null 2>&1 \
-     || timeout 120 "$DOCKER" pull -q "$PYTHON_IMAGE" >/dev/null 2>&1; then
+     || ${limit[@]+"${limit[@]}"} "$DOCKER" pull -q "$PYTHON_IMAGE" >/dev/null 2>&1; then
     base=$PYTHON_IMAGE
   else
     log "$PYTHON_IMAGE cannot be pulled: using a local Debian base"
@@ -154,12 +156,13 @@ for name in "${names[@]}"; do
     args=(-f containers/torch-horovod/Dockerfile.cuda)
   else
     tag=$REGISTRY/$name:$VERSION
-    args=(-f "containers/$name/Dockerfile" --build-arg "PYTHON_IMAGE=$base" "${torch_arg[@]}" "${build_network[@]}")
+    args=(-f "containers/$name/Dockerfile" --build-arg "PYTHON_IMAGE=$base" ${torch_arg[@]+"${torch_arg[@]}"}
+          ${build_network[@]+"${build_network[@]}"})
   fi
   start=$(date +%s)
   DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain "${args[@]}" --build-arg "VERSION=$VERSION" \
-    "${secret[@]}" -t "$tag" . > "local_outputs/images-$name.log" 2>&1 \
-    || { tail -n 40 "local_outputs/images-$name.log" >&2; log "building $tag failed (local_outputs/images-$name.log)"; exit 1; }
+    ${secret[@]+"${secret[@]}"} -t "$tag" . > "local_outputs/images-$name.log" 2>&1 \
+    || { tail -n 40 "local_outputs/images-$name.log" >&2; log "building $tag failed (see its log)"; exit 1; }
   seconds=$(( $(date +%s) - start ))
   megabytes=$(( $("$DOCKER" image inspect -f '{{.Size}}' "$tag") / 1000000 ))
   printf '%-16s %-40s %9s %9s\n' "$name" "$tag" "$seconds" "$megabytes"
