@@ -46,7 +46,7 @@ def workflow_schema() -> dict:
     return json.loads((vendor / "github-workflows.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "release.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "release.yml", "e2e.yml"])
 def test_workflow_is_valid(workflow_schema, name):
     validator = jsonschema.Draft7Validator(workflow_schema)
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(load(name))]
@@ -60,7 +60,7 @@ def test_workflow_schema_catches_a_mistake(workflow_schema):
 
 
 def test_actions_are_pinned_to_a_major_version():
-    for name in ("ci.yml", "release.yml"):
+    for name in ("ci.yml", "release.yml", "e2e.yml"):
         for job in load(name)["jobs"].values():
             for step in job["steps"]:
                 if "uses" in step:
@@ -126,3 +126,36 @@ def test_crd_sources_match_the_schemas_the_tests_use():
         actual = subprocess.run(["git", "hash-object", str(crds / destination)], capture_output=True, text=True,
                                 check=True).stdout.strip()
         assert actual.startswith(blob), f"{destination}: {actual} is not blob {blob}"
+
+
+def test_e2e_runs_the_cluster_tests_on_kind_with_pinned_kubeflow():
+    """kind with Kubeflow Pipelines (standalone), Training Operator, Katib and KServe at exact releases,
+    the images of `make images` loaded into the node, then `pytest -m cluster` against that cluster."""
+    e2e = load("e2e.yml")
+    versions = e2e["env"]
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", versions["KIND_VERSION"])
+    for name in ("KFP_VERSION", "TRAINING_OPERATOR_VERSION", "KATIB_VERSION", "KSERVE_VERSION"):
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", str(versions[name])), f"{name} is not an exact release"
+    job = e2e["jobs"]["cluster-tests"]
+    (kind,) = [step for step in job["steps"] if step.get("uses", "").startswith("helm/kind-action@")]
+    assert kind["with"]["version"] == "${{ env.KIND_VERSION }}"
+    text = "\n".join(run_lines(e2e, "cluster-tests"))
+    installs = {
+        "KFP_VERSION": "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=${KFP_VERSION}",
+        "TRAINING_OPERATOR_VERSION":
+            "github.com/kubeflow/trainer.git/manifests/overlays/standalone?ref=${TRAINING_OPERATOR_VERSION}",
+        "KATIB_VERSION": "github.com/kubeflow/katib.git/manifests/v1beta1/installs/katib-standalone?ref=${KATIB_VERSION}",
+        "KSERVE_VERSION": "https://raw.githubusercontent.com/kserve/kserve/${KSERVE_VERSION}/hack/setup/quick-install/",
+    }
+    for name, source in installs.items():
+        assert source in text, f"{name}: {source} is not installed"
+    # Every image the compiled components name is built and loaded into the kind node.
+    assert "make images" in text
+    loaded = re.search(r"for family in ([\w\s-]+); do\s*\n\s*kind load docker-image "
+                       r'"ghcr.io/dmlops/\$\{family\}:\$\{version\}" --name "\$\{KIND_CLUSTER\}"', text)
+    assert loaded and set(loaded.group(1).split()) == set(IMAGE_FAMILIES)
+    assert DEFAULT_REGISTRY == "ghcr.io/dmlops"
+    # The cluster tests point at kind's kubeconfig and reach KFP's MinIO through a port-forward.
+    assert "svc/minio-service 9000:9000" in text
+    assert re.search(r"DMLOPS_KUBECONFIG=\S+ DMLOPS_MINIO_URL=http://127.0.0.1:9000 \\\s*\n\s*"
+                     r"\.venv/bin/python -m pytest -m cluster", text)
