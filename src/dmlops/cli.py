@@ -32,31 +32,43 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
     return params
 
 
-def run_pipeline(name: str, params: dict[str, object], output_dir: Path) -> Path:
+def run_pipeline(name: str, params: dict[str, object], output_dir: Path, *, verbose: bool = False) -> Path:
     """Run a registered pipeline with kfp.local's SubprocessRunner; return the run's folder."""
-    from kfp import local
-
     from dmlops.pipelines import PIPELINES
 
     if name not in PIPELINES:
         raise SystemExit(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
+    return run_local(PIPELINES[name], params, output_dir, verbose=verbose)
+
+
+def run_local(pipeline, params: dict[str, object], output_dir: Path, *, verbose: bool = False) -> Path:
+    """Run ``pipeline`` with kfp.local's SubprocessRunner, showing it step by step (each step's full log
+    goes to ``<run>/logs/``, printed only with ``verbose``); return the run's folder. A failed step's last
+    log lines are printed and a RuntimeError is raised."""
+    from kfp import local
+
+    from dmlops.console import RunConsole, pipeline_step_names
+
     root = output_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    before = set(root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    step_names = pipeline_step_names(pipeline.pipeline_spec)
+    run_console = RunConsole(console, root, step_names, verbose=verbose)
     started = time.monotonic()
-    pipeline = PIPELINES[name]
-    pipeline(**params)
-    new_runs = sorted(set(root.iterdir()) - before, key=lambda path: path.stat().st_mtime)
-    run_dir = new_runs[-1]
-    step_names = {task: spec.task_info.name for task, spec in pipeline.pipeline_spec.root.dag.tasks.items()}
+    try:
+        with run_console.attached():
+            pipeline(**params)
+    except RuntimeError:
+        run_console.report_failure()
+        raise
+    run_dir = run_console.run_dir
     print_summary(run_dir, time.monotonic() - started, step_names)
     print_endpoints()
     return run_dir
 
 
-def print_endpoints() -> None:
-    """The local endpoints that are serving, and how to query and stop them."""
+def print_endpoints() -> bool:
+    """The local endpoints that are serving, and how to query and stop them; whether any is."""
     from dmlops.serving.local import list_endpoints
 
     serving = [state for state in list_endpoints() if state.stable is not None]
@@ -65,6 +77,7 @@ def print_endpoints() -> None:
         console.print(state.query_command(), soft_wrap=True, highlight=False)
     if serving:
         console.print("stop with: dmlops serve --stop")
+    return bool(serving)
 
 
 def _count(value: object) -> str:
@@ -89,7 +102,39 @@ def print_summary(run_dir: Path, seconds: float, step_names: dict[str, str]) -> 
                 step = output_file.parent.name
                 table.add_row(step_names.get(step, step), output_name, _count(rows), str(location))
     console.print(table)
-    console.print(f"{len(steps)} steps; artifacts under {run_dir}")
+    console.print(f"{len(steps)} steps; artifacts under {run_dir}, step logs under {run_dir / 'logs'}",
+                  soft_wrap=True, highlight=False)
+
+
+def _default_text(value: object, width: int = 60) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list)) else repr(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def pipelines_help() -> str:
+    """The registered pipelines, each with its parameters and their defaults."""
+    from dmlops.pipelines import PIPELINES
+
+    lines = ["pipelines:"]
+    for name, pipeline in sorted(PIPELINES.items()):
+        lines.append(f"  {name}: {pipeline.description or ''}".rstrip())
+        for param, spec in (pipeline.component_spec.inputs or {}).items():
+            default = "(required)" if spec.default is None and not spec.optional else f"= {_default_text(spec.default)}"
+            lines.append(f"    {param} ({spec.type}) {default}")
+    lines.append("set one with --param NAME=VALUE (JSON values are parsed)")
+    return "\n".join(lines)
+
+
+class _RunHelp(argparse.Action):
+    """``dmlops run --help``: the usual help, then the registered pipelines (built only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.epilog = pipelines_help()
+        parser.print_help()
+        parser.exit()
 
 
 def cron_with_seconds(expression: str) -> str:
@@ -139,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dmlops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run a pipeline locally with kfp.local")
+    run = commands.add_parser("run", help="run a pipeline locally with kfp.local", add_help=False,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("-h", "--help", action=_RunHelp, help="show this help and the registered pipelines")
     run.add_argument("pipeline", help="pipeline name, e.g. flights")
+    run.add_argument("-v", "--verbose", action="store_true", help="print every step's executor log as it runs")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
     run.add_argument("--output-dir", type=Path, default=Path("local_outputs"), help="where runs keep artifacts")
 
@@ -165,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         if args.stop is None:
-            print_endpoints()
+            if not print_endpoints():
+                console.print("no local endpoint is serving")
             return 0
         from dmlops.serving.local import stop_endpoints
 
@@ -179,10 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "run":
         try:
-            run_pipeline(args.pipeline, _parse_params(args.param), args.output_dir)
-        except RuntimeError as failed:  # kfp.local: a step failed; its own error and log are printed above
-            message = Text.from_ansi(str(failed), style="red") + " The failing step's error is in its log above."
-            console.print(message, soft_wrap=True)
+            run_pipeline(args.pipeline, _parse_params(args.param), args.output_dir, verbose=args.verbose)
+        except RuntimeError as failed:  # kfp.local: a step failed; its own error is printed above
+            console.print(Text.from_ansi(str(failed), style="red"), soft_wrap=True)
             return 1
         return 0
     if args.registry:
