@@ -160,10 +160,13 @@ def run_workers(
     timeout: float | None = None,
     output: TextIO | None = None,
     stop: threading.Event | None = None,
+    restart_policy: str = "OnFailure",
 ) -> LocalRunResult:
     """Run ``command`` as a group of ``num_workers`` workers started the way ``kind``'s operator starts
     them; return when all exit 0, restart the group when one fails, raise WorkerGroupFailed when no
-    restarts are left and WorkerGroupTimeout past ``timeout`` seconds."""
+    restarts are left and WorkerGroupTimeout past ``timeout`` seconds. ``restart_policy`` "ExitCode"
+    restarts only a worker killed by a signal or exiting with 128-255; an exit code of 1-127 is a
+    permanent error that fails at once (training-operator pkg/util/train/train_util.go IsRetryableExitCode)."""
     if kind not in LAUNCH_KINDS:
         raise ValueError(f"unknown launch kind {kind!r}; choose one of {', '.join(LAUNCH_KINDS)}")
     if num_workers < 1:
@@ -193,10 +196,12 @@ def run_workers(
                 worker.stop()
         code = failed.process.returncode
         reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        if restarts >= max_restarts:
+        permanent = restart_policy == "ExitCode" and 1 <= code <= 127
+        if restarts >= max_restarts or permanent:
             tail = "\n".join(failed.tail)
             raise WorkerGroupFailed(
-                f"{failed.name} {reason} after {restarts} restart(s) of {num_workers} {kind} workers; "
+                f"{failed.name} {reason}{' (a permanent error: not restarted)' if permanent else ''} after "
+                f"{restarts} restart(s) of {num_workers} {kind} workers; "
                 f"its last output:\n{tail}"
             )
         restarts += 1

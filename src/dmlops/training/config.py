@@ -1,14 +1,119 @@
-"""The training worker's configuration and its command line (one flag per field)."""
+"""The training worker's configuration and its command line.
+
+:class:`RunConfig` is what the worker needs whatever code it runs: the strategy, the entrypoint, the
+data, export and checkpoint URIs. Its command line is one ``--flag value`` per field, followed by the
+entrypoint's own arguments as ``--name value`` pairs (a non-string value as compact JSON).
+:class:`TrainConfig` is the settings of dmlops's own tabular trainer, the default entrypoint; it
+becomes a RunConfig whose entrypoint arguments are its hyperparameters.
+"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 STRATEGIES = ("torch-ddp", "horovod-torch", "horovod-tf", "tf-multiworker")
 TORCH_STRATEGIES = ("torch-ddp", "horovod-torch")
 TF_STRATEGIES = ("tf-multiworker", "horovod-tf")
+TABULAR_ENTRYPOINT = "dmlops.training.tabular:train"  # the default entrypoint: dmlops's tabular trainer
+
+
+def _check_run(strategy: str, checkpoint_every: int, device: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0 (0 = every epoch), got {checkpoint_every}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+
+
+def _text(value: Any) -> str:
+    """A value as one command-line word: a string as it is, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def argument_value(text: str) -> Any:
+    """An entrypoint argument read back from the command line: JSON when it parses as JSON, else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass
+class RunConfig:
+    """One training run, whatever code it runs: ``entrypoint`` (``package.module:function``, a script
+    path, or a function's source; empty: the tabular trainer) called with ``entrypoint_args`` on every
+    worker of ``strategy``. The URIs and checkpoint settings reach the code through
+    :mod:`dmlops.training.runtime`."""
+
+    export_uri: str
+    strategy: str = "torch-ddp"
+    entrypoint: str = ""
+    entrypoint_args: dict[str, Any] = field(default_factory=dict)
+    packages_to_install: list[str] = field(default_factory=list)
+    train_uri: str = ""
+    eval_uri: str = ""
+    checkpoint_uri: str = ""
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    metrics_file: str = ""
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_run(self.strategy, self.checkpoint_every, self.device)
+        if not self.export_uri:
+            raise ValueError("export_uri is required: where rank 0 exports the model")
+
+    @property
+    def resolved_entrypoint(self) -> str:
+        return self.entrypoint or TABULAR_ENTRYPOINT
+
+    def to_args(self) -> list[str]:
+        """The worker's command-line arguments: the run's fields that are set, then the entrypoint's
+        arguments. An empty string is left out: a shell drops an empty word that is not quoted."""
+        args = []
+        for item in dataclasses.fields(self):
+            if item.name == "entrypoint_args":
+                continue
+            value = getattr(self, item.name)
+            default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            if text or value != default:
+                args += [f"--{item.name.replace('_', '-')}", text]
+        return args + argument_flags(self.entrypoint_args)
+
+
+def argument_flags(arguments: dict[str, Any]) -> list[str]:
+    """Entrypoint arguments as ``--name value`` words (an empty string left out)."""
+    return [word for name, value in arguments.items() if value != ""
+            for word in (f"--{name.replace('_', '-')}", _text(value))]
+
+
+RUN_FIELDS = {item.name: item for item in dataclasses.fields(RunConfig) if item.name != "entrypoint_args"}
+
+
+def parse_args(argv: list[str]) -> RunConfig:
+    """Read the worker's ``--flag value`` pairs: RunConfig's flags set the run, every other flag is an
+    entrypoint argument (:func:`argument_value`), overriding the same name in ``--entrypoint-args``."""
+    if len(argv) % 2 or any(not flag.startswith("--") for flag in argv[::2]):
+        raise ValueError(f"worker arguments must be --flag value pairs; got {argv}")
+    run: dict[str, Any] = {}
+    arguments: dict[str, Any] = {}
+    for flag, text in zip(argv[::2], argv[1::2]):
+        name = flag[2:].replace("-", "_")
+        if name == "entrypoint_args":
+            arguments = {**json.loads(text), **arguments}
+        elif name in RUN_FIELDS:
+            default = RunConfig.__dataclass_fields__[name].default
+            run[name] = ([part for part in text.split(",") if part] if name == "packages_to_install"
+                         else type(default)(text) if default is not dataclasses.MISSING else text)
+        else:
+            arguments[name] = argument_value(text)
+    return RunConfig(**run, entrypoint_args=arguments)
 
 
 @dataclass
@@ -39,54 +144,38 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        _check_run(self.strategy, self.checkpoint_every, self.device)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be at least 1")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0 (0 = every epoch), got {self.checkpoint_every}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    def run_config(self) -> RunConfig:
+        """This training as a run of the tabular trainer: the run's fields, and every other field as an
+        entrypoint argument."""
+        values = dataclasses.asdict(self)
+        run = {name: values.pop(name) for name in list(values) if name in RUN_FIELDS}
+        return RunConfig(**run, entrypoint=TABULAR_ENTRYPOINT, entrypoint_args=values)
 
     def to_args(self) -> list[str]:
-        """The worker command-line arguments that reproduce this config. An empty value (``""``, ``[]``)
-        that is also the field's default is left out: a shell drops an empty word that is not quoted."""
-        args = []
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
-            text = ",".join(str(part) for part in value) if isinstance(value, list) else str(value)
-            if text or value != default:
-                args += [f"--{item.name.replace('_', '-')}", text]
-        return args
+        """The worker command-line arguments that run this config."""
+        return self.run_config().to_args()
 
+    @classmethod
+    def from_run(cls, run: RunConfig, arguments: dict[str, Any]) -> TrainConfig:
+        """The tabular trainer's config from its run and its entrypoint arguments (command-line words or
+        values; a list may also be given as comma-separated text)."""
+        values: dict[str, Any] = {name: getattr(run, name) for name in RUN_FIELDS if name in cls.__dataclass_fields__}
+        unknown = sorted(set(arguments) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"the tabular trainer has no arguments {unknown}")
+        defaults = TrainConfig(train_uri="", label="", export_uri="")
+        for name, value in arguments.items():
+            default = getattr(defaults, name)
+            if isinstance(default, list):
+                kind = int if name == "hidden_units" else str
+                parts = value.split(",") if isinstance(value, str) else value
+                value = [kind(str(part).strip()) for part in parts if str(part).strip()]
+            else:
+                value = type(default)(value)
+            values[name] = value
+        return cls(**values)
 
-def _list(kind):
-    def parse(text: str) -> list:
-        return [kind(part.strip()) for part in text.split(",") if part.strip()]
-
-    return parse
-
-
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Parse worker arguments (``--train-uri ... --label ...``) into a TrainConfig."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dmlops.training.worker",
-        description="Train a tabular binary classifier (MLP with categorical embeddings) on Parquet data.",
-    )
-    defaults = TrainConfig(train_uri="", label="", export_uri="")
-    for item in dataclasses.fields(TrainConfig):
-        flag = f"--{item.name.replace('_', '-')}"
-        default = getattr(defaults, item.name)
-        required = item.name in ("train_uri", "label", "export_uri")
-        if isinstance(default, list):
-            kind = int if item.name == "hidden_units" else str
-            parser.add_argument(flag, type=_list(kind), default=default, help=f"comma-separated (default {default})")
-        elif item.name == "strategy":
-            parser.add_argument(flag, choices=STRATEGIES, default=default)
-        else:
-            parser.add_argument(flag, type=type(default), default=None if required else default, required=required)
-    try:
-        return TrainConfig(**vars(parser.parse_args(argv)))
-    except ValueError as error:
-        parser.error(str(error))

@@ -18,7 +18,7 @@ from dmlops.platform import storage
 from dmlops.platform.backend import resolve_backend
 from dmlops.platform.local import LocalRunResult, run_workers
 from dmlops.platform.naming import resource_name, run_labels
-from dmlops.training.config import TF_STRATEGIES, TrainConfig
+from dmlops.training.config import TF_STRATEGIES, RunConfig, TrainConfig
 from dmlops.training.export import METADATA_FILE
 from dmlops.training.jobs import Placement, Resource, horovodrun_command, mpi_job, pytorch_job, tf_job, train_job
 
@@ -56,9 +56,21 @@ def check_worker_gpus(job_name: str, num_workers: int, gpu: int) -> None:
         )
 
 
-def worker_command(config: TrainConfig) -> list[str]:
+def as_run(config: RunConfig | TrainConfig) -> RunConfig:
+    """The run of ``config``: a RunConfig as it is, a TrainConfig as a run of the tabular trainer."""
+    return config.run_config() if isinstance(config, TrainConfig) else config
+
+
+def restart_policy(strategy: str) -> str:
+    """``ExitCode`` (a worker's permanent error, exit code 1-127, is not restarted: see
+    :mod:`dmlops.training.worker`), except under horovodrun/mpirun, which exit 1 for every failed
+    worker whatever its cause: there ``OnFailure``."""
+    return "OnFailure" if LAUNCH_KIND[strategy] == "mpi" else "ExitCode"
+
+
+def worker_command(config: RunConfig | TrainConfig) -> list[str]:
     """The command every worker runs."""
-    return [sys.executable, "-m", WORKER_MODULE, *config.to_args()]
+    return [sys.executable, "-m", WORKER_MODULE, *as_run(config).to_args()]
 
 
 def read_export_metadata(export_uri: str) -> dict[str, Any]:
@@ -75,7 +87,7 @@ def download_export(export_uri: str, local_directory: str) -> None:
 
 
 def run_training(
-    config: TrainConfig,
+    config: RunConfig | TrainConfig,
     num_workers: int,
     backend: str = "local",
     resources: WorkerResources | None = None,
@@ -93,6 +105,7 @@ def run_training(
 
     ``image``, ``namespace``, ``job_name`` / ``run_id`` + ``task_name`` and ``job_api`` are those of
     :func:`run_kubernetes`; the local backend ignores them."""
+    config = as_run(config)
     if resolve_backend(backend) == "local":
         run_local(config, num_workers, max_restarts, timeout)
     else:
@@ -101,29 +114,36 @@ def run_training(
     return read_export_metadata(config.export_uri)
 
 
-def run_local(config: TrainConfig, num_workers: int, max_restarts: int = 1, timeout: float | None = None) -> LocalRunResult:
-    """Train with ``num_workers`` local processes started as the strategy's operator would start pods."""
+def run_local(
+    config: RunConfig | TrainConfig, num_workers: int, max_restarts: int = 1, timeout: float | None = None,
+) -> LocalRunResult:
+    """Train with ``num_workers`` local processes started as the strategy's operator would start pods
+    (the packages to install are installed once, here, before they start)."""
+    from dmlops.training.worker import install_packages
+
+    config = as_run(config)
+    install_packages(config.packages_to_install)
     return run_workers(LAUNCH_KIND[config.strategy], num_workers, worker_command(config),
-                       max_restarts=max_restarts, timeout=timeout)
+                       max_restarts=max_restarts, timeout=timeout, restart_policy=restart_policy(config.strategy))
 
 
-DATA_URIS = ("train_uri", "eval_uri", "export_uri", "checkpoint_uri")  # the TrainConfig fields pods read
+DATA_URIS = ("train_uri", "eval_uri", "export_uri", "checkpoint_uri")  # the RunConfig fields pods read
 
 
-def cluster_config(config: TrainConfig) -> TrainConfig:
+def cluster_config(config: RunConfig) -> RunConfig:
     """``config`` with every data URI as pods read it (:func:`dmlops.platform.storage.pod_uri`: minio://
     becomes s3://; a local path is refused, since it exists only in this pod)."""
     return dataclasses.replace(config, **{name: storage.pod_uri(getattr(config, name), name) for name in DATA_URIS})
 
 
-def worker_env(config: TrainConfig) -> dict[str, Any]:
+def worker_env(config: RunConfig) -> dict[str, Any]:
     """Environment of pods that run ``config`` (:func:`dmlops.platform.storage.pod_env`): this pod's
     object-store settings and, for KFP MinIO URIs, the endpoint and the credentials of KFP's Secret."""
     return storage.pod_env(getattr(config, name) for name in DATA_URIS)
 
 
 def training_job(
-    config: TrainConfig,
+    config: RunConfig | TrainConfig,
     num_workers: int,
     resources: WorkerResources,
     image: str,
@@ -138,6 +158,7 @@ def training_job(
     or a TrainJob on the ``torch-distributed`` runtime ("trainer") for torch-ddp, an MPIJob (v2beta1)
     whose Launcher horovodruns the workers for horovod-*, a TFJob for tf-multiworker. A failed pod is
     restarted up to ``max_restarts`` times (training operator jobs), resuming from its checkpoint."""
+    config = as_run(config)
     if job_api not in JOB_APIS:
         raise ValueError(f"unknown job_api {job_api!r}; use 'training-operator' (PyTorchJob, TFJob, MPIJob) "
                          "or 'trainer' (Kubeflow Trainer v2 TrainJob)")
@@ -155,7 +176,8 @@ def training_job(
                           labels=labels or {})
     worker = ["python", "-m", WORKER_MODULE]
     common: dict[str, Any] = dict(image=image, env=worker_env(config), workers=num_workers, placement=placement)
-    restarts: dict[str, Any] = dict(restart_policy="OnFailure" if max_restarts else "Never", backoff_limit=max_restarts)
+    restarts: dict[str, Any] = dict(restart_policy=restart_policy(config.strategy) if max_restarts else "Never",
+                                    backoff_limit=max_restarts)
     kind = LAUNCH_KIND[config.strategy]
     if job_api == "trainer":
         if config.strategy != "torch-ddp":
@@ -171,7 +193,7 @@ def training_job(
 
 
 def run_kubernetes(
-    config: TrainConfig,
+    config: RunConfig | TrainConfig,
     num_workers: int,
     resources: WorkerResources,
     image: str,

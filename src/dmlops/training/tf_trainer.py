@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dmlops.training import runtime
 from dmlops.training.config import TrainConfig
 from dmlops.training.data import EncodedData, Preprocessing
 
@@ -43,15 +44,6 @@ def build_model(preprocessing: Preprocessing, config: TrainConfig):
     return keras.Model([numeric, categorical], logit)
 
 
-def tf_config_rank(resolver) -> int:
-    """This process's rank among all TF_CONFIG tasks: a TFJob's chief is rank 0 and its workers follow
-    (worker 0 is rank 1); without a chief, as locally, the worker index is the rank."""
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    if resolver.task_type == "chief":
-        return 0
-    return (resolver.task_id or 0) + (1 if has_chief else 0)
-
-
 class TFTrainer:
     """One worker's Keras model, optimizer and training shard, and its link to the other workers."""
 
@@ -68,19 +60,15 @@ class TFTrainer:
         self.config = config
         self.preprocessing = preprocessing
         self.horovod = config.strategy == "horovod-tf"
+        ctx = runtime.setup()
+        self.rank, self.world_size = ctx.rank, ctx.world_size
         if self.horovod:
             import horovod.tensorflow as hvd
 
-            hvd.init()
             self.hvd = hvd
-            self.rank, self.world_size = hvd.rank(), hvd.size()
             self.strategy = tf.distribute.get_strategy()
         else:
-            collective = tf.distribute.experimental.CommunicationOptions(
-                implementation=tf.distribute.experimental.CommunicationImplementation.RING
-            )
-            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=collective)
-            self.rank = tf_config_rank(self.strategy.cluster_resolver)
+            self.strategy = runtime.distribution()
             self.world_size = self.strategy.num_replicas_in_sync
 
         keras.utils.set_random_seed(config.seed)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import gc
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dmlops.training import runtime
 from dmlops.training.config import TrainConfig
 from dmlops.training.data import EncodedData, Preprocessing
 from dmlops.training.torch_model import TabularMLP
@@ -33,22 +33,11 @@ class TorchTrainer:
     def __init__(self, config: TrainConfig, preprocessing: Preprocessing, train: EncodedData):
         self.config = config
         self.horovod = config.strategy == "horovod-torch"
-        if self.horovod:
-            import horovod.torch as hvd
-
-            hvd.init()
-            self.rank, self.world_size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
-        else:
-            self.rank = int(os.environ.get("RANK", "0"))
-            self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if config.device == "cuda":
-            if not torch.cuda.is_available():
-                raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
-            torch.cuda.set_device(local_rank)
-            self.device = torch.device("cuda", local_rank)
-        else:
-            self.device = torch.device("cpu")
+        if config.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
+        ctx = runtime.setup()
+        self.rank, self.world_size, local_rank = ctx.rank, ctx.world_size, ctx.local_rank
+        self.device = torch.device(ctx.device)
 
         torch.manual_seed(config.seed)
         self.model = TabularMLP(
@@ -67,7 +56,6 @@ class TorchTrainer:
             hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
             self.optimizer = hvd.DistributedOptimizer(self.optimizer, named_parameters=self.model.named_parameters())
         elif self.world_size > 1:
-            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
             self.train_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[local_rank] if self.device.type == "cuda" else None
             )

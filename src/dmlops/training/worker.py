@@ -1,125 +1,158 @@
-"""The distributed training worker: ``python -m dmlops.training.worker --strategy ... --train-uri ...``.
+"""The distributed training worker: ``python -m dmlops.training.worker --strategy ... --entrypoint ...``.
 
 Every worker process runs this same entry point; the launcher (the local backend, PyTorchJob, TFJob,
-MPIJob or TrainJob) tells it its place through the environment. Rank 0 writes checkpoints, metrics and
-the exported model.
+MPIJob or TrainJob) tells it its place through the environment. It installs the run's
+``packages_to_install`` that are missing, gives the run's settings to the user's code as ``DMLOPS_*``
+variables (:mod:`dmlops.training.runtime`) and calls the entrypoint with its arguments:
+
+- ``package.module:function``: the function, called with the arguments as keywords;
+- ``path/to/script.py`` (or ``package.module``): run as ``__main__`` with the arguments as
+  ``--name value`` in ``sys.argv``;
+- a function's source (:func:`function_entrypoint`, as Kubeflow Trainer's ``CustomTrainer`` carries
+  ``func``): the source is executed and its last top-level function called with the arguments.
+
+Exit codes say whether a restart can help (training-operator's ``ExitCode`` restart policy retries
+128-255 only): :data:`EXIT_BAD_INPUT` and :data:`EXIT_USER_ERROR` are permanent, with the error and the
+user's traceback printed; :data:`EXIT_INFRASTRUCTURE` (a lost peer, a broken connection) is retried,
+as is a worker killed by a signal.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.metadata
+import inspect
+import os
+import runpy
+import subprocess
 import sys
-import tempfile
-from pathlib import Path
-from typing import Any
+import textwrap
+import traceback
+from typing import Any, Callable
 
-import pyarrow as pa
+from packaging.requirements import Requirement
 
 from dmlops.data.errors import DataError
-from dmlops.platform import storage
-from dmlops.training.config import TF_STRATEGIES, TrainConfig, parse_args
-from dmlops.training.data import (
-    EncodedData,
-    FeatureSpec,
-    Preprocessing,
-    binary_labels,
-    fit_preprocessing,
-    load_encoded,
-    read_schema,
-    read_table,
-    resolve_features,
-)
-from dmlops.training.export import write_metadata
-from dmlops.training.loop import Trainer, fit, log
-from dmlops.training.metrics import katib_lines, write_metrics_file
+from dmlops.training.config import RunConfig, TrainConfig, argument_flags, parse_args
+from dmlops.training.runtime import run_environment
+
+EXIT_BAD_INPUT = 2  # the data or the arguments cannot train: permanent
+EXIT_USER_ERROR = 3  # the user's code raised: permanent
+EXIT_INFRASTRUCTURE = 200  # a peer or the network was lost: restart from the checkpoint
+# Errors of a lost peer or connection, by class name (torch.distributed, Horovod, TensorFlow collectives).
+INFRASTRUCTURE_ERRORS = frozenset({
+    "DistBackendError", "DistNetworkError", "DistStoreError", "HorovodInternalError", "UnavailableError",
+    "DeadlineExceededError", "AbortedError",
+})
+INFRASTRUCTURE_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
 
 
-def make_trainer(config: TrainConfig, preprocessing: Preprocessing, train: EncodedData) -> Trainer:
-    """The framework trainer for ``config.strategy``."""
-    if config.strategy in TF_STRATEGIES:
-        from dmlops.training.tf_trainer import TFTrainer
-
-        return TFTrainer(config, preprocessing, train)
-    from dmlops.training.torch_trainer import TorchTrainer
-
-    return TorchTrainer(config, preprocessing, train)
+def function_entrypoint(function: Callable[..., Any]) -> str:
+    """The source of ``function`` as an ``entrypoint`` value: it travels with the step and runs on every
+    worker without an image of the user's own. Imports the function needs go inside its body."""
+    return textwrap.dedent(inspect.getsource(function))
 
 
-def export_model(
-    config: TrainConfig,
-    trainer: Trainer,
-    schema: pa.Schema,
-    spec: FeatureSpec,
-    preprocessing: Preprocessing,
-    metrics: dict[str, Any],
-    train_rows: int,
-) -> None:
-    """Write the model files and metadata.json into a scratch folder, then publish it to export_uri."""
-    with tempfile.TemporaryDirectory(prefix="dmlops-export-") as scratch:
-        directory = Path(scratch) / "model"
-        directory.mkdir()
-        model_files = trainer.export(directory)
-        write_metadata(directory, {
-            "framework": trainer.framework,
-            "strategy": config.strategy,
-            "model_files": model_files,
-            "label": spec.label,
-            "inputs": {
-                "numeric": {"columns": spec.numeric, "dtype": "float32"},
-                "categorical": {"columns": spec.categorical, "dtype": "int64"},
-                "output": "logit of the positive class; probability = sigmoid(logit)",
-            },
-            "feature_schema": {name: str(schema.field(name).type) for name in spec.columns},
-            "preprocessing": preprocessing.to_dict(),
-            "hyperparameters": {
-                "epochs": config.epochs, "batch_size": config.batch_size,
-                "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
-                "hidden_units": config.hidden_units, "embedding_dim": config.embedding_dim,
-                "dropout": config.dropout, "seed": config.seed,
-            },
-            "metrics": metrics,
-            "train_rows": train_rows,
-        })
-        storage.put(directory, config.export_uri)
+def is_function_source(entrypoint: str) -> bool:
+    return "\n" in entrypoint.strip() or entrypoint.lstrip().startswith(("def ", "async def ", "@"))
+
+
+def missing_packages(requirements: list[str]) -> list[str]:
+    """The requirements that the installed distributions do not satisfy."""
+    missing = []
+    for text in requirements:
+        requirement = Requirement(text)
+        try:
+            version = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(text)
+            continue
+        if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
+            missing.append(text)
+    return missing
+
+
+def install_packages(requirements: list[str]) -> None:
+    """``pip install`` the requirements not yet satisfied (as Trainer's ``packages_to_install``)."""
+    missing = missing_packages(requirements)
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *missing],
+                       check=True)
+
+
+def call_entrypoint(entrypoint: str, arguments: dict[str, Any]) -> Any:
+    """Run ``entrypoint`` (see the module docstring) with ``arguments``; returns what a function returns."""
+    if is_function_source(entrypoint):
+        source = textwrap.dedent(entrypoint)
+        functions = [node.name for node in ast.parse(source).body
+                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        if not functions:
+            raise ValueError("the entrypoint source defines no function to call")
+        namespace: dict[str, Any] = {"__name__": "__dmlops_entrypoint__"}
+        exec(compile(source, "<entrypoint>", "exec"), namespace)
+        return namespace[functions[-1]](**arguments)
+    if ":" in entrypoint:
+        module_name, _, function_name = entrypoint.partition(":")
+        return getattr(importlib.import_module(module_name), function_name)(**arguments)
+    argv = sys.argv
+    sys.argv = [entrypoint, *argument_flags(arguments)]
+    try:
+        if entrypoint.endswith(".py"):
+            runpy.run_path(entrypoint, run_name="__main__")
+        else:
+            runpy.run_module(entrypoint, run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = argv
+    return None
+
+
+def run(run_config: RunConfig) -> Any:
+    """Run ``run_config``'s entrypoint in this process, its settings in the environment; then leave the
+    process group the runtime joined for it."""
+    from dmlops.training import runtime
+
+    install_packages(run_config.packages_to_install)
+    os.environ.update(run_environment(run_config))
+    result = call_entrypoint(run_config.resolved_entrypoint, run_config.entrypoint_args)
+    runtime.shutdown()
+    return result
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Run one worker's share of training; rank 0 returns the final metrics and exports the model."""
-    schema = read_schema(config.train_uri)
-    spec = resolve_features(
-        schema, config.label, config.numeric_features, config.categorical_features, config.exclude_features,
-        source=config.train_uri,
-    )
-    table = read_table(config.train_uri, spec.columns)
-    if table.num_rows == 0:
-        raise DataError(f"{config.train_uri}: no rows to train on")
-    labels = binary_labels(table, spec.label, config.train_uri)
-    preprocessing = fit_preprocessing(table, spec, config.max_categories)
-    numeric, categorical = preprocessing.encode(table, config.train_uri)
-    train_data = EncodedData(numeric, categorical, labels)
-    evaluation = load_encoded(config.eval_uri, preprocessing) if config.eval_uri else None
+    """Train the tabular model of ``config`` in this process (one worker unless the environment says
+    otherwise); rank 0 returns the final metrics."""
+    return run(config.run_config())
 
-    trainer = make_trainer(config, preprocessing, train_data)
-    # no try/finally: a failing worker must exit (non-zero) rather than wait for the others in a
-    # collective; its launcher then stops and restarts the group
-    metrics = fit(config, trainer, train_data, evaluation)
-    if trainer.rank == 0:
-        export_model(config, trainer, schema, spec, preprocessing, metrics, len(train_data))
-        for line in katib_lines(metrics):
-            log(line)
-        if config.metrics_file:
-            write_metrics_file(config.metrics_file, metrics)
-        log(f"exported {trainer.framework} model to {config.export_uri}")
-    trainer.close()
-    return metrics
+
+def is_infrastructure_error(error: BaseException) -> bool:
+    """Whether ``error`` (or one it was raised from) is a lost peer or connection rather than a bug."""
+    while error is not None:
+        if isinstance(error, (ConnectionError, TimeoutError)) or type(error).__name__ in INFRASTRUCTURE_ERRORS:
+            return True
+        if any(marker in str(error) for marker in INFRASTRUCTURE_MESSAGES):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
     try:
-        train(config)
+        run_config = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    try:
+        run(run_config)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_BAD_INPUT
+    except Exception as error:  # noqa: BLE001 - the exit code tells the launcher whether to restart
+        code = EXIT_INFRASTRUCTURE if is_infrastructure_error(error) else EXIT_USER_ERROR
+        kind = "infrastructure error (restartable)" if code == EXIT_INFRASTRUCTURE else "error in the entrypoint"
+        print(f"{kind} {run_config.resolved_entrypoint.splitlines()[0]!r}:\n{traceback.format_exc()}",
+              file=sys.stderr, flush=True)
+        return code
     return 0
 
 

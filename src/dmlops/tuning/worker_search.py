@@ -1,7 +1,8 @@
-"""Tune the dmlops training worker's hyperparameters: one Experiment, run locally or on Katib.
+"""Tune the hyperparameters of a training run's entrypoint: one Experiment, run locally or on Katib.
 
-Each trial runs ``python -m dmlops.training.worker`` with the tuned flags set to
-``${trialParameters.<name>}`` and exports its model under ``<trials_uri>/<trial name>``. Trials that run
+Each trial runs ``python -m dmlops.training.worker`` with the run's entrypoint and each searched
+hyperparameter as the entrypoint argument ``--<name> ${trialParameters.<name>}`` (the user's function
+gets it as a keyword, a script in its argv), and exports its model under ``<trials_uri>/<trial name>``. Trials that run
 in pods read the URIs as pods read them and get the environment that reaches the object store
 (:mod:`dmlops.platform.storage`; KFP's ``minio://`` artifacts as ``s3://`` with KFP's MinIO Secret), as
 the workers of a training step do; a trial given a GPU trains on CUDA.
@@ -13,20 +14,19 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dmlops.training.config import TrainConfig
-from dmlops.training.launch import WORKER_MODULE, check_worker_gpus, cluster_config, worker_env
+from dmlops.training.config import RunConfig, TrainConfig, argument_value
+from dmlops.training.launch import WORKER_MODULE, as_run, check_worker_gpus, cluster_config, worker_env
 from dmlops.tuning.experiment import MetricsCollector, build_experiment, flag_arguments, trial_job
 from dmlops.tuning.results import TuningResult, apply_policy
-from dmlops.tuning.spec import SpecError, TuningSpec
+from dmlops.tuning.spec import TuningSpec
 
-TUNABLE = ("epochs", "batch_size", "learning_rate", "weight_decay", "hidden_units", "embedding_dim", "dropout")
 TRIAL_KIND = {"torch-ddp": "PyTorchJob", "tf-multiworker": "TFJob", "horovod-torch": "MPIJob", "horovod-tf": "MPIJob"}
 _TRIAL_NAME = {"trialName": "${trialSpec.Name}"}
 
 
 def worker_experiment(
     search: dict[str, Any],
-    config: TrainConfig,
+    config: RunConfig | TrainConfig,
     trials_uri: str,
     *,
     name: str,
@@ -38,17 +38,14 @@ def worker_experiment(
     gpu: int = 0,
     in_pods: bool = True,
 ) -> dict[str, Any]:
-    """The Experiment that tunes the worker: ``config``'s arguments with each searched hyperparameter's
-    flag set to its placeholder, each trial exporting to ``<trials_uri>/<trial name>``, on CUDA when
+    """The Experiment that tunes ``config``'s entrypoint: the worker's arguments with each searched
+    hyperparameter's flag set to its placeholder, each trial exporting to ``<trials_uri>/<trial name>``, on CUDA when
     ``gpu``. ``in_pods`` (Katib) makes every URI one a pod reads and adds the object-store environment
     (:func:`~dmlops.training.launch.cluster_config`, :func:`~dmlops.training.launch.worker_env`); the
     local tuner (``in_pods=False``) reads this machine's paths."""
     check_worker_gpus(name, num_workers, gpu)
     spec = TuningSpec.from_katib(search)
-    unknown = sorted({parameter.name for parameter in spec.parameters} - set(TUNABLE))
-    if unknown:
-        raise SpecError(f"parameters {unknown} are not worker hyperparameters; tune any of {', '.join(TUNABLE)}")
-    config = dataclasses.replace(config, export_uri=f"{trials_uri.rstrip('/')}/${{trialParameters.trialName}}",
+    config = dataclasses.replace(as_run(config), export_uri=f"{trials_uri.rstrip('/')}/${{trialParameters.trialName}}",
                                  device="cuda" if gpu else "cpu")
     env = None
     if in_pods:
@@ -86,14 +83,15 @@ def run_search(
 
 
 def chosen_hyperparameters(result: TuningResult, defaults: dict[str, Any]) -> dict[str, Any]:
-    """Every tunable hyperparameter: the best trial's value where it was searched, else the default."""
-    chosen = {name: defaults[name] for name in TUNABLE}
-    for name, value in result.best_parameters.items():
-        if name == "hidden_units":
-            value = [int(units) for units in str(value).split(",") if units.strip()]
-        elif name in ("epochs", "batch_size", "embedding_dim"):
-            value = int(value)
-        else:
-            value = float(value)
+    """``defaults`` with the best trial's value of each searched hyperparameter, read as the worker reads
+    it (JSON, else text) and given the default's type (a list default takes comma-separated text)."""
+    chosen = dict(defaults)
+    for name, text in result.best_parameters.items():
+        value = argument_value(str(text))
+        default = defaults.get(name)
+        if isinstance(default, list) and isinstance(value, str):
+            value = [argument_value(part.strip()) for part in value.split(",") if part.strip()]
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            value = type(default)(value)
         chosen[name] = value
     return chosen
