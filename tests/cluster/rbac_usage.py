@@ -28,7 +28,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from dmlops.platform.rules import RULES
+from dmlops.platform.rules import RULES, DeploymentRollout
 
 from image_imports import SRC, import_closure, module_file
 
@@ -57,6 +57,8 @@ def api_call(method: str) -> tuple[str, str] | None:
         return _VERB_BY_PREFIX[prefix], "custom"
     if method == "read_namespaced_pod_log":
         return "get", "pods/log"
+    if method == "read_namespaced_deployment":  # apps/v1: a Standard-mode predictor's rollout
+        return "get", "deployments"
     if method.endswith("_namespaced_pod") or method.endswith("_namespaced_pod_status"):
         return _VERB_BY_PREFIX[prefix], "pods"
     return None
@@ -259,6 +261,11 @@ def permissions_used() -> dict[Permission, set[str]]:
                 for kind in kinds:
                     for rule in rules_by_kind[kind]:
                         for resource, verbs in by_method[node.func.attr].items():
+                            if resource == "deployments":  # read only to judge a Deployment rollout
+                                if any(isinstance(rollout, DeploymentRollout) for _, rollout in rule.rollouts):
+                                    for verb in verbs:
+                                        need("apps", resource, verb, f"{where} ({kind} via launcher)")
+                                continue
                             if resource != "custom" and not (streams_logs and rule.log_pods):
                                 continue  # pods are read only to stream the log of a kind that has log pods
                             for verb in verbs:

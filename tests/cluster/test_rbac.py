@@ -79,11 +79,12 @@ def test_client_methods_map_to_the_verbs_the_api_server_checks():
 
 def test_launcher_methods_use_what_their_contract_says():
     """run: create-or-reattach (get), watch/list, delete on timeout or cancel, stream the pod log;
-    apply: create or merge-patch, then watch; delete: delete."""
+    apply: create, or read and merge-patch to equal, then watch (and read a Standard-mode predictor's
+    Deployment to judge its rollout); delete: delete."""
     verbs = launcher_verbs()
     assert verbs["run"] == {"custom": {"create", "get", "list", "watch", "delete"}, "pods": {"list", "get"},
                             "pods/log": {"get"}}
-    assert verbs["apply"] == {"custom": {"create", "patch", "list", "watch"}}
+    assert verbs["apply"] == {"custom": {"create", "get", "patch", "list", "watch"}, "deployments": {"get"}}
     assert verbs["delete"] == {"custom": {"delete"}}
 
 
