@@ -4,6 +4,7 @@
 ``components/<area>/<name>.yaml``.
 """
 
+from dmlops.components.edge import export_edge
 from dmlops.components.features import (feast_apply, feast_materialize, feast_online_features, feast_source,
                                         feast_store, feast_training_set, running_means)
 from dmlops.components.ingest import ingest
@@ -19,11 +20,11 @@ COMPONENTS = {
                  feast_online_features, running_means],
     "training": [train, evaluate],
     "tuning": [tune],
-    "serving": [deploy],
+    "serving": [deploy, export_edge],
 }
 
 __all__ = [
-    "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "feast_apply", "feast_materialize",
+    "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "export_edge", "feast_apply", "feast_materialize",
     "feast_online_features", "feast_source", "feast_store", "feast_training_set", "infer_schema", "ingest", "running_means",
     "split_by_time", "train", "tune", "validate",
 ]

@@ -1,0 +1,283 @@
+"""Edge export: the served model converted for devices, each variant run in its own runtime and gated
+against the served model before it may ship.
+
+Variants: ONNX float32 (the ONNX file ``train`` exports beside a torch model) and int8 (onnxruntime's
+dynamic quantization: int8 weights, activations quantized per batch), run with onnxruntime; for
+TensorFlow models, TFLite float32 and int8 (TFLiteConverter, dynamic-range quantization), run with
+LiteRT's interpreter (``ai-edge-litert``). Every variant predicts the eval rows and is compared with
+the served model (TorchScript or SavedModel, as :class:`dmlops.serving.model.ServedModel` loads it):
+
+- float32 must give the same probabilities: max |Δp| ≤ 1e-5;
+- int8 may lose a little: AUC drop ≤ 0.002 and predictions changing class ≤ 0.1 %.
+
+A converter that silently reorders inputs or mangles a layer still produces a model that runs; these
+figures are what tells (the question converter users keep asking, e.g. onnx/tensorflow-onnx#2339,
+microsoft/onnxruntime#12924). Inputs of every variant are the model's encoded inputs (``numeric``
+float32 [n, k] standardised, ``categorical`` int64 [n, c] vocabulary indices), as for the served model;
+the encoding is in the model's metadata.json (``preprocessing``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dmlops.training.data import EncodedData, Preprocessing, load_encoded
+from dmlops.training.export import fetch
+from dmlops.training.metrics import binary_metrics
+
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+MAX_FLOAT32_DELTA = 1e-5
+MAX_INT8_AUC_DROP = 0.002
+MAX_INT8_CLASS_FLIPS = 0.001
+VARIANTS = ("onnx_float32", "onnx_int8", "tflite_float32", "tflite_int8")
+LATENCY_RUNS = 300
+LATENCY_WARMUP = 20
+
+
+class EdgeGateError(RuntimeError):
+    """An edge variant's predictions differ from the served model's beyond its gate."""
+
+
+@dataclass
+class EdgeVariant:
+    """One converted model, its file and what its gate measured."""
+
+    name: str
+    runtime: str
+    precision: str
+    path: Path
+    figures: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def metadata(self) -> dict[str, object]:
+        """What the variant's Model artifact carries: file, digest, runtime, gate figures and verdict."""
+        return {
+            "file": self.path.name, "sha256": self.sha256, "size_bytes": self.size_bytes, "runtime": self.runtime,
+            "precision": self.precision, **self.figures, "gate": "passed" if self.passed else "; ".join(self.failures),
+            **{f"latency_{name}_ms": value for name, value in self.latency_ms.items()},
+        }
+
+
+@dataclass
+class EdgeReport:
+    """The variants kept, those left out (name → reason) and the served model's own figures."""
+
+    variants: list[EdgeVariant]
+    left_out: dict[str, str]
+    reference: dict[str, float]
+    rows: int
+    served_format: str
+
+    def markdown(self) -> str:
+        """The variants beside the served model: size, single-row latency p50/p99 and the gate figures."""
+        lines = [
+            f"# Edge variants\n\nGated on {self.rows:,} eval rows against the served model ({self.served_format}): "
+            f"float32 max |Δp| ≤ {MAX_FLOAT32_DELTA:g}; int8 AUC drop ≤ {MAX_INT8_AUC_DROP:g} and class flips ≤ "
+            f"{MAX_INT8_CLASS_FLIPS:.1%}. Latency: one row per call, one thread.\n",
+            "| variant | runtime | size | p50 ms | p99 ms | max \\|Δp\\| | AUC drop | class flips | gate |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+            f"| served ({self.served_format}) | native | {_size(self.reference['size_bytes'])} | "
+            f"{self.reference['latency_p50_ms']:.3f} | {self.reference['latency_p99_ms']:.3f} | | | | |",
+        ]
+        for variant in self.variants:
+            figures = variant.figures
+            lines.append(
+                f"| {variant.name} | {variant.runtime} | {_size(variant.size_bytes)} | {variant.latency_ms['p50']:.3f} | "
+                f"{variant.latency_ms['p99']:.3f} | {figures['max_abs_delta_p']:.2e} | {figures['auc_drop']:+.5f} | "
+                f"{figures['class_flip_rate']:.3%} | passed |")
+        if self.left_out:
+            lines.append("\nLeft out:\n")
+            lines.extend(f"- {name}: {reason}" for name, reason in self.left_out.items())
+        return "\n".join(lines) + "\n"
+
+
+def gate(precision: str, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
+         threshold: float = 0.5) -> tuple[dict[str, float], list[str]]:
+    """The gate figures of ``candidate`` probabilities against the served model's ``reference`` on the same
+    rows, and the figures past their limit (each naming the figure, its value and the limit)."""
+    reference = np.asarray(reference, dtype=np.float64).reshape(-1)
+    candidate = np.asarray(candidate, dtype=np.float64).reshape(-1)
+    if reference.shape != candidate.shape:
+        return {}, [f"output shape {candidate.shape} differs from the served model's {reference.shape}"]
+    delta = float(np.max(np.abs(candidate - reference)))
+    flips = float(np.mean((candidate >= threshold) != (reference >= threshold)))
+    auc_drop = float(binary_metrics(labels, reference, threshold)["auc"] - binary_metrics(labels, candidate, threshold)["auc"])
+    figures = {"max_abs_delta_p": delta, "auc_drop": auc_drop, "class_flip_rate": flips}
+    if precision == "float32":
+        limits = [("max |Δp|", delta, MAX_FLOAT32_DELTA)]
+    else:
+        limits = [("AUC drop", auc_drop, MAX_INT8_AUC_DROP), ("class flips", flips, MAX_INT8_CLASS_FLIPS)]
+    failures = [f"{name} {value:.3g} > {limit:g}" for name, value, limit in limits if not value <= limit]
+    return figures, failures
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64).reshape(-1)))
+
+
+def onnx_predictor(path: Path, threads: int = 1) -> Predictor:
+    """Probabilities from an ONNX model (inputs ``numeric``, ``categorical``; one logit output) in onnxruntime."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    output = session.get_outputs()[0].name
+
+    def predict(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        return _sigmoid(session.run([output], {"numeric": numeric, "categorical": categorical})[0])
+
+    return predict
+
+
+def tflite_predictor(path: Path, threads: int = 1) -> Predictor:
+    """Probabilities from a TFLite model's serving signature (``numeric``, ``categorical``) in LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    runner = interpreter.get_signature_runner()
+
+    def predict(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        outputs = runner(numeric=numeric, categorical=categorical.astype(_tflite_int_type(runner)))
+        return _sigmoid(next(iter(outputs.values())))
+
+    return predict
+
+
+def _tflite_int_type(runner) -> type:
+    return runner.get_input_details()["categorical"]["dtype"]
+
+
+def convert_onnx(model_dir: Path, metadata: dict, destinations: dict[str, Path]) -> dict[str, Path]:
+    """ONNX float32 (the exported file) and int8 (shape inference and graph optimization as onnxruntime's
+    ``quant_pre_process`` does them, then dynamic quantization), each in its destination folder."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = model_dir / metadata["model_files"]["onnx"]
+    float32 = destinations["onnx_float32"] / "model.onnx"
+    int8 = destinations["onnx_int8"] / "model.int8.onnx"
+    prepared = destinations["onnx_int8"] / "prepared.onnx"
+    shutil.copyfile(source, float32)
+    quant_pre_process(str(source), str(prepared))
+    quantize_dynamic(str(prepared), str(int8), weight_type=QuantType.QInt8)
+    prepared.unlink()
+    return {"onnx_float32": float32, "onnx_int8": int8}
+
+
+def convert_tflite(model_dir: Path, metadata: dict, destinations: dict[str, Path]) -> dict[str, Path]:
+    """TFLite float32 and int8 (dynamic-range quantization) from the SavedModel, each in its destination."""
+    import tensorflow as tf
+
+    paths = {}
+    for name, optimize in (("tflite_float32", False), ("tflite_int8", True)):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(model_dir / metadata["model_files"]["saved_model"]))
+        if optimize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        path = destinations[name] / f"model.{name.split('_')[1]}.tflite"
+        path.write_bytes(converter.convert())
+        paths[name] = path
+    return paths
+
+
+def single_row_latency(predict: Predictor, data: EncodedData) -> dict[str, float]:
+    """p50 and p99 milliseconds of one-row predictions (rows taken in turn from ``data``)."""
+    timings = []
+    for index in range(LATENCY_WARMUP + LATENCY_RUNS):
+        row = index % len(data)
+        numeric, categorical = data.numeric[row : row + 1], data.categorical[row : row + 1]
+        started = time.perf_counter()
+        predict(numeric, categorical)
+        timings.append(time.perf_counter() - started)
+    measured = np.array(timings[LATENCY_WARMUP:]) * 1000
+    return {"p50": float(np.percentile(measured, 50)), "p99": float(np.percentile(measured, 99))}
+
+
+RUNTIMES = {"onnx": ("onnxruntime", onnx_predictor), "tflite": ("litert", tflite_predictor)}
+
+
+def check_variant(name: str, path: Path, reference: np.ndarray, data: EncodedData, threads: int = 1) -> EdgeVariant:
+    """Run the variant file at ``path`` on ``data`` in its runtime and gate it against ``reference``."""
+    family, precision = name.split("_")
+    runtime, load = RUNTIMES[family]
+    predict = load(path, threads)
+    variant = EdgeVariant(name=name, runtime=runtime, precision=precision, path=path)
+    variant.figures, variant.failures = gate(precision, reference, predict(data.numeric, data.categorical), data.labels)
+    variant.latency_ms = single_row_latency(predict, data)
+    return variant
+
+
+def export_edge(model_uri: str, eval_uri: str, destinations: dict[str, Path], *, on_gate_failure: str = "fail",
+                threads: int = 1) -> EdgeReport:
+    """Convert the model at ``model_uri`` into every edge variant its framework allows (each written in
+    ``destinations[variant]``, one folder per name in :data:`VARIANTS`), run each on the eval rows against
+    the served model and gate it. ``on_gate_failure``: ``fail`` raises :class:`EdgeGateError` naming the
+    variant and the figure; ``omit`` leaves the variant out with the reason. ``threads``: of every runtime."""
+    from dmlops.serving.model import ServedModel
+
+    if on_gate_failure not in ("fail", "omit"):
+        raise ValueError(f"on_gate_failure {on_gate_failure!r}: choose fail or omit")
+    served = ServedModel(model_uri, threads=threads)
+    model_dir = fetch(model_uri)
+    data = load_encoded(eval_uri, Preprocessing.from_dict(served.metadata["preprocessing"]))
+    reference = served.predict_encoded(data.numeric, data.categorical)
+    framework = served.metadata["framework"]
+    left_out: dict[str, str] = {}
+    for folder in destinations.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    if framework == "torch":
+        files = convert_onnx(model_dir, served.metadata, destinations)
+        left_out.update({name: "TFLite needs a TensorFlow model; this one is torch" for name in VARIANTS[2:]})
+    else:
+        files = convert_tflite(model_dir, served.metadata, destinations)
+        left_out.update({name: "the TensorFlow export has no ONNX file" for name in VARIANTS[:2]})
+    variants = [check_variant(name, path, reference, data, threads) for name, path in files.items()]
+    failed = [variant for variant in variants if not variant.passed]
+    if failed and on_gate_failure == "fail":
+        raise EdgeGateError("; ".join(f"{variant.name} fails its gate: {', '.join(variant.failures)}"
+                                      for variant in failed))
+    for variant in failed:
+        left_out[variant.name] = f"gate failed: {', '.join(variant.failures)}"
+        variant.path.unlink()
+    served_metrics = binary_metrics(data.labels, reference)
+    report = EdgeReport(
+        variants=[variant for variant in variants if variant.passed], left_out=left_out, rows=len(data),
+        served_format="TorchScript" if framework == "torch" else "SavedModel",
+        reference={"auc": served_metrics["auc"], **{f"latency_{key}_ms": value
+                                                   for key, value in single_row_latency(served.predict_encoded, data).items()},
+                   "size_bytes": _served_size(model_dir, served.metadata)},
+    )
+    return report
+
+
+def _served_size(model_dir: Path, metadata: dict) -> int:
+    """Bytes of the served model: the TorchScript file or the SavedModel folder."""
+    files = metadata["model_files"]
+    served = model_dir / (files["torchscript"] if "torchscript" in files else files["saved_model"])
+    paths = [served] if served.is_file() else [path for path in served.rglob("*") if path.is_file()]
+    return sum(path.stat().st_size for path in paths)
+
+
+def _size(size_bytes: float) -> str:
+    return f"{size_bytes / 1024:.1f} KiB" if size_bytes < 1024 * 1024 else f"{size_bytes / 1024 / 1024:.2f} MiB"
