@@ -101,7 +101,9 @@ def is_shared(spec: dict[str, Any]) -> bool:
     return ("://" in registry_path or registry.get("registry_type") == "sql") and online.get("type") == "redis"
 
 
-def store_for_backend(backend: str, store: dict[str, Any], *, registry: str = "", redis_connection: str = "") -> dict[str, Any]:
+def store_for_backend(
+    backend: str, store: dict[str, Any], *, registry: str = "", redis_connection: str = ""
+) -> dict[str, Any]:
     """The store spec a run on ``backend`` (``local``, ``kubernetes`` or ``auto``) uses.
 
     Locally ``store`` as given (e.g. a local store under the working directory). On Kubernetes each
@@ -114,7 +116,8 @@ def store_for_backend(backend: str, store: dict[str, Any], *, registry: str = ""
     if resolve_backend(backend) == "local" or is_shared(store):
         return store
     if not registry or not redis_connection:
-        missing = [name for name, value in (("registry", registry), ("redis_connection", redis_connection)) if not value]
+        given = {"registry": registry, "redis_connection": redis_connection}
+        missing = [name for name, value in given.items() if not value]
         raise FeatureStoreError(
             f"backend=kubernetes runs each step in its own pod, so the Feast store must be shared, but the store "
             f"given keeps its registry at {(store.get('registry') or {}).get('path')!r} and its online store in "

@@ -207,7 +207,8 @@ def _previous(service: dict[str, Any], existing: dict[str, Any]) -> dict[str, An
     return {
         "apiVersion": service["apiVersion"], "kind": service["kind"],
         "metadata": {"name": metadata["name"], "namespace": metadata["namespace"],
-                     "labels": dict(metadata.get("labels") or {}), "annotations": dict(metadata.get("annotations") or {})},
+                     "labels": dict(metadata.get("labels") or {}),
+                     "annotations": dict(metadata.get("annotations") or {})},
         "spec": copy.deepcopy(existing["spec"]),
     }
 
@@ -251,7 +252,9 @@ def tag_urls(status: dict[str, Any]) -> dict[str, dict[str, str]]:
     address = urlsplit((predictor.get("address") or {}).get("url", ""))
     domain = (address.hostname or "").partition(".")[2]
     if not domain:
-        raise RuntimeError("InferenceService has no status.components.predictor.address.url (its cluster-local address)")
+        raise RuntimeError(
+            "InferenceService has no status.components.predictor.address.url (its cluster-local address)"
+        )
     tags = {}
     for entry in predictor.get("traffic") or []:
         if entry.get("tag") and entry.get("url"):
