@@ -73,37 +73,31 @@ def print_endpoints() -> bool:
 
     serving = [state for state in list_endpoints() if state.stable is not None]
     for state in serving:
-        console.print(f"endpoint [bold]{state.endpoint}[/bold] serves at {state.stable.predict_url}; try:")
+        console.print(f"endpoint [bold]{state.endpoint}[/bold] serves at {state.stable.predict_url} "
+                      "(stop with: dmlops serve --stop); try:", soft_wrap=True)
         console.print(state.query_command(), soft_wrap=True, highlight=False)
-    if serving:
-        console.print("stop with: dmlops serve --stop")
     return bool(serving)
 
 
-def _count(value: object) -> str:
-    return f"{int(value):,}" if isinstance(value, (int, float)) else str(value)
-
-
 def print_summary(run_dir: Path, seconds: float, step_names: dict[str, str]) -> None:
-    """A table of every task's output artifacts (by the step's display name), their row counts and where
-    they are."""
-    table = Table(title=f"{run_dir.name}: finished in {seconds:.1f} s", expand=False)
-    table.add_column("step", no_wrap=True)
-    table.add_column("output", no_wrap=True)
-    table.add_column("rows", no_wrap=True, justify="right")
-    table.add_column("location", overflow="ellipsis")
+    """A table of every step (by its display name): the rows of its main output and its output artifacts
+    (``<step folder>/{<output>,...}`` under the run's folder)."""
+    from dmlops.console import main_output_rows
+
     steps = sorted(run_dir.rglob("executor_output.json"), key=lambda path: path.stat().st_mtime)
-    for output_file in steps:
-        outputs = json.loads(output_file.read_text()).get("artifacts", {})
-        for output_name, entry in sorted(outputs.items()):
-            for artifact in entry.get("artifacts", []):
-                rows = artifact.get("metadata", {}).get("rows", "")
-                location = Path(artifact["uri"]).relative_to(run_dir) if artifact["uri"].startswith("/") else artifact["uri"]
-                step = output_file.parent.name
-                table.add_row(step_names.get(step, step), output_name, _count(rows), str(location))
-    console.print(table)
-    console.print(f"{len(steps)} steps; artifacts under {run_dir}, step logs under {run_dir / 'logs'}",
+    console.print(f"{len(steps)} steps in {seconds:.1f} s; artifacts and step logs (logs/) under {run_dir}",
                   soft_wrap=True, highlight=False)
+    table = Table(box=None, expand=False)
+    table.add_column("step", no_wrap=True)
+    table.add_column("rows", no_wrap=True, justify="right")
+    table.add_column("artifacts", overflow="fold")
+    for output_file in steps:
+        outputs = sorted(json.loads(output_file.read_text()).get("artifacts", {}))
+        rows = main_output_rows(output_file)
+        step = output_file.parent.name
+        table.add_row(step_names.get(step, step), "" if rows is None else f"{rows:,}",
+                      f"{step}/{{{','.join(outputs)}}}" if outputs else f"{step}/")
+    console.print(table)
 
 
 def _default_text(value: object, width: int = 60) -> str:
