@@ -155,9 +155,16 @@ def project_manifests(namespace: str, service_account: str = SERVICE_ACCOUNT) ->
     return documents
 
 
+# Katib's webhook adds its metrics collector only in namespaces with this label (Katib labels the kubeflow
+# namespace with it, manifests/v1beta1/components/namespace/namespace.yaml; Kubeflow's profile controller
+# labels every profile namespace); without it no trial reports a metric.
+NAMESPACE_LABELS = {"katib.kubeflow.org/metrics-collector-injection": "enabled"}
+
+
 def _prepare_namespace(kube: Any, store: ObjectStore) -> KfpBackend:
     with kube.api_client() as api:
-        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        client.CoreV1Api(api).create_namespace(client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=NAMESPACE, labels=NAMESPACE_LABELS)))
     backend = KfpBackend(kube.api_client(), NAMESPACE, store)
     backend.install(store.access_key, store.secret_key)
     kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(project_manifests(NAMESPACE)))
