@@ -103,3 +103,26 @@ def test_the_step_fails_naming_the_figure(broken_model_dir, data_dir, tmp_path, 
         run_local(edge_of, {"model_uri": str(broken_model_dir), "eval_uri": str(data_dir / "eval.parquet")}, tmp_path)
     shown = capsys.readouterr().err
     assert "EdgeGateError: onnx_float32 fails its gate: max |Δp|" in shown
+
+
+@pytest.mark.slow  # TensorFlow import, training and conversion
+def test_a_tensorflow_model_gets_gated_tflite_variants(data_dir, tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    from dmlops.training.config import TrainConfig
+    from dmlops.training.worker import train
+
+    export = tmp_path / "tf-model"
+    train(TrainConfig(train_uri=str(data_dir / "train.parquet"), label="label", export_uri=str(export),
+                      strategy="tf-multiworker", epochs=1, batch_size=64, hidden_units=[8]))
+    run_dir = run_local(edge_of, {"model_uri": str(export), "eval_uri": str(data_dir / "eval.parquet")},
+                        tmp_path / "runs")
+    outputs = json.loads((run_dir / "export-edge" / "executor_output.json").read_text())["artifacts"]
+    for name in ("tflite_float32", "tflite_int8"):
+        metadata = outputs[name]["artifacts"][0]["metadata"]
+        model_file = run_dir / "export-edge" / name / metadata["file"]
+        assert metadata["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+        assert metadata["runtime"] == "litert" and metadata["gate"] == "passed"
+    assert outputs["onnx_int8"]["artifacts"][0]["metadata"] == {
+        "produced": False, "reason": "the TensorFlow export has no ONNX file"}
+    assert "| tflite_float32 | litert |" in (run_dir / "export-edge" / "report").read_text()
