@@ -1,4 +1,5 @@
-"""Components that train a tabular binary classifier with a distributed strategy and evaluate it."""
+"""Components that train a model with a distributed strategy (the user's training code, or dmlops's
+tabular binary classifier) and evaluate it."""
 
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -10,11 +11,14 @@ from dmlops.images import TORCH_IMAGE
 def train(
     train_data: Input[Dataset],
     eval_data: Input[Dataset],
-    label: str,
     model: Output[Model],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
+    label: str = "",
+    entrypoint: str = "",
+    entrypoint_args: dict = {},
+    packages_to_install: list = [],
     strategy: str = "torch-ddp",
     num_workers: int = 2,
     numeric_features: list = [],
@@ -44,10 +48,16 @@ def train(
     run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
-    """Train an MLP with categorical embeddings on ``train_data`` with ``num_workers`` workers of
-    ``strategy`` (torch-ddp, horovod-torch, horovod-tf, tf-multiworker) and export it as ``model``.
+    """Train on ``train_data`` with ``num_workers`` workers of ``strategy`` (torch-ddp, horovod-torch,
+    horovod-tf, tf-multiworker) and export the model as ``model``: the user's ``entrypoint`` (a function
+    or script that uses :mod:`dmlops.training.runtime`) or, by default, dmlops's tabular trainer, an MLP
+    with categorical embeddings for the binary ``label``.
 
-    Features are the listed columns, or inferred (strings categorical, numbers numeric) minus
+    A user entrypoint gets ``entrypoint_args`` as its arguments and the data, export and checkpoint
+    locations from the runtime; the tabular inputs below (features, hyperparameters) are not passed to
+    it. A worker whose code raises fails the step with its traceback and is not restarted.
+
+    For the tabular trainer, features are the listed columns, or inferred (strings categorical, numbers numeric) minus
     ``exclude_features``; ``batch_size`` is global. Checkpoints go to ``checkpoint_uri`` (default: beside
     the model) every ``checkpoint_every`` steps (0: every epoch); a failed worker group restarts up to
     ``max_restarts`` times from the newest one.
@@ -63,11 +73,20 @@ def train(
     Args:
         train_data: Parquet training set (label and feature columns); preprocessing is fitted on it alone.
         eval_data: Parquet evaluation set with the same columns; gives the exported metrics.
-        label: Binary label column (0/1 or bool); a null or other value fails with the row named.
+        label: The tabular trainer's binary label column (0/1 or bool); a null or other value fails with
+            the row named. Unused by a user entrypoint.
+        entrypoint: The training code every worker runs: ``package.module:function`` or a script path in the
+            worker image, or a function's source (``dmlops.training.worker.function_entrypoint(func)``);
+            empty: dmlops's tabular trainer.
+        entrypoint_args: Arguments of the entrypoint (keywords of a function, ``--name value`` of a script);
+            for the tabular trainer they override its inputs of the same name.
+        packages_to_install: pip requirements installed in every worker before the entrypoint runs.
         model: The export: TorchScript and ONNX (torch) or a SavedModel (TensorFlow) plus metadata.json;
             metadata: framework, strategy, workers, model files, sha256 of every file, inputs and metrics.
-        metrics: Eval AUC, accuracy and log loss, final train loss, samples per second and train seconds.
-        classification: ROC curve and confusion matrix on ``eval_data`` at threshold 0.5.
+        metrics: Every number of the entrypoint's final report (the tabular trainer: eval AUC, accuracy, log
+            loss, final train loss, samples per second, train seconds, ...).
+        classification: ROC curve and confusion matrix on ``eval_data`` at threshold 0.5, when the final
+            report has them (``roc``, ``confusion_matrix``; the tabular trainer's does).
         report: Markdown report of the metrics, the confusion matrix and the settings.
         strategy: torch-ddp, horovod-torch, horovod-tf or tf-multiworker.
         num_workers: Worker processes (local) or pods (kubernetes).
@@ -106,7 +125,7 @@ def train(
     """
     from dmlops.images import image
     from dmlops.platform.backend import resolve_backend
-    from dmlops.training.config import TF_STRATEGIES, TrainConfig
+    from dmlops.training.config import TF_STRATEGIES, step_run
     from dmlops.training.launch import WorkerResources, download_export, run_training
     from dmlops.training.metrics import markdown_report, scalar_metrics
 
@@ -115,15 +134,15 @@ def train(
     # local workers use the artifacts' paths; cluster workers, in pods of their own, their object-store URIs
     train_uri, eval_uri, export_uri = ((train_data.path, eval_data.path, model.path) if local
                                        else (train_data.uri, eval_data.uri, model.uri))
-    config = TrainConfig(
-        train_uri=train_uri, eval_uri=eval_uri, label=label, export_uri=export_uri,
-        strategy=strategy, numeric_features=numeric_features, categorical_features=categorical_features,
+    run = dict(train_uri=train_uri, eval_uri=eval_uri, export_uri=export_uri, strategy=strategy, seed=seed,
+               checkpoint_uri=checkpoint_uri or f"{export_uri.rstrip('/')}-checkpoints",
+               checkpoint_every=checkpoint_every, device="cuda" if worker_gpu > 0 else "cpu")
+    tabular = dict(
+        label=label, numeric_features=numeric_features, categorical_features=categorical_features,
         exclude_features=exclude_features, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         weight_decay=weight_decay, hidden_units=[int(units) for units in hidden_units],
-        embedding_dim=embedding_dim, dropout=dropout, seed=seed,
-        checkpoint_uri=checkpoint_uri or f"{export_uri.rstrip('/')}-checkpoints", checkpoint_every=checkpoint_every,
-        device="cuda" if worker_gpu > 0 else "cpu",
-    )
+        embedding_dim=embedding_dim, dropout=dropout)
+    config = step_run(entrypoint, entrypoint_args, packages_to_install, tabular, **run)
     resources = WorkerResources(cpu=worker_cpu, memory=worker_memory, gpu=worker_gpu,
                                 node_selector=node_selector, tolerations=tolerations)
     images = {"torch": image("torch-horovod"), "tf": image("tf-horovod"), **worker_images}
@@ -139,15 +158,18 @@ def train(
     model.metadata.update({
         "framework": exported["framework"], "strategy": strategy, "workers": num_workers,
         "model_files": exported["model_files"], "files_sha256": exported["files"],
-        "label": label, "inputs": exported["inputs"], **scalar_metrics(results),
+        "label": exported.get("label", label), "inputs": exported["inputs"], **scalar_metrics(results),
     })
-    for name in ("auc", "accuracy", "log_loss", "train_loss", "samples_per_second", "train_seconds"):
-        metrics.log_metric(name, results[name])
-    classification.log_roc_curve(results["roc"]["fpr"], results["roc"]["tpr"], results["roc"]["thresholds"])
-    classification.log_confusion_matrix(["0", "1"], results["confusion_matrix"])
+    for name, value in scalar_metrics(results).items():
+        metrics.log_metric(name, value)
+    if "roc" in results:
+        classification.log_roc_curve(results["roc"]["fpr"], results["roc"]["tpr"], results["roc"]["thresholds"])
+    if "confusion_matrix" in results:
+        classification.log_confusion_matrix(["0", "1"], results["confusion_matrix"])
     with open(report.path, "w") as handle:
         handle.write(markdown_report(f"Training: {strategy} x {num_workers}", results,
-                                     {"label": label, "epochs": epochs, "batch_size": batch_size,
+                                     {"entrypoint": config.resolved_entrypoint.splitlines()[0], "label": label,
+                                      "epochs": epochs, "batch_size": batch_size,
                                       "learning_rate": learning_rate, "backend": backend}))
 
 

@@ -1,4 +1,4 @@
-"""Component that tunes the training worker's hyperparameters: Katib on a cluster, Optuna locally."""
+"""Component that tunes a training entrypoint's hyperparameters: Katib on a cluster, Optuna locally."""
 
 from typing import NamedTuple
 
@@ -12,12 +12,15 @@ from dmlops.images import TORCH_IMAGE
 def tune(
     train_data: Input[Dataset],
     eval_data: Input[Dataset],
-    label: str,
     search_space: dict,
     best_parameters: Output[Artifact],
     trials: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
+    label: str = "",
+    entrypoint: str = "",
+    entrypoint_args: dict = {},
+    packages_to_install: list = [],
     max_trial_count: int = 0,
     parallel_trial_count: int = 0,
     strategy: str = "torch-ddp",
@@ -44,9 +47,10 @@ def tune(
     on_goal_not_reached: str = "accept",
 ) -> NamedTuple("Tuned", best_objective=float, epochs=int, batch_size=int, learning_rate=float,
                 weight_decay=float, hidden_units=list, embedding_dim=int, dropout=float):
-    """Search the worker's hyperparameters with ``search_space``, a Katib ``Experiment.spec`` dict
-    (parameters named after worker hyperparameters, objective on a metric the worker prints such as
-    ``auc``, algorithm, trial counts, early stopping). ``backend`` ``kubernetes`` runs a Katib Experiment
+    """Search the hyperparameters of ``entrypoint`` (the user's training code; default: dmlops's tabular
+    trainer) with ``search_space``, a Katib ``Experiment.spec`` dict (parameters named after the
+    entrypoint's arguments, each trial passing them as ``--<name> <value>``; objective on a metric the
+    code reports such as ``auc``, algorithm, trial counts, early stopping). ``backend`` ``kubernetes`` runs a Katib Experiment
     (trials as PyTorchJob/TFJob/MPIJob per ``strategy``, in ``trial_image``); ``local`` runs the same
     trials with Optuna.
 
@@ -58,9 +62,14 @@ def tune(
     Args:
         train_data: The Parquet training rows every trial trains on (trial pods read its URI on a cluster).
         eval_data: The Parquet rows every trial evaluates on; the objective metric is measured on them.
-        label: The binary label column (bool or 0/1, no nulls).
-        search_space: A Katib Experiment.spec as a dict: parameters (named after worker hyperparameters:
-            epochs, batch_size, learning_rate, weight_decay, hidden_units, embedding_dim, dropout),
+        label: The tabular trainer's binary label column (bool or 0/1, no nulls); unused by a user entrypoint.
+        entrypoint: The training code each trial runs (as ``train``'s entrypoint: ``package.module:function``,
+            a script path in the trial image, or a function's source); empty: the tabular trainer.
+        entrypoint_args: The entrypoint's fixed arguments; a searched parameter overrides the same name.
+        packages_to_install: pip requirements installed in every trial worker before the entrypoint runs.
+        search_space: A Katib Experiment.spec as a dict: parameters (named after the entrypoint's arguments;
+            for the tabular trainer epochs, batch_size, learning_rate, weight_decay, hidden_units,
+            embedding_dim, dropout),
             objective, algorithm, maxTrialCount, parallelTrialCount, maxFailedTrialCount, earlyStopping.
         best_parameters: The best trial as JSON: experiment, best_trial, objective_metric, best_objective
             and parameters. Metadata: each best parameter, best_trial, best_objective and experiment.
@@ -118,7 +127,7 @@ def tune(
 
     from dmlops.images import image
     from dmlops.platform.naming import resource_name
-    from dmlops.training.config import TrainConfig
+    from dmlops.training.config import step_run
     from dmlops.tuning.results import html_report, write_best_parameters, write_trials
     from dmlops.tuning.worker_search import chosen_hyperparameters, run_search, worker_experiment
 
@@ -131,11 +140,11 @@ def tune(
     defaults = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
                     hidden_units=[int(units) for units in hidden_units], embedding_dim=embedding_dim, dropout=dropout)
     # local trials read the artifacts' paths; trial pods their object-store URIs (worker_experiment maps them)
-    config = TrainConfig(
-        train_uri=train_data.path if local else train_data.uri, eval_uri=eval_data.path if local else eval_data.uri,
-        label=label, export_uri="", strategy=strategy, numeric_features=numeric_features,
-        categorical_features=categorical_features, exclude_features=exclude_features, seed=seed, **defaults,
-    )
+    run = dict(train_uri=train_data.path if local else train_data.uri,
+               eval_uri=eval_data.path if local else eval_data.uri, export_uri="-", strategy=strategy, seed=seed)
+    tabular = dict(label=label, numeric_features=numeric_features,
+                   categorical_features=categorical_features, exclude_features=exclude_features, **defaults)
+    config = step_run(entrypoint, entrypoint_args, packages_to_install, tabular, **run)
     workdir = os.path.join(os.path.dirname(trials.path), "trial_runs")
     trial_image = trial_image or image("torch-horovod")
     if not local and not namespace:
@@ -163,5 +172,5 @@ def tune(
     for state in ("succeeded", "failed", "earlyStopped", "killed"):
         metrics.log_metric(f"trials_{state}", summary[f"trials_{state}"])
     chosen = chosen_hyperparameters(result, defaults)
-    Tuned = namedtuple("Tuned", ["best_objective", *chosen])
-    return Tuned(result.best_objective, **chosen)
+    Tuned = namedtuple("Tuned", ["best_objective", *defaults])
+    return Tuned(result.best_objective, **{name: chosen[name] for name in defaults})

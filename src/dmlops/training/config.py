@@ -179,3 +179,15 @@ class TrainConfig:
             values[name] = value
         return cls(**values)
 
+
+
+def step_run(entrypoint: str, entrypoint_args: dict[str, Any], packages_to_install: list[str],
+             tabular: dict[str, Any], **run: Any) -> RunConfig:
+    """The run of a ``train`` or ``tune`` step: the user's ``entrypoint`` with ``entrypoint_args``, or
+    without one the tabular trainer with its ``tabular`` settings, ``entrypoint_args`` overriding them."""
+    if entrypoint:
+        return RunConfig(entrypoint=entrypoint, entrypoint_args=dict(entrypoint_args),
+                         packages_to_install=list(packages_to_install), **run)
+    default = TrainConfig(**tabular, **run).run_config()
+    return dataclasses.replace(default, packages_to_install=list(packages_to_install),
+                               entrypoint_args={**default.entrypoint_args, **entrypoint_args})

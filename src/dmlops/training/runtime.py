@@ -12,6 +12,8 @@ beside it as ``DMLOPS_*`` variables. So the same code runs under each of them::
         state = runtime.latest_checkpoint()        # (step, bytes) of the newest checkpoint, or None
         for batch in runtime.shard_batches(ctx.train_uri, batch_size=64):   # this rank's batches
             ...
+        for batch in runtime.batches(ctx.eval_uri, batch_size=512):         # every row (e.g. rank 0)
+            ...
         runtime.save_checkpoint(step, payload)     # rank 0 writes, under ctx.checkpoint_uri
         runtime.report({"accuracy": 0.9}, final=True)
         runtime.export(model_dir, framework="torch", inputs={...}, model_files={"torch_export": "model.pt2"})
@@ -181,8 +183,31 @@ def shutdown() -> None:
         __import__(module, fromlist=["shutdown"]).shutdown()
 
 
-def _row_count(dataset) -> int:
-    return sum(fragment.count_rows() for fragment in dataset.get_fragments())
+def _dataset(uri: str):
+    import pyarrow.dataset as ds
+
+    filesystem, path = storage.filesystem(uri)
+    if not filesystem.exists(path):
+        raise DataError(f"training data {uri} does not exist; pass the URI of a Parquet file or directory")
+    try:
+        dataset = ds.dataset(path, filesystem=filesystem, format="parquet")
+        return dataset, sum(fragment.count_rows() for fragment in dataset.get_fragments())
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{uri}: cannot read as Parquet ({error}); pass a Parquet file or directory") from None
+
+
+def _arrays(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+    return {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+
+
+def batches(uri: str, batch_size: int, columns: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Every row of a Parquet file or directory (a path or URI), ``batch_size`` rows at a time (the last
+    batch may be shorter), whatever this process's rank: e.g. rank 0 evaluating on the whole split."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    dataset, _ = _dataset(uri)
+    for batch in _fixed_batches(dataset, batch_size, columns):
+        yield _arrays(batch)
 
 
 def shard_batches(
@@ -193,24 +218,15 @@ def shard_batches(
     rank ``i % world_size``; every rank gets the same number of batches (a short rank wraps around to
     the first ones, as DistributedSampler pads), so collectives stay in step. Each batch maps column
     name to a NumPy array. ``epoch`` rotates which rank gets which batch from one epoch to the next."""
-    import pyarrow.dataset as ds
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     ctx = context()
-    filesystem, path = storage.filesystem(uri)
-    if not filesystem.exists(path):
-        raise DataError(f"training data {uri} does not exist; pass the URI of a Parquet file or directory")
-    try:
-        dataset = ds.dataset(path, filesystem=filesystem, format="parquet")
-        rows = _row_count(dataset)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise DataError(f"{uri}: cannot read as Parquet ({error}); pass a Parquet file or directory") from None
+    dataset, rows = _dataset(uri)
     if rows == 0:
         raise DataError(f"{uri}: no rows to train on")
-    batches = -(-rows // batch_size)
-    per_rank = -(-batches // ctx.world_size)
-    wanted = [(ctx.rank + epoch + step * ctx.world_size) % batches for step in range(per_rank)]
+    count = -(-rows // batch_size)
+    per_rank = -(-count // ctx.world_size)
+    wanted = [(ctx.rank + epoch + step * ctx.world_size) % count for step in range(per_rank)]
     # ``wanted`` rises, and at most once wraps around to indices below its first: those are kept aside
     # while reading and given last
     first = wanted[0]
@@ -218,12 +234,10 @@ def shard_batches(
     rising = {index for index in wanted if index >= first}
     kept: dict[int, dict[str, np.ndarray]] = {}
     for index, batch in enumerate(_fixed_batches(dataset, batch_size, columns)):
-        if index in rising or index in wrapped:
-            arrays = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
-            if index in rising:
-                yield arrays
-            else:
-                kept[index] = arrays
+        if index in rising:
+            yield _arrays(batch)
+        elif index in wrapped:
+            kept[index] = _arrays(batch)
     for index in wanted[len(rising):]:
         yield kept[index]
 

@@ -23,6 +23,7 @@ import ast
 import importlib
 import importlib.metadata
 import inspect
+import linecache
 import os
 import runpy
 import subprocess
@@ -81,6 +82,25 @@ def install_packages(requirements: list[str]) -> None:
                        check=True)
 
 
+_SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def call_function(function: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """Call ``function`` with ``arguments``, each given the type of its ``int``/``float``/``str``
+    annotation (a KFP dict brings its ints as floats: ``2.0`` becomes ``2``)."""
+    parameters = inspect.signature(function).parameters
+    typed = {}
+    for name, value in arguments.items():
+        annotation = parameters[name].annotation if name in parameters else None
+        kind = _SCALARS.get(getattr(annotation, "__name__", annotation)) if annotation is not None else None
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif kind in (float, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = kind(value)
+        typed[name] = value
+    return function(**typed)
+
+
 def call_entrypoint(entrypoint: str, arguments: dict[str, Any]) -> Any:
     """Run ``entrypoint`` (see the module docstring) with ``arguments``; returns what a function returns."""
     if is_function_source(entrypoint):
@@ -89,12 +109,14 @@ def call_entrypoint(entrypoint: str, arguments: dict[str, Any]) -> Any:
                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
         if not functions:
             raise ValueError("the entrypoint source defines no function to call")
+        filename = f"<entrypoint {functions[-1]}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)  # tracebacks
         namespace: dict[str, Any] = {"__name__": "__dmlops_entrypoint__"}
-        exec(compile(source, "<entrypoint>", "exec"), namespace)
-        return namespace[functions[-1]](**arguments)
+        exec(compile(source, filename, "exec"), namespace)
+        return call_function(namespace[functions[-1]], arguments)
     if ":" in entrypoint:
         module_name, _, function_name = entrypoint.partition(":")
-        return getattr(importlib.import_module(module_name), function_name)(**arguments)
+        return call_function(getattr(importlib.import_module(module_name), function_name), arguments)
     argv = sys.argv
     sys.argv = [entrypoint, *argument_flags(arguments)]
     try:
