@@ -1,5 +1,6 @@
-"""Finding and opening source files: local paths, ``file://``, ``gs://``, ``s3://``, ``http(s)://`` and
-``pkg://<package>/<path>``; one file, a glob or a folder; the format and compression from the name.
+"""Finding and opening source files: local paths, ``file://``, ``gs://``, ``s3://``, KFP's ``minio://``,
+``http(s)://`` and ``pkg://<package>/<path>``; one file, a glob or a folder; the format and compression from
+the name. Object-store URIs are opened by :mod:`dmlops.platform.storage`.
 
 Every byte read goes through a :class:`HashingReader`, so the result can state the size and SHA-256 of
 each source file as read.
@@ -21,6 +22,7 @@ from typing import IO
 import fsspec
 
 from dmlops.data.errors import IngestError
+from dmlops.platform import storage
 
 FORMATS = ("csv", "parquet", "jsonl")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zip": "zip"}
@@ -63,14 +65,9 @@ def _filesystem(source: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
     if source.startswith("pkg://"):
         return fsspec.filesystem("file"), _package_path(source), ""
     scheme = source.split("://", 1)[0].lower() if "://" in source else "file"
-    if scheme in ("gs", "gcs"):
-        # gcsfs's experimental bucket features stall every call against the emulator and plain buckets.
-        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-        options = {"token": "anon"} if os.environ.get("STORAGE_EMULATOR_HOST") else {}
-        fs = fsspec.filesystem("gcs", skip_instance_cache=True, **options)
-        return fs, source.split("://", 1)[1], "gs://"
-    if scheme == "s3":
-        return fsspec.filesystem("s3", skip_instance_cache=True), source.split("://", 1)[1], "s3://"
+    if scheme in ("gs", "gcs", "s3", "minio"):
+        fs, path = storage.filesystem(source)
+        return fs, path, ("gs" if scheme == "gcs" else scheme) + "://"
     if scheme in ("http", "https"):
         return fsspec.filesystem(scheme), source, ""
     if scheme == "file":
@@ -78,7 +75,7 @@ def _filesystem(source: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
         return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(path)), ""
     raise IngestError(
         f"source {source!r}: unsupported scheme {scheme!r}; use a local path, file://, gs://, s3://, "
-        "http(s):// or pkg://<package>/<path>"
+        "minio://, http(s):// or pkg://<package>/<path>"
     )
 
 
@@ -130,7 +127,9 @@ def resolve_sources(source: str, file_format: str = "auto") -> list[SourceFile]:
     if file_format != "auto" and file_format not in FORMATS:
         raise IngestError(f"file_format {file_format!r} is not supported; use 'auto' or one of {FORMATS}")
     if not source or not source.strip():
-        raise IngestError("source is empty; pass a path or URI (local, file://, gs://, s3://, http(s)://, pkg://)")
+        raise IngestError(
+            "source is empty; pass a path or URI (local, file://, gs://, s3://, minio://, http(s)://, pkg://)"
+        )
     fs, path, prefix = _filesystem(source.strip())
     remote_http = "http" in _protocols(fs)
     try:

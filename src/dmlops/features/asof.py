@@ -14,10 +14,10 @@ at or before the row's time directly. For each feature view, as in Feast:
   rows, as Feast's retrieval job does.
 
 Covered: offline store ``duckdb``; feature views whose batch source is a Parquet ``FileSource`` (a local
-path or an fsspec URI such as ``s3://``/``gs://``, without ``s3_endpoint_override``); on-demand views in
-``pandas`` or ``python`` mode. Anything else (other offline stores, stream views, Delta, Iceberg, Lance or
-MLflow sources, ``substrait`` on-demand views) raises ``AsofUnsupported`` with the reason, and the caller
-uses Feast's own ``get_historical_features``.
+path or a URI :mod:`dmlops.platform.storage` reads, such as ``s3://``/``gs://``, without
+``s3_endpoint_override``); on-demand views in ``pandas`` or ``python`` mode. Anything else (other offline
+stores, stream views, Delta, Iceberg, Lance or MLflow sources, ``substrait`` on-demand views) raises
+``AsofUnsupported`` with the reason, and the caller uses Feast's own ``get_historical_features``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from datetime import timedelta
 from typing import Any
 
 import duckdb
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from dmlops.platform import storage
 
 TIME_COLUMN = "__dmlops_time"
 CREATED_COLUMN = "__dmlops_created"
@@ -127,7 +128,7 @@ def _read_source(join: ViewJoin) -> pa.Table:
     columns = [*join.keys, *join.features, join.timestamp_field]
     if join.created_timestamp_column:
         columns.append(join.created_timestamp_column)
-    filesystem, path = fsspec.core.url_to_fs(join.path)
+    filesystem, path = storage.filesystem(join.path)
     return pq.read_table(path, columns=list(dict.fromkeys(columns)), filesystem=filesystem)
 
 

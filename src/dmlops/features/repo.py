@@ -20,11 +20,11 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import fsspec
 import pyarrow.parquet as pq
 
 from dmlops.features.config import open_store
 from dmlops.features.errors import FeatureDataError, FeatureStoreError
+from dmlops.platform import storage
 
 CHANGE_NAMES = {"CREATE": "created", "UPDATE": "updated", "UNCHANGED": "unchanged", "DELETE": "kept (not in definitions)"}
 
@@ -38,9 +38,10 @@ def parquet_source(name: str, path: str, timestamp_field: str) -> Any:
 
 
 def source_location(uri: str) -> str:
-    """Where the offline store reads a Dataset artifact: a KFP ``minio://bucket/key`` URI becomes
-    ``s3://bucket/key`` (point the S3 client at MinIO with AWS_ENDPOINT_URL); other URIs and paths stay."""
-    return "s3://" + uri[len("minio://"):] if uri.startswith("minio://") else uri
+    """Where the offline store reads a Dataset artifact (:func:`dmlops.platform.storage.location`): a KFP
+    ``minio://bucket/key`` URI becomes ``s3://bucket/key`` (the S3 client reaches KFP's store through
+    AWS_ENDPOINT_URL); other URIs and paths stay."""
+    return storage.location(uri)
 
 
 def load_definitions(reference: str, arguments: dict[str, str] | None = None) -> list[Any]:
@@ -84,7 +85,8 @@ def check_sources(objects: list[Any]) -> None:
             continue
         path = view.batch_source.path
         try:
-            with fsspec.open(path, "rb") as handle:
+            filesystem, inner_path = storage.filesystem(path)
+            with filesystem.open(inner_path, "rb") as handle:
                 columns = set(pq.read_schema(handle).names)
         except (OSError, ValueError) as error:
             raise FeatureDataError(
