@@ -84,6 +84,19 @@ def test_s3_permission_denied(s3, tmp_path):
             run(tmp_path, "s3://raw/secret.csv")
 
 
+def test_a_kfp_minio_uri_is_read_from_kfps_store(s3, s3_server, tmp_path, monkeypatch):
+    from dmlops.platform import storage
+
+    s3.put_object(Bucket="raw", Key="v2/artifacts/run/events.csv", Body=CSV)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # KFP's store is found as dmlops.platform.storage finds it
+    monkeypatch.setenv(storage.KFP_OBJECT_STORE_ENDPOINT_ENV, s3_server)
+    result, table = run(tmp_path, "minio://raw/v2/artifacts/run/events.csv")
+    assert table.column("id").to_pylist() == [1, 2, 3]
+    assert result.sources[0]["uri"] == "minio://raw/v2/artifacts/run/events.csv"
+    with pytest.raises(IngestError, match=r"minio://raw/v2/missing.csv: not found"):
+        run(tmp_path, "minio://raw/v2/missing.csv")
+
+
 @pytest.fixture(scope="module")
 def gcs_server():
     from gcp_storage_emulator.server import create_server
