@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-import fsspec
 import numpy as np
 
+from dmlops.platform import storage
 from dmlops.serving.features import FeatureContract
 from dmlops.training.evaluate import ExportedModel as TrainedModel
 from dmlops.training.export import METADATA_FILE
@@ -51,7 +51,8 @@ def _onnx_predictor(path: str, threads: int) -> Predictor:
 
 
 class ServedModel:
-    """A model directory (local path or fsspec URI) ready to predict probabilities from request rows.
+    """A model directory (local path or URI, :mod:`dmlops.platform.storage`) ready to predict probabilities
+    from request rows.
 
     ``model_format``: ``""``/``"native"`` (TorchScript or SavedModel) or ``"onnx"`` (torch exports).
     """
@@ -60,7 +61,8 @@ class ServedModel:
         if model_format not in FORMATS:
             raise ValueError(f"model format {model_format!r}: choose native or onnx")
         try:
-            with fsspec.open(f"{uri.rstrip('/')}/{METADATA_FILE}") as handle:
+            filesystem, directory = storage.filesystem(uri)
+            with filesystem.open(f"{directory.rstrip('/')}/{METADATA_FILE}") as handle:
                 framework = json.load(handle).get("framework", "")
         except FileNotFoundError:
             framework = ""  # the loader below says what is missing

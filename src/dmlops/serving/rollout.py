@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 import requests
 
 from dmlops.data.errors import DataError
+from dmlops.platform import storage
 from dmlops.serving.features import FeatureContract
 
 PROMOTE, ROLLBACK, FIRST_DEPLOY = "promote", "rollback", "first-deploy"
@@ -79,7 +79,7 @@ class TrafficStats:
 def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_request: int) -> list[list[dict[str, Any]]]:
     """``count`` requests of ``rows_per_request`` rows each from an evaluation Parquet dataset, cycling
     through its rows; only the model's feature columns are kept."""
-    filesystem, path = fsspec.core.url_to_fs(eval_uri)
+    filesystem, path = storage.filesystem(eval_uri)
     if not filesystem.exists(path):
         raise DataError(f"replay data {eval_uri} does not exist; pass the evaluation dataset")
     schema = pq.ParquetDataset(path, filesystem=filesystem).schema
