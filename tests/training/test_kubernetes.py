@@ -128,7 +128,7 @@ def test_torch_ddp_runs_as_one_pytorchjob_whose_workers_export_the_model(cluster
     assert job["metadata"]["labels"] == {"dmlops.io/run-id": RUN_ID, "dmlops.io/task": TASK}
     master = job["spec"]["pytorchReplicaSpecs"]["Master"]
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
-    assert (master["restartPolicy"], job["spec"]["runPolicy"]["backoffLimit"]) == ("OnFailure", 1)
+    assert (master["restartPolicy"], job["spec"]["runPolicy"]["backoffLimit"]) == ("ExitCode", 1)
     container = master["template"]["spec"]["containers"][0]
     assert container["image"] == IMAGE and container["command"] == ["python", "-m", "dmlops.training.worker"]
     assert container_env(container)["AWS_ENDPOINT_URL"] == os.environ["AWS_ENDPOINT_URL"]
@@ -288,3 +288,25 @@ def test_bad_arguments_are_refused_before_anything_is_created(change, message):
     config = TrainConfig(**{"train_uri": "gs://b/t", "label": "label", "export_uri": "gs://b/m", **change})
     with pytest.raises(ValueError, match=message):
         training_job(config, 2, resources, image, NS, JOB_NAME, job_api=job_api)
+
+
+@pytest.mark.parametrize("strategy, replicas, primary, policy", [
+    ("torch-ddp", "pytorchReplicaSpecs", "Master", "ExitCode"),
+    ("tf-multiworker", "tfReplicaSpecs", "Chief", "ExitCode"),
+    ("horovod-torch", "mpiReplicaSpecs", "Launcher", "OnFailure"),  # horovodrun exits 1 for any failed worker
+])
+def test_a_permanent_worker_error_is_not_restarted_by_the_operator(strategy, replicas, primary, policy):
+    from dmlops.training.config import RunConfig
+
+    run = RunConfig(export_uri="gs://b/m", entrypoint="team.models:train", entrypoint_args={"epochs": 2},
+                    strategy=strategy)
+    job = training_job(run, 2, WorkerResources(), IMAGE, NS, JOB_NAME, max_restarts=2)
+    assert_valid(job)
+    roles = job["spec"][replicas]
+    assert {role["restartPolicy"] for role in roles.values() if "restartPolicy" in role} == {policy}
+    assert roles[primary]["restartPolicy"] == policy
+    never = training_job(run, 2, WorkerResources(), IMAGE, NS, JOB_NAME, max_restarts=0)
+    assert never["spec"][replicas][primary]["restartPolicy"] == "Never"
+    container = roles[primary]["template"]["spec"]["containers"][0]
+    words = [*container.get("command", []), *container.get("args", [])]
+    assert words[words.index("--entrypoint") + 1] == "team.models:train" and words[-2:] == ["--epochs", "2"]

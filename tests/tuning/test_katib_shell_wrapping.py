@@ -140,7 +140,8 @@ def test_every_trial_kind_passes_its_arguments_through_katibs_sh_c_unchanged(nas
     assert argv[:2] == ["-m", "dmlops.training.worker"]
     expected = TrainConfig(**{**config.__dict__, "learning_rate": 0.02, "hidden_units": [32, 16],
                               "export_uri": f"{trials_uri}/{TRIAL}"})
-    assert parse_args(argv[2:]) == expected
+    run = parse_args(argv[2:])
+    assert TrainConfig.from_run(run, run.entrypoint_args) == expected
 
 
 def test_a_katib_wrapped_trial_trains_on_data_at_a_path_full_of_shell_characters(nasty_data, tmp_path):
@@ -167,3 +168,40 @@ def test_a_searched_value_with_a_single_quote_is_refused_as_it_would_end_its_quo
     with pytest.raises(SpecError, match=r"parameter 'hidden_units': feasibleSpace.list value \"32'\" has a single quote"):
         worker_experiment(search, nasty_config(nasty_data), "s3://b/t", name="tune-abc", namespace="team-a",
                           image="image", in_pods=False)
+
+
+def user_train(learning_rate: float = 0.1, note: str = "it's \"$HOME\" $(KUBERNETES_SERVICE_HOST) `id` #"):
+    from dmlops.training import runtime
+
+    runtime.report({"score": -abs(learning_rate - 0.03), "note_length": len(note)}, final=True)
+
+
+def test_a_user_function_source_and_its_arguments_reach_the_worker_unchanged(tmp_path):
+    """A function's source (quotes, $, backquotes, newlines) and the searched parameter as its argument."""
+    from dmlops.training.config import RunConfig
+    from dmlops.training.worker import function_entrypoint
+
+    recorder = tmp_path / "bin"
+    recorder.mkdir()
+    (recorder / "python").write_text(
+        f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(tmp_path / 'python.argv')!r}, 'w'))\n")
+    (recorder / "python").chmod(0o755)
+    source = function_entrypoint(user_train)
+    run = RunConfig(export_uri="-", entrypoint=source, entrypoint_args={"note": NASTY, "layers": [32, 16]},
+                    train_uri=f"s3://bucket/{NASTY}/train")
+    search = {**SEARCH, "objective": {"type": "maximize", "objectiveMetricName": "score"},
+              "parameters": SEARCH["parameters"][:1]}
+    experiment = worker_experiment(search, run, "s3://bucket/trials", name="tune-abc", namespace="team-a",
+                                   image="image", in_pods=False)
+    trial = {"spec": {**experiment["spec"], "trialTemplate": {
+        **experiment["spec"]["trialTemplate"],
+        "trialSpec": substitute_trial_parameters(experiment, {"learning_rate": "0.02"}, TRIAL)}}}
+    (tmp_path / "katib").mkdir()
+    finished = run_in_shell(katib_wrapped(primary_container(trial), str(tmp_path / "katib" / "metrics.log")),
+                            tmp_path, str(recorder))
+    assert finished.returncode == 0, finished.stderr
+    argv = json.loads((tmp_path / "python.argv").read_text())
+    received = parse_args(argv[2:])
+    assert received.entrypoint == source and received.train_uri == run.train_uri
+    assert received.entrypoint_args == {"note": NASTY, "layers": [32, 16], "learning_rate": 0.02}
+    assert received.export_uri == f"s3://bucket/trials/{TRIAL}"

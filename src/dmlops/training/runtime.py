@@ -283,13 +283,14 @@ _final_metrics: dict[str, Any] = {}
 
 
 def report(metrics: dict[str, Any], *, final: bool = False) -> None:
-    """On rank 0, print ``metrics`` as Katib ``name=value`` lines (live progress; Katib's StdOut
-    collector). ``final``: also write them to the metrics file and keep them for :func:`export`'s
+    """On rank 0, print ``metrics`` as Katib ``name=value`` pairs (live progress: one line; final: a
+    line each), which Katib's StdOut collector parses. ``final``: also write them to the metrics file and keep them for :func:`export`'s
     metadata (the step's KFP Metrics). Other ranks report nothing."""
     ctx = context()
     if not ctx.is_primary:
         return
-    print(" ".join(katib_lines(metrics)), flush=True)
+    lines = katib_lines(metrics)
+    print("\n".join(lines) if final else " ".join(lines), flush=True)
     if final:
         _final_metrics.clear()
         _final_metrics.update(metrics)
