@@ -47,10 +47,10 @@ NOT_IN_IMAGE = {
     # TensorFlow strategies run their workers in the tf-horovod image. The train and evaluate components
     # themselves run in torch-horovod: with backend "local" they can train and evaluate torch models only.
     ("torch-horovod", "tensorflow"): "TensorFlow models are trained in the tf-horovod image",
-    ("torch-horovod", "keras"): "TensorFlow models are trained in the tf-horovod image",
     ("tf-horovod", "torch"): "torch strategies run their workers in the torch-horovod image",
     ("serve", "tensorflow"): "SavedModel models are served by KServe's TF Serving runtime",
     ("serve", "onnxruntime"): "ONNX models are served by KServe's Triton runtime",
+    ("serve", "ai_edge_litert"): "TFLite variants come from TensorFlow models, which the serve image does not load",
 }
 # The horovod package is built by scripts/build_horovod.sh, not installed from an extra.
 HOROVOD = "horovod"
