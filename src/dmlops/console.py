@@ -205,9 +205,10 @@ class RunConsole(logging.Filter):
             return
         logs = run_dir / "logs"
         logs.mkdir(exist_ok=True)
-        for step in self.steps:
+        for step in self.steps:  # a retried task appends to its first attempt's log
             target = logs / step.log_path.name
-            shutil.move(step.log_path, target)
+            if step.log_path.exists():
+                shutil.move(step.log_path, target)
             step.log_path = target
         shutil.rmtree(self._log_dir, ignore_errors=True)
         self._log_dir = logs
