@@ -14,11 +14,14 @@ from kfp.dsl import Dataset, Model
 from onnx import helper, numpy_helper
 
 from dmlops.cli import run_local
-from dmlops.components.edge import export_edge as export_edge_component
 from dmlops.serving.edge import VARIANTS, EdgeGateError, check_variant, export_edge, gate
 from dmlops.training.data import Preprocessing, load_encoded
 from dmlops.training.evaluate import ExportedModel
 from dmlops.training.export import METADATA_FILE, write_metadata
+
+from component_yaml import load_yaml_component
+
+export_edge_component = load_yaml_component("serving", "export_edge")  # as another team loads it
 
 
 def reorder_numeric_inputs(onnx_path: Path, columns: int) -> None:
