@@ -120,9 +120,14 @@ class KubeNode:
         finally:
             if self.dns is not None:
                 self.dns.stop()
-            shutil.rmtree(self.root, ignore_errors=True)
+            _remove_root(self.root)
             if self.lock is not None:
                 self.lock.close()
+
+
+def _remove_root(root: Path) -> None:
+    """Delete the kit's folder, never crossing into a file system still mounted below it."""
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], capture_output=True, timeout=900)
 
 
 def cluster_dns_ip(service_cidr: str) -> str:
@@ -186,7 +191,7 @@ def start_node(kit: Path, crds: list[Path] | None = None) -> KubeNode:
     except BaseException:
         if root is not None:
             subprocess.run([str(kit / "down.sh"), str(root)], capture_output=True, timeout=300)
-            shutil.rmtree(root, ignore_errors=True)
+            _remove_root(root)
         lock.close()
         raise
 
