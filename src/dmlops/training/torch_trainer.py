@@ -1,8 +1,8 @@
 """PyTorch training under DistributedDataParallel (``torch-ddp``) or Horovod (``horovod-torch``).
 
-torch-ddp reads the rendezvous that PyTorchJob, TrainJob and torchrun give each process (MASTER_ADDR,
-MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK); without WORLD_SIZE it trains as one process. horovod-torch
-reads what ``horovodrun``/MPIJob give (through ``hvd.init()``).
+Both join the other workers through :func:`dmlops.training.runtime.setup`: torch-ddp with the rendezvous
+that PyTorchJob, TrainJob and torchrun give each process (one process without WORLD_SIZE), horovod-torch
+with ``hvd.init()`` under ``horovodrun``/MPIJob.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class TorchTrainer:
         )
         self.train_model: torch.nn.Module = self.model
         if self.horovod:
+            import horovod.torch as hvd
+
             hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
             self.optimizer = hvd.DistributedOptimizer(self.optimizer, named_parameters=self.model.named_parameters())
         elif self.world_size > 1:
