@@ -22,6 +22,8 @@ the encoding is in the model's metadata.json (``preprocessing``).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from dmlops.training.data import EncodedData, Preprocessing, load_encoded
-from dmlops.training.export import fetch
+from dmlops.training.export import METADATA_FILE, fetch
 from dmlops.training.metrics import binary_metrics
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -266,6 +268,17 @@ def check_variant(name: str, path: Path, reference: np.ndarray, data: EncodedDat
     return variant
 
 
+CONVERTERS = {"torch": ("onnxruntime", "onnx"), "tensorflow": ("tensorflow", "ai_edge_litert")}
+
+
+def _require_converters(framework: str) -> None:
+    missing = [module for module in CONVERTERS[framework] if importlib.util.find_spec(module) is None]
+    if missing:
+        extra = "tf" if framework == "tensorflow" else "serve,torch"
+        raise RuntimeError(f"edge export of a {framework} model needs {', '.join(missing)} in this image: "
+                           f"pip install 'dmlops[{extra}]'")
+
+
 def export_edge(model_uri: str, eval_uri: str, train_uri: str, destinations: dict[str, Path], *,
                 on_gate_failure: str = "fail", threads: int = 1) -> EdgeReport:
     """Convert the model at ``model_uri`` into every edge variant its framework allows (each written in
@@ -277,12 +290,13 @@ def export_edge(model_uri: str, eval_uri: str, train_uri: str, destinations: dic
 
     if on_gate_failure not in ("fail", "omit"):
         raise ValueError(f"on_gate_failure {on_gate_failure!r}: choose fail or omit")
-    served = ServedModel(model_uri, threads=threads)
     model_dir = fetch(model_uri)
+    framework = json.loads((model_dir / METADATA_FILE).read_text())["framework"]
+    _require_converters(framework)
+    served = ServedModel(model_uri, threads=threads)
     preprocessing = Preprocessing.from_dict(served.metadata["preprocessing"])
     data = load_encoded(eval_uri, preprocessing)
     reference = served.predict_encoded(data.numeric, data.categorical)
-    framework = served.metadata["framework"]
     left_out: dict[str, str] = {}
     for folder in destinations.values():
         folder.mkdir(parents=True, exist_ok=True)
