@@ -23,7 +23,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(data_dir, tmp_path_factory) -> Path:
-    """A torch model exported by the training worker (TorchScript + ONNX + metadata.json)."""
+    """A torch model exported by the training worker (torch.export program + ONNX + metadata.json)."""
     return export_model(data_dir, tmp_path_factory.mktemp("models") / "stable", seed=0)
 
 

@@ -48,7 +48,7 @@ def export_model(data_dir: Path, export_dir: Path, seed: int) -> Path:
 
 
 def offline_probabilities(model_dir: Path, rows: list[dict]) -> np.ndarray:
-    """The exported model's predictions computed without the server: training preprocessing + TorchScript."""
+    """The exported model's predictions computed without the server: training preprocessing + the torch.export program."""
     metadata = json.loads((model_dir / "metadata.json").read_text())
     preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
     types = {name: pa.float64() for name in preprocessing.numeric} | {name: pa.string() for name in preprocessing.categorical}
@@ -56,7 +56,7 @@ def offline_probabilities(model_dir: Path, rows: list[dict]) -> np.ndarray:
     types["weekend"] = pa.bool_()
     table = pa.Table.from_pylist(rows, schema=pa.schema([(name, types[name]) for name in [*preprocessing.numeric, *preprocessing.categorical]]))
     numeric, categorical = preprocessing.encode(table, "offline")
-    module = torch.jit.load(str(model_dir / metadata["model_files"]["torchscript"]))
+    module = torch.export.load(str(model_dir / metadata["model_files"]["torch_export"])).module()
     with torch.no_grad():
         return torch.sigmoid(module(torch.from_numpy(numeric), torch.from_numpy(categorical))).double().numpy()
 

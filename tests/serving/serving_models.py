@@ -1,5 +1,5 @@
 """Deliberately broken versions of an exported model, for canary tests: same files and metadata layout,
-a TorchScript model that answers wrongly or fails."""
+a ``torch.export`` program that answers wrongly or fails."""
 
 from __future__ import annotations
 
@@ -31,17 +31,22 @@ class FailsOnFirstCategory(torch.nn.Module):
         self.inner = inner
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        if bool((categorical[:, 0] == 1).any()):
-            raise RuntimeError("broken model: cannot score this category")
+        # an assertion the exported program keeps and checks on every call (a Python raise would not be exported)
+        torch._assert_async(~(categorical[:, 0] == 1).any(), "broken model: cannot score this category")
         return self.inner(numeric, categorical)
 
 
 def broken_copy(model_dir: Path, target: Path, wrapper: type[torch.nn.Module]) -> Path:
-    """A copy of the export whose TorchScript model is wrapped by ``wrapper``; metadata digests rewritten."""
+    """A copy of the export whose ``torch.export`` program is wrapped by ``wrapper`` and exported again;
+    metadata digests rewritten."""
     shutil.copytree(model_dir, target)
     metadata = json.loads((target / METADATA_FILE).read_text())
-    inner = torch.jit.load(str(target / metadata["model_files"]["torchscript"]))
-    torch.jit.script(wrapper(inner)).save(str(target / metadata["model_files"]["torchscript"]))
+    path = str(target / metadata["model_files"]["torch_export"])
+    program = torch.export.load(path)
+    rows = torch.export.Dim("rows")
+    wrapped = torch.export.export(wrapper(program.module()), program.example_inputs[0],
+                                  dynamic_shapes=({0: rows}, {0: rows}))
+    torch.export.save(wrapped, path)
     for key in ("files", "format_version", "dmlops_version"):
         metadata.pop(key)
     write_metadata(target, metadata)

@@ -67,7 +67,7 @@ def test_variants_are_gated_against_the_served_model(model_dir, data_dir, tmp_pa
         assert report.left_out["onnx_int8"] == "gate failed: " + ", ".join(int8.failures)
     assert report.left_out["tflite_int8"] == "TFLite needs a TensorFlow model; this one is torch"
     table = report.markdown()
-    assert "| served (TorchScript) | native |" in table and "| onnx_float32 | onnxruntime |" in table
+    assert "| served (torch.export) | native |" in table and "| onnx_float32 | onnxruntime |" in table
 
 
 def test_a_reordered_input_conversion_fails_the_float32_gate(broken_model_dir, data_dir):

@@ -103,13 +103,10 @@ def test_package_layouts_for_each_runtime(model_dir, tmp_path):
     assert sorted(path.name for path in (tmp_path / "dmlops").iterdir()) == sorted(path.name for path in model_dir.iterdir())
 
     triton = package_model(str(model_dir), str(tmp_path / "triton"), runtime="triton", model_name=NAME)
-    assert triton["runtime"] == "kserve-tritonserver" and triton["format"] == "pytorch" and triton["protocol"] == "v2"
-    assert (tmp_path / "triton" / NAME / "1" / "model.pt").is_file()
+    assert triton["runtime"] == "kserve-tritonserver" and triton["format"] == "onnx" and triton["protocol"] == "v2"
+    assert sorted(path.name for path in (tmp_path / "triton" / NAME / "1").iterdir()) == ["model.onnx"]
     config = (tmp_path / "triton" / NAME / "config.pbtxt").read_text()
-    assert 'platform: "pytorch_libtorch"' in config and "dims: [ -1, 3 ]" in config and "dims: [ -1, 2 ]" in config
-
-    onnx = package_model(str(model_dir), str(tmp_path / "triton-onnx"), runtime="triton", model_format="onnx", model_name=NAME)
-    assert onnx["format"] == "onnx" and (tmp_path / "triton-onnx" / NAME / "1" / "model.onnx").is_file()
+    assert 'platform: "onnxruntime_onnx"' in config and "dims: [ -1, 3 ]" in config and "dims: [ -1, 2 ]" in config
 
     with pytest.raises(ValueError, match="needs a SavedModel"):
         package_model(str(model_dir), str(tmp_path / "tf"), runtime="tfserving")

@@ -63,13 +63,13 @@ def test_replay_requests_keep_only_features_and_cycle(data_dir):
 
 @pytest.mark.parametrize("runtime", ["triton", "tfserving"])
 def test_tensor_request_formats_carry_what_the_model_needs(runtime, model_dir, eval_rows):
-    """Encode rows as the runtime's request, run the exported TorchScript model on the tensors in it as
+    """Encode rows as the runtime's request, run the exported torch.export program on the tensors in it as
     the runtime would, and read the answer back: the offline probabilities."""
     metadata = json.loads((model_dir / "metadata.json").read_text())
     request = request_format(runtime, FeatureContract.from_metadata(metadata))
     rows = eval_rows[:7]
     body = request.encode(rows)
-    module = torch.jit.load(str(model_dir / "model.pt"))
+    module = torch.export.load(str(model_dir / "model.pt2")).module()
     if runtime == "triton":
         tensors = {item["name"]: np.array(item["data"]).reshape(item["shape"]) for item in body["inputs"]}
         assert [item["datatype"] for item in body["inputs"]] == ["FP32", "INT64"]

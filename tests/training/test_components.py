@@ -31,7 +31,7 @@ def test_train_then_evaluate_in_a_local_pipeline(tabular, tmp_path):
     trained, evaluated = outputs["train"], outputs["evaluate"]
     model = trained["model"]["artifacts"][0]["metadata"]
     assert model["framework"] == "torch" and model["workers"] == 2
-    assert set(model["files_sha256"]) == {"model.pt", "model.onnx"}
+    assert set(model["files_sha256"]) == {"model.pt2", "model.onnx"}
     assert model["inputs"]["numeric"]["columns"] == ["signal"]  # "count" excluded
     train_auc = trained["metrics"]["artifacts"][0]["metadata"]["auc"]
     assert evaluated["metrics"]["artifacts"][0]["metadata"]["auc"] == pytest.approx(train_auc, abs=1e-6)

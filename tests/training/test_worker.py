@@ -51,7 +51,7 @@ def test_torch_ddp_two_workers_train_export_and_evaluate(tabular, tmp_path):
     export = Path(config.export_uri)
     metadata = json.loads((export / "metadata.json").read_text())
     assert metadata["files"] == file_digests(export, exclude=METADATA_FILE)
-    assert set(metadata["files"]) == {"model.pt", "model.onnx"}
+    assert set(metadata["files"]) == {"model.pt2", "model.onnx"}
     assert metadata["inputs"]["numeric"]["columns"] == ["signal", "count"]
     assert metadata["inputs"]["categorical"]["columns"] == ["group"]
     assert metadata["preprocessing"]["categorical"] == [
@@ -60,7 +60,7 @@ def test_torch_ddp_two_workers_train_export_and_evaluate(tabular, tmp_path):
     import onnx
 
     onnx.checker.check_model(str(export / "model.onnx"))
-    # the exported TorchScript alone reproduces the worker's evaluation
+    # the exported torch.export program alone reproduces the worker's evaluation
     assert evaluate_model(config.export_uri, tabular["eval"])["auc"] == pytest.approx(metrics["auc"], abs=1e-6)
     assert "auc=" in Path(config.metrics_file).read_text()
 
@@ -85,7 +85,7 @@ def test_one_and_two_workers_reach_equivalent_metrics(strategy, tabular, tmp_pat
     assert final_metrics(two)["workers"] == 2 and final_metrics(two)["auc"] > 0.75
     for name in ("auc", "log_loss", "accuracy"):
         assert final_metrics(one)[name] == pytest.approx(final_metrics(two)[name], abs=EQUIVALENCE_TOLERANCE)
-    # the exported model (TorchScript or SavedModel) alone reproduces the worker's evaluation
+    # the exported model (torch.export program or SavedModel) alone reproduces the worker's evaluation
     exported = evaluate_model(two.export_uri, tabular["eval"])
     assert exported["auc"] == pytest.approx(final_metrics(two)["auc"], abs=1e-6)
 

@@ -78,7 +78,7 @@ def deploy(
             s3:// with the ServiceAccount of manifests/base/kserve-storage.yaml). Unused locally.
         runtime: The KServe serving runtime: "dmlops" (the dmlops model server), "triton" or
             "tfserving" (these two need storage_uri). Locally the dmlops server always runs.
-        model_format: "" or "native" (TorchScript or SavedModel) or "onnx" (torch exports), the file the
+        model_format: "" or "native" (torch.export program or SavedModel) or "onnx" (torch exports), the file the
             model server loads.
         deployment_mode: Kubernetes: "Knative" (a Knative canary with a traffic split) or "Standard" (a
             Deployment updated in place after a smoke test; the previous spec is restored on failure).

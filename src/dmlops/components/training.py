@@ -81,7 +81,7 @@ def train(
         entrypoint_args: Arguments of the entrypoint (keywords of a function, ``--name value`` of a script);
             for the tabular trainer they override its inputs of the same name.
         packages_to_install: pip requirements installed in every worker before the entrypoint runs.
-        model: The export: TorchScript and ONNX (torch) or a SavedModel (TensorFlow) plus metadata.json;
+        model: The export: a torch.export program (model.pt2) and ONNX (torch) or a SavedModel (TensorFlow) plus metadata.json;
             metadata: framework, strategy, workers, model files, sha256 of every file, inputs and metrics.
         metrics: Every number of the entrypoint's final report (the tabular trainer: eval AUC, accuracy, log
             loss, final train loss, samples per second, train seconds, ...).
@@ -186,7 +186,7 @@ def evaluate(
     matrix at ``threshold``. The model's file digests are checked first.
 
     Args:
-        model: A model exported by ``train`` (TorchScript or SavedModel with metadata.json).
+        model: A model exported by ``train`` (torch.export program or SavedModel with metadata.json).
         eval_data: Parquet dataset with the model's feature columns and its label column.
         metrics: AUC, accuracy, log loss, positive rate and rows evaluated.
         classification: ROC curve and confusion matrix at ``threshold``.

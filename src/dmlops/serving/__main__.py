@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Serve an exported dmlops model with kserve.ModelServer.")
     parser.add_argument("--model_dir", default="/mnt/models", help="exported model directory or URI")
     parser.add_argument("--model_format", default="", choices=["", "native", "onnx"],
-                        help="native (TorchScript or SavedModel, the default) or onnx")
+                        help="native (torch.export program or SavedModel, the default) or onnx")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the model runtime")
     parser.add_argument("--feast_config", default="",
                         help="JSON (or a path to a JSON file) with store, features and entity_keys")

@@ -366,7 +366,7 @@ def deploy(
         raise ValueError(f"runtime {runtime!r} needs its own model layout: give storage_uri (gs://, s3://, pvc://)")
     local_copy = model_dir or model_uri
     if storage_uri:
-        served = package_model(local_copy, storage_uri, runtime=runtime, model_name=endpoint, model_format=model_format)
+        served = package_model(local_copy, storage_uri, runtime=runtime, model_name=endpoint)
     else:
         served = {"storage_uri": model_uri, "format": "dmlops", "runtime": DMLOPS_RUNTIME, "protocol": "v1"}
     storage, service_account = kserve_storage(served["storage_uri"], service_account)

@@ -6,7 +6,7 @@ static quantization: QDQ, int8 weights per channel, int8 activations with ranges
 rows), run with onnxruntime; for TensorFlow models, TFLite float32 and int8 (TFLiteConverter,
 dynamic-range quantization), run with LiteRT's interpreter (``ai-edge-litert``). Every variant predicts
 the eval rows one row per call, as a device runs it (a variant that quantizes activations at run time
-answers a row differently inside a batch), and is compared with the served model (TorchScript or
+answers a row differently inside a batch), and is compared with the served model (torch.export or
 SavedModel, as :class:`dmlops.serving.model.ServedModel` loads it):
 
 - float32 must give the same probabilities: max |Δp| ≤ 1e-5;
@@ -319,16 +319,16 @@ def export_edge(model_uri: str, eval_uri: str, train_uri: str, destinations: dic
     served_latency = _latency(served_seconds)
     return EdgeReport(
         variants=variants, left_out=left_out, rows=len(data),
-        served_format="TorchScript" if framework == "torch" else "SavedModel",
+        served_format="torch.export" if framework == "torch" else "SavedModel",
         reference={"latency_p50_ms": served_latency["p50"], "latency_p99_ms": served_latency["p99"],
                    "size_bytes": _served_size(model_dir, served.metadata)},
     )
 
 
 def _served_size(model_dir: Path, metadata: dict) -> int:
-    """Bytes of the served model: the TorchScript file or the SavedModel folder."""
+    """Bytes of the served model: the torch.export program or the SavedModel folder."""
     files = metadata["model_files"]
-    served = model_dir / (files["torchscript"] if "torchscript" in files else files["saved_model"])
+    served = model_dir / (files["torch_export"] if "torch_export" in files else files["saved_model"])
     paths = [served] if served.is_file() else [path for path in served.rglob("*") if path.is_file()]
     return sum(path.stat().st_size for path in paths)
 

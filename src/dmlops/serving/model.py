@@ -1,7 +1,7 @@
 """An exported dmlops model loaded for serving: its metadata, feature contract and predictor.
 
 The export and its loader are the training worker's (:class:`dmlops.training.evaluate.ExportedModel`:
-digests checked, TorchScript for torch models, SavedModel for TensorFlow models). Serving adds the
+digests checked, the ``torch.export`` program for torch models, SavedModel for TensorFlow models). Serving adds the
 request feature contract, a bound on the runtime's threads, and the ONNX file of torch exports as an
 alternative format (with onnxruntime).
 """
@@ -54,7 +54,7 @@ class ServedModel:
     """A model directory (local path or URI, :mod:`dmlops.platform.storage`) ready to predict probabilities
     from request rows.
 
-    ``model_format``: ``""``/``"native"`` (TorchScript or SavedModel) or ``"onnx"`` (torch exports).
+    ``model_format``: ``""``/``"native"`` (``torch.export`` program or SavedModel) or ``"onnx"`` (torch exports).
     """
 
     def __init__(self, uri: str, model_format: str = "", threads: int = 1):

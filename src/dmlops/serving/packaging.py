@@ -6,7 +6,8 @@ Runtimes:
   exported directory as it is (model files + ``metadata.json``), so preprocessing and schema checks run
   in the server. Protocols v1 and v2.
 - ``triton``: NVIDIA Triton (``kserve-tritonserver``): a model repository ``<name>/config.pbtxt`` +
-  ``<name>/1/model.pt`` (TorchScript, backend ``pytorch``) or ``<name>/1/model.onnx`` (backend ``onnx``).
+  ``<name>/1/model.onnx`` (backend ``onnx``; Triton's PyTorch backend loads TorchScript, not the
+  ``torch.export`` program torch models are exported as).
   Clients send encoded tensors (``numeric`` FP32, ``categorical`` INT64): no preprocessing in the server.
 - ``tfserving``: TensorFlow Serving (``kserve-tensorflow-serving``): ``<version>/saved_model.pb``.
 
@@ -52,10 +53,7 @@ PVC_MOUNT_ROOT = "/mnt/pvc"
 KFP_ARTIFACT_READER = "dmlops-kfp-artifact-reader"  # ServiceAccount with KFP's artifact store credentials
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-_TRITON_BACKENDS = {  # export file key -> (KServe model format, Triton platform, file name in the repository)
-    "torchscript": ("pytorch", "pytorch_libtorch", "model.pt"),
-    "onnx": ("onnx", "onnxruntime_onnx", "model.onnx"),
-}
+TRITON_BACKEND = ("onnx", "onnxruntime_onnx", "model.onnx")  # KServe model format, Triton platform, file name
 
 
 def serving_runtime_container() -> dict[str, Any]:
@@ -112,10 +110,10 @@ def _triton_config(name: str, platform: str, metadata: dict[str, Any]) -> str:
 
 
 def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", model_name: str = "model",
-                  model_format: str = "", version: int = 1) -> dict[str, Any]:
+                  version: int = 1) -> dict[str, Any]:
     """Write the exported model at ``model_uri`` to ``storage_uri`` in ``runtime``'s layout; returns
-    what the InferenceService needs (storage URI, model format name, runtime, protocol). For Triton,
-    ``model_format`` ``onnx`` serves the ONNX file, anything else the TorchScript one."""
+    what the InferenceService needs (storage URI, model format name, runtime, protocol). Triton serves
+    the ONNX file of a torch export."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     source = fetch(model_uri, manifest=METADATA_FILE)
@@ -127,12 +125,11 @@ def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", 
             shutil.copytree(source, layout)
             served = {"format": DMLOPS_MODEL_FORMAT, "runtime": DMLOPS_RUNTIME, "protocol": "v1"}
         elif runtime == "triton":
-            model_format = "onnx" if model_format == "onnx" else "torchscript"
-            if model_format not in _TRITON_BACKENDS or model_format not in files:
-                raise ValueError(f"{model_uri}: Triton serves torchscript or onnx; this export has {sorted(files)}")
-            format_name, platform, file_name = _TRITON_BACKENDS[model_format]
+            if "onnx" not in files:
+                raise ValueError(f"{model_uri}: Triton serves the ONNX file; this export has {sorted(files)}")
+            format_name, platform, file_name = TRITON_BACKEND
             (layout / model_name / str(version)).mkdir(parents=True)
-            shutil.copy(source / files[model_format], layout / model_name / str(version) / file_name)
+            shutil.copy(source / files["onnx"], layout / model_name / str(version) / file_name)
             (layout / model_name / "config.pbtxt").write_text(_triton_config(model_name, platform, metadata))
             shutil.copy(source / METADATA_FILE, layout / METADATA_FILE)
             served = {"format": format_name, "runtime": "kserve-tritonserver", "protocol": "v2"}

@@ -27,7 +27,7 @@ class ExportedModel:
         if self.metadata["framework"] == "torch":
             import torch
 
-            module = torch.jit.load(str(self.directory / files["torchscript"]), map_location="cpu").eval()
+            module = torch.export.load(str(self.directory / files["torch_export"])).module()
 
             def logits(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
                 with torch.inference_mode():

@@ -115,14 +115,17 @@ class TorchTrainer:
         return np.concatenate(chunks)
 
     def export(self, directory: Path) -> dict[str, str]:
-        """Write TorchScript ``model.pt`` and ONNX ``model.onnx`` (inputs ``numeric``, ``categorical``;
-        output ``logit``); returns the format-to-file map for the metadata."""
+        """Write the ``torch.export`` program ``model.pt2`` and ONNX ``model.onnx`` (inputs ``numeric``,
+        ``categorical``, any number of rows; output ``logit``); returns the format-to-file map for the
+        metadata."""
         model = copy.deepcopy(self.model).cpu().eval()
-        torch.jit.script(model).save(str(directory / "model.pt"))
         example = (
             torch.zeros(2, self.numeric.shape[1], dtype=torch.float32),
             torch.zeros(2, len(model.embeddings), dtype=torch.int64),
         )
+        rows = torch.export.Dim("rows")
+        program = torch.export.export(model, example, dynamic_shapes=({0: rows}, {0: rows}))
+        torch.export.save(program, str(directory / "model.pt2"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
@@ -130,7 +133,7 @@ class TorchTrainer:
                 input_names=["numeric", "categorical"], output_names=["logit"],
                 dynamic_axes={"numeric": {0: "batch"}, "categorical": {0: "batch"}, "logit": {0: "batch"}},
             )
-        return {"torchscript": "model.pt", "onnx": "model.onnx"}
+        return {"torch_export": "model.pt2", "onnx": "model.onnx"}
 
     def close(self) -> None:
         if self.horovod:
