@@ -12,7 +12,8 @@ from dmlops.training.worker import function_entrypoint
 tf = pytest.importorskip("tensorflow")
 
 
-def test_the_keras_digits_model_trains_on_two_tf_workers_and_exports_a_saved_model(digits, tmp_path):
+def test_the_keras_digits_model_trains_on_two_tf_workers_exports_a_saved_model_and_is_served(digits, tmp_path,
+                                                                                             served_accuracy):
     from examples.digits_keras import train
 
     run = RunConfig(export_uri=str(tmp_path / "model"), entrypoint=function_entrypoint(train),
@@ -29,3 +30,4 @@ def test_the_keras_digits_model_trains_on_two_tf_workers_and_exports_a_saved_mod
     (logits,) = served(pixels=tf.constant(pixels)).values()
     accuracy = float(np.mean(logits.numpy().argmax(1) == table["digit"].to_numpy()))
     assert accuracy == pytest.approx(metadata["metrics"]["accuracy"])
+    assert served_accuracy(run.export_uri) == pytest.approx(metadata["metrics"]["accuracy"])

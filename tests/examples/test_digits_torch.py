@@ -41,7 +41,8 @@ def exported_accuracy(export: Path, eval_path: str) -> float:
     return float(np.mean(predicted == table["digit"].to_numpy()))
 
 
-def test_the_digits_script_trains_on_two_ddp_workers_and_exports_a_torch_program(digits, tmp_path):
+def test_the_digits_script_trains_on_two_ddp_workers_exports_a_torch_program_and_is_served(digits, tmp_path,
+                                                                                            served_accuracy):
     run = digits_run(digits, tmp_path)
     assert run_local(run, num_workers=2, max_restarts=0).restarts == 0
     export = Path(run.export_uri)
@@ -52,6 +53,7 @@ def test_the_digits_script_trains_on_two_ddp_workers_and_exports_a_torch_program
                                             "note": "8x8 grey levels 0..16 divided by 16"}
     assert metadata["metrics"]["accuracy"] > 0.85
     assert exported_accuracy(export, digits["eval"]) == pytest.approx(metadata["metrics"]["accuracy"])
+    assert served_accuracy(run.export_uri) == pytest.approx(metadata["metrics"]["accuracy"])
     assert CheckpointStore(run.checkpoint_uri).steps() == [1, 2]
 
 

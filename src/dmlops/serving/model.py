@@ -1,4 +1,5 @@
-"""An exported dmlops model loaded for serving: its metadata, feature contract and predictor.
+"""An exported model loaded for serving: a dmlops tabular model (its metadata, feature contract and
+predictor) or any model a user's code exported through the training runtime (named input tensors).
 
 The export and its loader are the training worker's (:class:`dmlops.training.evaluate.ExportedModel`:
 digests checked, the ``torch.export`` program for torch models, SavedModel for TensorFlow models). Serving adds the
@@ -14,9 +15,9 @@ from typing import Any, Callable
 import numpy as np
 
 from dmlops.platform import storage
-from dmlops.serving.features import FeatureContract
+from dmlops.serving.features import FeatureContract, RequestError
 from dmlops.training.evaluate import ExportedModel as TrainedModel
-from dmlops.training.export import METADATA_FILE
+from dmlops.training.export import METADATA_FILE, fetch
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 FORMATS = ("", "native", "onnx")
@@ -81,3 +82,101 @@ class ServedModel:
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Positive-class probabilities (float64) for rows already checked against the contract."""
         return self.predict_encoded(*self.contract.encode(rows))
+
+
+_TENSOR_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+_V2_DATATYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
+
+
+class TensorModel:
+    """A user's export (:func:`dmlops.training.runtime.export`, no dmlops preprocessing): the named input
+    tensors its metadata declares (``{"dtype", "shape": [-1, ...]}``) in, the model's output rows out.
+
+    torch exports load the ``torch.export`` program, TensorFlow ones the SavedModel's serving signature.
+    """
+
+    def __init__(self, uri: str, threads: int = 1):
+        directory = fetch(uri)
+        self.metadata: dict[str, Any] = json.loads((directory / METADATA_FILE).read_text())
+        framework = self.metadata["framework"]
+        _limit_threads(framework, threads)
+        self.inputs = {name: spec for name, spec in self.metadata.get("inputs", {}).items()
+                       if isinstance(spec, dict) and "shape" in spec and spec.get("dtype") in _TENSOR_DTYPES}
+        if not self.inputs:
+            raise ValueError(f"{uri}: the metadata declares no input tensors ({{name: {{dtype, shape}}}}) to serve")
+        files = self.metadata["model_files"]
+        if framework == "torch":
+            import torch
+
+            module = torch.export.load(str(directory / files["torch_export"])).module()
+
+            def run(arrays: list[np.ndarray]) -> np.ndarray:
+                with torch.inference_mode():
+                    return module(*(torch.from_numpy(array) for array in arrays)).numpy()
+        else:
+            import tensorflow as tf
+
+            serve = tf.saved_model.load(str(directory / files["saved_model"])).signatures["serving_default"]
+            keys = list(serve.structured_input_signature[1])
+            if len(keys) != len(self.inputs):
+                raise ValueError(f"{uri}: the SavedModel takes {keys}, the metadata declares {list(self.inputs)}")
+
+            def run(arrays: list[np.ndarray]) -> np.ndarray:
+                outputs = serve(**{key: tf.constant(array) for key, array in zip(keys, arrays)})
+                return next(iter(outputs.values())).numpy()
+
+        self._run = run
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The V2 metadata of the inputs."""
+        return [{"name": name, "datatype": _V2_DATATYPES[spec["dtype"]], "shape": spec["shape"]}
+                for name, spec in self.inputs.items()]
+
+    def arrays(self, columns: dict[str, Any]) -> list[np.ndarray]:
+        """The request's inputs (name to rows) as arrays in the declared order, dtype and shape."""
+        unknown = sorted(set(columns) - set(self.inputs))
+        missing = [name for name in self.inputs if name not in columns]
+        if unknown or missing:
+            raise RequestError(f"inputs {unknown or missing} are {'unknown' if unknown else 'missing'}; "
+                               f"the model takes {list(self.inputs)}")
+        arrays = []
+        for name, spec in self.inputs.items():
+            try:
+                array = np.asarray(columns[name], dtype=_TENSOR_DTYPES[spec["dtype"]])
+            except (TypeError, ValueError):
+                raise RequestError(f"input {name!r}: the values are not {spec['dtype']}") from None
+            expected = spec["shape"]
+            if array.ndim != len(expected) or any(size not in (-1, actual) for size, actual in zip(expected, array.shape)):
+                raise RequestError(f"input {name!r}: shape {list(array.shape)} does not fit {expected}")
+            arrays.append(array)
+        if len({len(array) for array in arrays}) > 1:
+            raise RequestError("the inputs have different row counts; every input needs one entry per row")
+        return arrays
+
+    def arrays_from_instances(self, instances: Any) -> list[np.ndarray]:
+        """V1 instances: one entry per row, ``{input: value}`` or, for a one-input model, the value itself."""
+        if not isinstance(instances, list) or not instances:
+            raise RequestError("instances must be a non-empty list with one entry per row")
+        if len(self.inputs) == 1 and not isinstance(instances[0], dict):
+            return self.arrays({next(iter(self.inputs)): instances})
+        if not all(isinstance(row, dict) for row in instances):
+            raise RequestError(f"every instance must be an object {{input: value}} with the inputs {list(self.inputs)}")
+        names = {name for row in instances for name in row}
+        return self.arrays({name: [row.get(name) for row in instances] for name in names})
+
+    def predict(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """The model's output, one entry per row."""
+        return self._run(arrays)
+
+
+def open_model(uri: str, model_format: str = "", threads: int = 1) -> ServedModel | TensorModel:
+    """A dmlops tabular export (its metadata has the fitted preprocessing) as a :class:`ServedModel`, any
+    other export written by the training runtime as a :class:`TensorModel`."""
+    filesystem, directory = storage.filesystem(uri)
+    with filesystem.open(f"{directory.rstrip('/')}/{METADATA_FILE}") as handle:
+        metadata = json.load(handle)
+    if "preprocessing" in metadata:
+        return ServedModel(uri, model_format, threads)
+    if model_format == "onnx":
+        raise ValueError(f"{uri}: this export has no ONNX file, only {sorted(metadata['model_files'])}; serve it natively")
+    return TensorModel(uri, threads)

@@ -6,6 +6,11 @@ mistyped field gets a 400 that names it (never a 500). V1 takes ``{"instances": 
 per feature (shape ``[n]`` or ``[n, 1]``) and answers one ``probability`` tensor, with a generated response
 id when the request has none. With a feature store, rows that carry the entity keys get the store's
 features from its online store before the check.
+
+A model a user's code exported through the training runtime (:class:`TensorModel`) takes the named input
+tensors its metadata declares: V1 ``{"instances": [row, ...]}`` (a row is ``{input: value}``, or the value
+itself for a one-input model) answered with ``{"predictions": [model output row, ...]}``; V2 one tensor
+per input answered with one ``output`` tensor.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from dmlops.serving import metrics
 from dmlops.serving.features import RequestError
-from dmlops.serving.model import ServedModel
+from dmlops.serving.model import ServedModel, TensorModel, open_model
 
 OUTPUT_NAME = "probability"
+TENSOR_OUTPUT_NAME = "output"
 
 
 @dataclass
@@ -109,11 +115,13 @@ class DmlopsModel(kserve.Model):
         self.model_format = model_format
         self.threads = threads
         self.feast = feast
-        self.model: ServedModel | None = None
+        self.model: ServedModel | TensorModel | None = None
         self._extra_fields = frozenset(feast.entity_keys if feast else ())
 
     def load(self) -> bool:
-        self.model = ServedModel(self.model_uri, self.model_format, self.threads)
+        self.model = open_model(self.model_uri, self.model_format, self.threads)
+        if self.feast and isinstance(self.model, TensorModel):
+            raise ValueError("feature store enrichment needs a dmlops tabular model (named features)")
         if self.feast:
             self.feast.open()
         # metric children resolved once: label lookups would cost more than the encoding of a row
@@ -127,9 +135,13 @@ class DmlopsModel(kserve.Model):
         return self.ready
 
     def get_input_types(self) -> list[dict]:
+        if isinstance(self.model, TensorModel):
+            return self.model.describe()
         return self.model.contract.describe()
 
     def get_output_types(self) -> list[dict]:
+        if isinstance(self.model, TensorModel):
+            return [{"name": TENSOR_OUTPUT_NAME, "datatype": "FP32", "shape": [-1, -1]}]
         return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]
 
     def v1_instances(self, payload: Any) -> Any:
@@ -166,6 +178,8 @@ class DmlopsModel(kserve.Model):
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
         started = time.perf_counter()
         protocol = "v2" if isinstance(payload, InferRequest) else "v1"
+        if isinstance(self.model, TensorModel):
+            return self._predict_tensors(payload, protocol, started)
         try:
             instances = self.v2_instances(payload) if protocol == "v2" else self.v1_instances(payload)
             if self.feast and isinstance(instances, list):
@@ -186,6 +200,34 @@ class DmlopsModel(kserve.Model):
         if protocol == "v1":
             return {"predictions": probabilities.tolist()}
         output = InferOutput(OUTPUT_NAME, [len(rows)], "FP64", probabilities.tolist())
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[output],
+        )
+
+    def _predict_tensors(self, payload: dict | InferRequest, protocol: str, started: float) -> dict | InferResponse:
+        """A user's exported model: the request's input tensors in, the model's output rows out."""
+        try:
+            if protocol == "v2":
+                arrays = self.model.arrays({
+                    item.name: np.asarray(item.data.tolist() if isinstance(item.data, np.ndarray) else item.data)
+                    .reshape(list(item.shape)) for item in payload.inputs
+                })
+            else:
+                arrays = self.model.arrays_from_instances(self.v1_instances(payload))
+        except (RequestError, ValueError) as error:  # ValueError: V2 data that does not fill its shape
+            self._outcomes[protocol, "rejected"].inc()
+            raise InvalidInput(str(error)) from None
+        try:
+            outputs = self.model.predict(arrays)
+        except Exception:
+            self._outcomes[protocol, "error"].inc()
+            raise
+        self._outcomes[protocol, "ok"].inc()
+        self._rows.inc(len(outputs))
+        self._latency[protocol].observe(time.perf_counter() - started)
+        if protocol == "v1":
+            return {"predictions": outputs.tolist()}
+        output = InferOutput(TENSOR_OUTPUT_NAME, list(outputs.shape), "FP32", outputs.astype(np.float32).ravel().tolist())
         return InferResponse(
             response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[output],
         )
