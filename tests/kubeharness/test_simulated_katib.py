@@ -8,13 +8,14 @@ would have printed (``kubeflow.katib.read_log``).
 from __future__ import annotations
 
 import json
+import random
 import shlex
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kubeharness.controllers.katib import DEFAULT_FILTER, observation, parse_metrics
+from kubeharness.controllers.katib import DEFAULT_FILTER, observation, parse_metrics, sample
 from kubeharness.kubeflow import kubeflow  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.envtest
@@ -209,3 +210,13 @@ def test_wrapped_trial_and_metrics_sidecar_run_as_a_kubelet_runs_them(tmp_path):
     assert primary.wait(timeout=60) == 0 and sidecar.returncode == 0
     assert sidecar.stdout == f"['{metrics}', '--tag', '']\nloss=0.25\n"
     assert [p.read_text() for p in tmp_path.glob("*.pid")] == ["completed\n"]
+
+
+def test_random_search_honours_the_step_of_int_and_double_spaces():
+    rng = random.Random(7)
+    sizes = {int(sample({"parameterType": "int", "feasibleSpace": {"min": "512", "max": "4096", "step": "512"}}, rng))
+             for _ in range(200)}
+    assert sizes <= set(range(512, 4097, 512)) and len(sizes) > 4
+    rates = [float(sample({"parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "0.5", "step": "0.1"}}, rng))
+             for _ in range(50)]
+    assert all(abs(rate * 10 - round(rate * 10)) < 1e-9 and 0.1 - 1e-9 <= rate <= 0.5 + 1e-9 for rate in rates)

@@ -6,7 +6,7 @@ Behaviours, each from the upstream file named (paths under ``pkg/``):
 |---|---|
 | defaults: parallelTrialCount 3, StdOut collector, success/failure conditions per trial kind, primaryPodLabels job-role=master for Kubeflow jobs (TrainJob: node, completion index 0) | apis/controller/experiments/v1beta1/experiment_defaults.go, constants.go |
 | one Suggestion named after the Experiment, ``spec.requests`` = trials wanted; trials added while active < parallelTrialCount and total < maxTrialCount | controller.v1beta1/experiment/experiment_controller.go (ReconcileTrials) |
-| random search: each parameter drawn uniformly from its feasibleSpace (double, int, discrete, categorical); trial names ``<experiment>-<8 random>`` | suggestion/v1beta1/hyperopt (random), controller.v1beta1/suggestion |
+| random search: each parameter drawn uniformly from its feasibleSpace (double, int, discrete, categorical); with ``step``, hyperopt's ``quniform`` (the draw rounded to a multiple of step); trial names ``<experiment>-<8 random>`` | suggestion/v1beta1/hyperopt/base_service.py (random), controller.v1beta1/suggestion |
 | Trial: labels katib.kubeflow.org/experiment, owner the Experiment; runSpec = trialSpec with ``${trialParameters.X}`` replaced and metadata name/namespace = the trial's | controller.v1beta1/experiment/manifest/generator.go |
 | the Trial creates its runSpec (batch Job, PyTorchJob, TFJob, MPIJob, TrainJob) owned by the Trial; gjson success/failure conditions ``status.conditions.#(type=="X")#|#(status=="True")#`` decide; once the trial completed, the run is deleted (foreground) unless ``retainRun`` | controller.v1beta1/trial/trial_controller.go, trial/util/job_util.go |
 | metrics: StdOut/File TEXT lines matched with the filters (default ``([\\w|-]+)\\s*=\\s*([+-]?\\d*(\\.\\d+)?([Ee][+-]?\\d+)?)``) on lines naming a metric; JSON lines need string values | metricscollector/v1beta1/file-metricscollector/file-metricscollector.go, common/const.go |
@@ -87,6 +87,10 @@ def sample(parameter: Obj, rng: random.Random) -> str:
     """One random value of a Katib parameter, as a string (as the suggestion service returns it)."""
     space = parameter.get("feasibleSpace") or {}
     kind = parameter["parameterType"]
+    if kind in ("double", "int") and space.get("step"):
+        # hyperopt.hp.quniform(min, max, step): round(uniform(min, max) / step) * step; an int is truncated
+        value = round(rng.uniform(float(space["min"]), float(space["max"])) / float(space["step"])) * float(space["step"])
+        return str(int(value) if kind == "int" else value)
     if kind == "double":
         return str(rng.uniform(float(space["min"]), float(space["max"])))
     if kind == "int":
