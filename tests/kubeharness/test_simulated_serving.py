@@ -15,6 +15,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from kubeharness.controllers.kserve import KServe
 from kubeharness.controllers.storage_initializer import DOWNLOAD_SCRIPT
 from kubeharness.kubeflow import kubeflow  # noqa: F401 - fixture
 
@@ -145,6 +146,20 @@ def test_knative_canary_revisions_and_traffic(kubeflow, kube_namespace, runtime)
         _get(kubeflow, kube_namespace, "canary")["status"]["components"]["predictor"]), what="promotion")
     assert [(t["tag"], t["percent"]) for t in done["traffic"]] == [("latest", 100)]
     assert done["previousRolledoutRevision"] == "canary-predictor-00001"
+    kubeflow.raise_errors()
+
+
+def test_reconciling_an_unchanged_serverless_predictor_creates_no_revision(kubeflow, kube_namespace, runtime):
+    """Knative makes a revision per change of the configuration's template, not per reconcile."""
+    _create(kubeflow, kube_namespace, isvc("steady", "gs://models/v1", "Serverless"))
+    kubeflow.wait_for(lambda: kubeflow.kube.read("Deployment", kube_namespace, "steady-predictor-00001-deployment"),
+                      what="rev 1")
+    kserve = next(c for c in kubeflow.manager.controllers if isinstance(c, KServe))
+    for _ in range(2):
+        kserve.reconcile(_get(kubeflow, kube_namespace, "steady"))
+    revisions = client.AppsV1Api(kubeflow.kube.api).list_namespaced_deployment(
+        kube_namespace, label_selector="serving.knative.dev/service=steady-predictor").items
+    assert [d.metadata.name for d in revisions] == ["steady-predictor-00001-deployment"]
     kubeflow.raise_errors()
 
 

@@ -205,12 +205,12 @@ class KServe(Controller):
         meta, predictor = isvc["metadata"], isvc["spec"]["predictor"]
         name, namespace = meta["name"], meta["namespace"]
         ksvc = f"{name}-predictor"
-        digest = template_digest(template)
         template = copy.deepcopy(template)
         container = template["spec"]["containers"][0]
         if "readinessProbe" not in container:  # queue-proxy's default: the user port accepts connections
             port = next((p["containerPort"] for p in container.get("ports") or []), 8080)
             container["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 1, "successThreshold": 1}
+        digest = template_digest(template)  # of the template the revision's Deployment gets (_deployment's)
         revisions = sorted(
             (self.kube.to_dict(d) for d in self.kube.apps.list_namespaced_deployment(
                 namespace, label_selector=f"{ISVC_LABEL}={name},serving.knative.dev/service={ksvc}").items),
