@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
-from dmlops.features import FeatureDataError, check_sources, load_definitions
+from dmlops.features import FeatureDataError, apply, check_sources, load_definitions, materialize, online_features
 from dmlops.features.repo import source_location
 from dmlops.platform import storage
 
@@ -60,3 +60,15 @@ def test_feature_sources_on_kfps_store_are_checked_where_kfp_keeps_them(kfp_stor
     uris = upload(kfp_store, {**sources, "weather": str(tmp_path / "weather")}, "bad")
     with pytest.raises(FeatureDataError, match=r"minio://mlpipeline/v2/artifacts/bad/weather lacks columns \['temp'\]"):
         check_sources(load_definitions(DEFINITIONS, uris))
+
+
+def test_materialize_reads_sources_where_kfp_keeps_them(kfp_store, sources, store):
+    """No DuckDB extension and no other endpoint: the rows come through dmlops.platform.storage."""
+    uris = upload(kfp_store, sources, "materialize")
+    apply(store, DEFINITIONS, uris)
+    report = materialize(store, start="2013-01-01", end="2013-01-08", views=["weather"])
+    assert report.views[0]["status"] == "materialized"
+    weather = pq.read_table(sources["weather"]).to_pandas()
+    rows = weather[(weather["origin"] == "JFK") & (weather["time_hour"] <= "2013-01-08T00:00:00+00:00")]
+    expected = rows.sort_values("time_hour")["temp"].iloc[-1]
+    assert online_features(store, ["weather:temp"], [{"origin": "JFK"}])["weather__temp"] == [expected]

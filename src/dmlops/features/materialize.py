@@ -5,6 +5,14 @@ it). ``incremental`` continues each view from the end of its own tracked range, 
 redoes only the views that did not finish and leaves no gap: nothing is skipped and nothing is written
 twice. A view that was never materialized starts at ``start``: Feast's own default (now - TTL) would skip
 historical data.
+
+Each view's rows are read the way :mod:`dmlops.features.asof` reads them, through
+:mod:`dmlops.platform.storage` (so a source on KFP's object store is read where KFP keeps it, with no DuckDB
+extension to download), reduced in DuckDB to the latest row per entity in the range with the semantics of
+Feast's ``pull_latest_from_table_or_query`` (``feast/infra/offline_stores/ibis.py``: time within
+``[start, end]``, the latest time wins, ties to the latest created time), and written with Feast's
+``write_to_online_store``; the range is then recorded with ``registry.apply_materialization`` as Feast's
+``FeatureStore.materialize`` records it.
 """
 
 from __future__ import annotations
@@ -13,8 +21,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import duckdb
+import pyarrow.parquet as pq
+
 from dmlops.features.config import open_store
 from dmlops.features.errors import FeatureStoreError
+from dmlops.platform import storage
 
 
 def parse_time(text: str, what: str) -> datetime:
@@ -30,6 +42,37 @@ def parse_time(text: str, what: str) -> datetime:
 
 def _iso(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).isoformat() if moment else ""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _write_latest_rows(feature_store: Any, view: Any, start: datetime, end: datetime) -> None:
+    """Write the latest source row per entity with a time in ``[start, end]`` to the online store."""
+    source = view.batch_source
+    if not source.path:
+        raise FeatureStoreError(f"feature view {view.name!r} reads a {type(source).__name__}, not a file source")
+    column_of = {name: column for column, name in source.field_mapping.items()}
+    keys = [column_of.get(column.name, column.name) for column in view.entity_columns]
+    features = [column_of.get(feature.name, feature.name) for feature in view.features]
+    times = [source.timestamp_field, *([source.created_timestamp_column] if source.created_timestamp_column else [])]
+    columns = list(dict.fromkeys([*keys, *features, *times]))
+    filesystem, path = storage.filesystem(source.path)
+    rows = pq.read_table(path, columns=columns, filesystem=filesystem)
+    order = ", ".join(f"CAST({_quote(column)} AS TIMESTAMPTZ) DESC NULLS LAST" for column in times)
+    partition = f"PARTITION BY {', '.join(_quote(key) for key in keys)} " if keys else ""
+    time = f"CAST({_quote(source.timestamp_field)} AS TIMESTAMPTZ)"
+    connection = duckdb.connect()
+    connection.sql("SET TimeZone = 'UTC'")
+    connection.register("source", rows)
+    latest = connection.sql(
+        f"SELECT {', '.join(_quote(column) for column in columns)} FROM source WHERE {time} BETWEEN ? AND ? "
+        f"QUALIFY row_number() OVER ({partition}ORDER BY {order}) = 1",
+        params=[start, end],
+    ).to_arrow_table()
+    if latest.num_rows:
+        feature_store.write_to_online_store(view.name, df=latest.to_pandas(), allow_registry_cache=False)
 
 
 @dataclass
@@ -95,7 +138,8 @@ def materialize(
             report.views.append({"view": name, "start": "", "end": "", "status": "up to date",
                                  "tracked_until": _iso(tracked_end)})
             continue
-        feature_store.materialize(start_date=view_start, end_date=end_time, feature_views=[name])
+        _write_latest_rows(feature_store, registered[name], view_start, end_time)
+        feature_store.registry.apply_materialization(registered[name], feature_store.project, view_start, end_time)
         tracked = feature_store.get_feature_view(name, allow_registry_cache=False).most_recent_end_time
         report.views.append({"view": name, "start": _iso(view_start), "end": _iso(end_time),
                              "status": "materialized", "tracked_until": _iso(tracked)})
