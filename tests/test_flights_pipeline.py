@@ -98,6 +98,17 @@ def test_tuned_model_is_trained_evaluated_and_served(flights_run):
 def test_summary_names_every_step(flights_run):
     _, printed, _ = flights_run
     for step in ("ingest flights", "ingest weather", "ingest planes", "label flights", "split by date",
-                 "training set", "eval set", "tune", "train", "evaluate", "deploy (canary)"):
-        assert step in printed
-    assert "336,776" in printed
+                 "training set", "eval set", "tune", "train", "evaluate", "export edge", "deploy (canary)"):
+        assert f"✓ {step}  " in printed
+    assert "✓ ingest flights" in printed and "336,776 rows" in printed
+    assert len(printed.splitlines()) <= 80, printed  # a line as each step starts and ends, the table, the endpoint
+
+
+def test_edge_variants_are_gated_against_the_served_model(flights_run):
+    run_dir, _, steps = flights_run
+    edge = steps["export-edge"]
+    assert edge["onnx_float32"]["gate"] == "passed" and edge["onnx_float32"]["max_abs_delta_p"] <= 1e-5
+    int8 = edge["onnx_int8"]
+    assert int8["gate"] == "passed" or (int8["produced"] is False and int8["reason"] == "gate failed: " + int8["gate"])
+    assert edge["tflite_int8"] == {"produced": False, "reason": "TFLite needs a TensorFlow model; this one is torch"}
+    assert "| onnx_float32 | onnxruntime |" in (run_dir / "export-edge" / "report").read_text()

@@ -25,7 +25,7 @@ def export_edge(
     and predictions changing class ≤ 0.1 %.
 
     Args:
-        model: A model exported by ``train`` (TorchScript + ONNX, or SavedModel, with metadata.json).
+        model: A model exported by ``train`` (torch.export program + ONNX, or SavedModel, with metadata.json).
         eval_data: Parquet dataset with the model's feature columns and its label column; every variant
             predicts each row alone and is gated on the results.
         train_data: Parquet training rows; the int8 ONNX variant's activation ranges are calibrated on a

@@ -7,6 +7,7 @@ quarantined with that reason and counted, never dropped silently.
 from kfp import dsl
 
 from dmlops.images import TF_IMAGE, TORCH_IMAGE
+from dmlops.components.edge import export_edge
 from dmlops.components.features import feast_store
 from dmlops.components.ingest import ingest
 from dmlops.components.serving import deploy
@@ -64,6 +65,7 @@ def flights(
     strategy: str = "torch-ddp",
     backend: str = "local",
     endpoint: str = "flights-delay",
+    edge_gate: str = "omit",
 ):
     """Ingest flights, label them, split by date without leakage, validate eval against the schema
     inferred on train, compare train vs eval for drift, and build point-in-time training and eval sets
@@ -91,6 +93,8 @@ def flights(
         strategy: torch-ddp, horovod-torch, horovod-tf or tf-multiworker.
         backend: local (processes and local model servers) or kubernetes (training operators, Katib, KServe).
         endpoint: Name of the serving endpoint (the InferenceService on a cluster).
+        edge_gate: An edge variant (ONNX, TFLite) past its parity gate: omit (left out, its figures in the
+            report) or fail (the run fails).
     """
     raw = ingest(source=flights_uri, max_bad_fraction=max_bad_fraction).set_display_name("ingest flights")
     labelled = derive_columns(
@@ -124,7 +128,9 @@ def flights(
         learning_rate=tuned.outputs["learning_rate"], batch_size=tuned.outputs["batch_size"], backend=backend,
         worker_images={"torch": TORCH_IMAGE, "tf": TF_IMAGE},
     ).set_display_name("train")
-    evaluate(model=trained.outputs["model"], eval_data=eval_set).set_display_name("evaluate")
+    evaluated = evaluate(model=trained.outputs["model"], eval_data=eval_set).set_display_name("evaluate")
+    export_edge(model=trained.outputs["model"], eval_data=eval_set, train_data=training_set,
+                on_gate_failure=edge_gate).after(evaluated).set_display_name("export edge")
     deploy(model=trained.outputs["model"], eval_data=eval_set, endpoint=endpoint, backend=backend).set_display_name(
         "deploy (canary)")
     apply_to_current_pipeline()
