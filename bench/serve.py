@@ -65,7 +65,7 @@ class BareModel:
         class Bare(kserve.Model):
             def load(self) -> bool:
                 torch.set_num_threads(1)
-                self.module = torch.jit.load(f"{model_dir}/model.pt").eval()
+                self.module = torch.export.load(f"{model_dir}/model.pt2").module()
                 self.ready = True
                 return True
 
