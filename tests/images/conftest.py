@@ -1,6 +1,7 @@
 """The built dmlops images (``make images``) on a Docker engine: fixtures to reach the engine and run
 commands in an image. Every test here is marked ``images`` and skips when no engine answers."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def built(docker_client):
     def reference(family: str) -> str:
         name = image(family)
         if not docker_client.images.list(name=name):
+            unavailable = os.environ.get("DMLOPS_IMAGES_UNAVAILABLE")
+            if unavailable:  # the run said why it built no images (.ci/run: out of its time budget)
+                pytest.skip(f"{name} is not built: {unavailable}")
             pytest.fail(f"{name} is not built; {BUILD_HINT}")
         return name
 
