@@ -16,8 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 console = Console(stderr=True)
-if not console.is_terminal and "COLUMNS" not in os.environ:
-    console.width = 160  # a pipe or a log file has no width to fit: tables keep one line per row
+if not console.is_terminal:  # a pipe or a log file has no width to fit: tables keep one line per row
+    console.width = max(console.width, 160)
 
 
 def _parse_params(pairs: list[str]) -> dict[str, object]:
