@@ -31,7 +31,10 @@ def _limit_threads(framework: str, threads: int) -> None:
     elif framework == "tensorflow":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already started in this process: its thread pools are fixed
+            pass
 
 
 def _onnx_predictor(path: str, threads: int) -> Predictor:

@@ -54,8 +54,11 @@ class TFTrainer:
         import tensorflow as tf
 
         threads = int(os.environ.get("OMP_NUM_THREADS", "0"))
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already started in this process: its thread pools are fixed
+            pass
         self.tf, self.keras = tf, keras
         self.config = config
         self.preprocessing = preprocessing
