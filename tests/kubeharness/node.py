@@ -174,8 +174,11 @@ def start_node(kit: Path, crds: list[Path] | None = None) -> KubeNode:
         # The containerd socket lives under ROOT: its path must stay under the unix socket limit.
         root = Path(tempfile.mkdtemp(prefix="kn-", dir="/tmp"))
         log = root / "harness.log"
-        timings = {"setup": _run([str(kit / "setup.sh"), str(root)], log, timeout=900)}
-        timings["up"] = _run([str(kit / "up.sh"), str(root)], log, timeout=300)
+        try:
+            timings = {"setup": _run([str(kit / "setup.sh"), str(root)], log, timeout=900)}
+            timings["up"] = _run([str(kit / "up.sh"), str(root)], log, timeout=300)
+        except RuntimeError as error:  # the machine cannot run the kit (packages, kernel, privileges)
+            raise KubeNodeUnavailable(f"the kit did not start on this machine: {error}") from error
         settings = read_settings(root)
         kubeconfig = root / "admin.kubeconfig"
         url = f"https://127.0.0.1:{settings['KN_APISERVER_PORT']}"
