@@ -34,3 +34,15 @@ def redis_server():
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on a free 127.0.0.1 port, one per test module: its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    (port,) = free_ports(1)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

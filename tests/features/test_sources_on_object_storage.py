@@ -1,29 +1,16 @@
 """Feature sources on KFP's artifact store (moto's S3 server as the store): the checks read minio:// URIs
 where dmlops.platform.storage finds KFP's store."""
 
-import socket
 
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from dmlops.features import FeatureDataError, apply, check_sources, load_definitions, materialize, online_features
 from dmlops.features.repo import source_location
 from dmlops.platform import storage
 
 DEFINITIONS = "dmlops.pipelines.flights_features:definitions"
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

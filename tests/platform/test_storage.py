@@ -2,32 +2,15 @@
 and the endpoint of KFP's store, fetch and put, pod settings."""
 
 import json
-import socket
 
 import pytest
 
 from dmlops.platform import storage
+from dmlops.platform.local import free_ports
 
 # Every setting that decides where a minio:// URI is read.
 ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", storage.KFP_OBJECT_STORE_ENDPOINT_ENV,
                      storage.KFP_LAUNCHER_PROVIDERS_ENV, "MINIO_SERVICE_SERVICE_HOST", "MINIO_SERVICE_SERVICE_PORT")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
@@ -196,7 +179,7 @@ def test_a_minio_uri_is_read_where_the_launchers_providers_say(s3_bucket, s3_ser
 def gcs_server():
     from gcp_storage_emulator.server import create_server
 
-    port = free_port()
+    (port,) = free_ports(1)
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
     yield f"http://127.0.0.1:{port}"
