@@ -46,3 +46,15 @@ def s3_server():
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def gcs_server():
+    """The GCS emulator (gcp-storage-emulator, in memory) on a free 127.0.0.1 port: its endpoint URL."""
+    from gcp_storage_emulator.server import create_server
+
+    (port,) = free_ports(1)
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

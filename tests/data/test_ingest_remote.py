@@ -4,7 +4,6 @@ import functools
 import gzip
 import hashlib
 import http.server
-import socket
 import threading
 import zipfile
 
@@ -13,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from moto.core.authorization import enable_iam_authentication
-from moto.server import ThreadedMotoServer
 
 from dmlops.data.errors import IngestError
 from dmlops.data.ingest import ingest
@@ -21,24 +19,9 @@ from dmlops.data.ingest import ingest
 CSV = b"id,name\n1,a\n2,b\n3,c\n"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run(tmp_path, source, **options):
     result = ingest(source, str(tmp_path / "out.parquet"), str(tmp_path / "q.parquet"), progress=False, **options)
     return result, pq.read_table(tmp_path / "out.parquet")
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
@@ -95,17 +78,6 @@ def test_a_kfp_minio_uri_is_read_from_kfps_store(s3, s3_server, tmp_path, monkey
     assert result.sources[0]["uri"] == "minio://raw/v2/artifacts/run/events.csv"
     with pytest.raises(IngestError, match=r"minio://raw/v2/missing.csv: not found"):
         run(tmp_path, "minio://raw/v2/missing.csv")
-
-
-@pytest.fixture(scope="module")
-def gcs_server():
-    from gcp_storage_emulator.server import create_server
-
-    port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def test_gcs_emulator_glob(gcs_server, monkeypatch, tmp_path):

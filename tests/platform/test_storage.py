@@ -6,7 +6,6 @@ import json
 import pytest
 
 from dmlops.platform import storage
-from dmlops.platform.local import free_ports
 
 # Every setting that decides where a minio:// URI is read.
 ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", storage.KFP_OBJECT_STORE_ENDPOINT_ENV,
@@ -173,17 +172,6 @@ def test_a_minio_uri_is_read_where_the_launchers_providers_say(s3_bucket, s3_ser
         {"minio": {"default": {"endpoint": "127.0.0.1:1", "disableSSL": True, "credentials": {"fromEnv": True}}}}))
     with pytest.raises(Exception, match="127.0.0.1:1"):
         storage.fetch("minio://training/launcher/model")
-
-
-@pytest.fixture(scope="module")
-def gcs_server():
-    from gcp_storage_emulator.server import create_server
-
-    (port,) = free_ports(1)
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def test_gs_uris_are_read_and_written_on_the_emulator(gcs_server, monkeypatch, tmp_path):
