@@ -1,14 +1,10 @@
 """The digits CNN (examples/digits_torch.py), the user's own code on the training runtime: 2 local
 workers under torch DDP and Horovod, a killed worker resumed, a user error failing the run, the pipeline."""
 
-import io
 import json
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,6 +15,7 @@ from dmlops.training.config import RunConfig
 from dmlops.training.export import METADATA_FILE
 from dmlops.training.launch import read_export_metadata, run_local, worker_command
 from dmlops.training.worker import EXIT_USER_ERROR, function_entrypoint
+from worker_restarts import kill_rank_one_after_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "examples" / "digits_torch.py")
@@ -67,38 +64,16 @@ def test_the_function_source_and_the_module_function_train_the_same_model(digits
     assert read_export_metadata(source.export_uri)["files"] == read_export_metadata(module.export_uri)["files"]
 
 
-def _worker_with_rank(rank: str) -> psutil.Process | None:
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "dmlops.training.worker" in " ".join(child.cmdline()) and child.environ().get("RANK") == rank:
-                return child
-        except psutil.NoSuchProcess:
-            continue
-    return None
-
-
 def test_a_killed_worker_restarts_and_resumes_from_the_newest_checkpoint(digits, tmp_path):
     run = digits_run(digits, tmp_path, entrypoint_args={"epochs": 6})
-    store = CheckpointStore(run.checkpoint_uri)
-    output = io.StringIO()
-    outcome = {}
-    launcher = threading.Thread(target=lambda: outcome.update(
-        result=run_workers("pytorch", 2, worker_command(run), max_restarts=1, output=output,
-                           restart_policy="ExitCode")))
-    launcher.start()
-    deadline = time.monotonic() + 120
-    while not store.steps() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    newest_at_kill = store.steps()[-1]
-    _worker_with_rank("1").kill()
-    launcher.join(timeout=300)
+    result, log, newest_at_kill = kill_rank_one_after_first_checkpoint(
+        "pytorch", worker_command(run), run.checkpoint_uri, restart_policy="ExitCode")
 
-    log = output.getvalue()
-    assert outcome["result"].restarts == 1, log
+    assert result.restarts == 1, log
     assert "[local] worker-1 killed by signal 9; restarting all 2 workers" in log
     resumed = int(log.split("[worker-0] resumed_epoch=")[1].split()[0])
     assert newest_at_kill <= resumed < 6
-    assert store.steps()[-1] == 6 and read_export_metadata(run.export_uri)["metrics"]["accuracy"] > 0.85
+    assert CheckpointStore(run.checkpoint_uri).steps()[-1] == 6 and read_export_metadata(run.export_uri)["metrics"]["accuracy"] > 0.85
 
 
 def broken_train(epochs: int = 1):

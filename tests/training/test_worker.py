@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
-import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from dmlops.platform.local import run_workers
 from dmlops.platform.storage import file_digests
 from dmlops.training.checkpoints import CheckpointStore
 from dmlops.training.config import TF_STRATEGIES, TrainConfig
@@ -20,6 +15,7 @@ from dmlops.training.evaluate import ExportedModel, evaluate_model
 from dmlops.training.export import METADATA_FILE
 from dmlops.training.launch import LAUNCH_KIND, run_local, worker_command
 from dmlops.training.worker import train
+from worker_restarts import kill_rank_one_after_first_checkpoint
 
 # 1 and 2 workers see the same global batches (see epoch_shard), so they must agree to within
 # float reduction order; this tolerance leaves room for that and nothing more.
@@ -116,16 +112,6 @@ def test_bad_input_fails_with_a_message_naming_file_and_column(tabular, tmp_path
     assert "Traceback" not in run.stderr
 
 
-def _worker_with_rank(rank: str) -> psutil.Process | None:
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "dmlops.training.worker" in " ".join(child.cmdline()) and child.environ().get("RANK") == rank:
-                return child
-        except psutil.NoSuchProcess:
-            continue
-    return None
-
-
 @pytest.mark.slow
 def test_a_killed_worker_restarts_from_the_newest_checkpoint_and_completes(tabular, tmp_path):
     interval = 20
@@ -134,22 +120,11 @@ def test_a_killed_worker_restarts_from_the_newest_checkpoint_and_completes(tabul
     run_local(reference, num_workers=2, max_restarts=0)
 
     config = config_for(tabular, tmp_path / "faulty", **settings)
-    store = CheckpointStore(config.checkpoint_uri)
-    output = io.StringIO()
-    outcome = {}
-    launcher = threading.Thread(target=lambda: outcome.update(
-        result=run_workers(LAUNCH_KIND[config.strategy], 2, worker_command(config), max_restarts=1, output=output)))
-    launcher.start()
-    deadline = time.monotonic() + 120
-    while not store.steps() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    newest_at_kill = store.steps()[-1]
-    _worker_with_rank("1").kill()
-    launcher.join(timeout=300)
+    result, log, newest_at_kill = kill_rank_one_after_first_checkpoint(
+        LAUNCH_KIND[config.strategy], worker_command(config), config.checkpoint_uri)
 
-    log = output.getvalue()
     total_steps = settings["epochs"] * 75  # ceil(ceil(600 / 2) / 4) steps per epoch
-    assert outcome["result"].restarts == 1, log
+    assert result.restarts == 1, log
     assert "[local] worker-1 killed by signal 9; restarting all 2 workers" in log
     resumed = int(log.split("resumed from checkpoint step ")[1].split()[0])
     # at most one checkpoint interval is lost: the restart resumes from the newest checkpoint
