@@ -23,6 +23,10 @@ if "$PYTHON" -c "import tensorflow" >/dev/null 2>&1; then
 fi
 # The wheel name does not say which frameworks it was built for; a marker file beside it does.
 marker=$WHEELS/horovod-$VERSION.$frameworks.built
+# A wheel built for both frameworks serves a torch-only environment too.
+if [ "$frameworks" = torch ] && [ -f "$WHEELS/horovod-$VERSION.torch-tf.built" ]; then
+  marker=$WHEELS/horovod-$VERSION.torch-tf.built
+fi
 wheel=$(ls "$WHEELS"/horovod-$VERSION-*.whl 2>/dev/null | head -n 1 || true)
 
 if [ -z "$wheel" ] || [ ! -f "$marker" ]; then

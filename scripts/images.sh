@@ -147,6 +147,16 @@ if [ -n "$CA_BUNDLE" ] && [ -f "$CA_BUNDLE" ]; then secret=(--secret "id=ca,src=
 torch_arg=()
 if [ -n "${TORCH_INDEX_URL:-}" ]; then torch_arg=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"); fi
 
+# A horovod wheel this machine already built (make horovod) goes into the build context, so that the
+# horovod images install it instead of compiling horovod again (containers/wheels/README.md).
+rm -f containers/wheels/horovod-*
+cached_wheels=${DMLOPS_WHEEL_CACHE:-$HOME/.cache/dmlops/wheels}
+if [ -f "$cached_wheels/horovod-0.28.1.torch-tf.built" ] \
+   && ls "$cached_wheels"/horovod-0.28.1-cp311-*.whl >/dev/null 2>&1; then
+  cp "$cached_wheels"/horovod-0.28.1-cp311-*.whl "$cached_wheels/horovod-0.28.1.torch-tf.built" containers/wheels/
+  log "horovod wheel from $cached_wheels"
+fi
+
 mkdir -p local_outputs "$(dirname "$RECORD")"
 printf '%-16s %-40s %9s %9s\n' image tag seconds MB
 for name in "${names[@]}"; do
