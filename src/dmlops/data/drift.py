@@ -219,7 +219,7 @@ def compare(
         raise ValueError(f"categorical_method must be one of {CATEGORICAL_METHODS}, got {categorical_method!r}")
     reference, current = open_parquet(reference_path), open_parquet(current_path)
     selected, skipped = _select_columns(reference, current, columns)
-    connection = connect()
+    connection = connect(reference.path, current.path)
 
     profile = {"rows": "count(*)"}
     for index, (name, data_type) in enumerate(selected.items()):

@@ -90,7 +90,11 @@ def _package_path(source: str) -> str:
         raise IngestError(
             f"source {source!r}: Python package {package!r} is not installed; install it or use another URI"
         )
-    return os.path.join(list(spec.submodule_search_locations)[0], *[part for part in inner.split("/") if part])
+    root = os.path.realpath(list(spec.submodule_search_locations)[0])
+    path = os.path.realpath(os.path.join(root, *[part for part in inner.split("/") if part]))
+    if os.path.commonpath([root, path]) != root:
+        raise IngestError(f"source {source!r}: the path leaves package {package!r}; name a file inside it")
+    return path
 
 
 def _format_and_compression(path: str, file_format: str) -> tuple[str | None, str | None]:

@@ -9,7 +9,6 @@ need the min/max of the first query).
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
+from dmlops.data.sandbox import sandboxed_connection
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 NUMERIC, CATEGORICAL, TEMPORAL, OTHER = "numeric", "categorical", "temporal", "other"
@@ -65,17 +65,10 @@ def open_parquet(path: str | Path) -> ParquetSource:
     return ParquetSource(str(location), schema, f"read_parquet({quote_literal(str(location))}, {options})")
 
 
-@functools.cache
-def _database() -> duckdb.DuckDBPyConnection:
-    database = duckdb.connect()
-    database.execute("SET GLOBAL TimeZone = 'UTC'")
-    return database
-
-
-def connect() -> duckdb.DuckDBPyConnection:
-    """A connection to this process's in-memory DuckDB database (opened once: opening one costs tens of
-    milliseconds), whose time zone is UTC so time values read back in UTC."""
-    return _database().cursor()
+def connect(*paths: str) -> duckdb.DuckDBPyConnection:
+    """A sandboxed DuckDB connection (time zone UTC) that reads only the datasets at ``paths``: the
+    statistics and validation checks evaluate SQL from schema documents."""
+    return sandboxed_connection(*paths)
 
 
 def column_kind(data_type: pa.DataType) -> str:
@@ -289,7 +282,7 @@ def compute_statistics(
     ``distributions=False`` only counts, nulls and NaNs are computed (one cheap query).
     """
     source = open_parquet(dataset_path)
-    connection = connection or connect()
+    connection = connection or connect(source.path)
     profile_sql = _profile_aggregates(source.schema, distributions)
     extra = {f"x{index}": sql for index, sql in enumerate((aggregates or {}).values())}
     try:

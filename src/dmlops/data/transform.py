@@ -12,6 +12,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
+from dmlops.data.sandbox import sandboxed_connection
 
 
 def _quote_identifier(name: str) -> str:
@@ -58,8 +59,9 @@ def derive_columns(
 ) -> TransformResult:
     """Add or replace columns computed by SQL expressions; move rows matching ``quarantine_when``
     (a SQL boolean expression over the input columns) to ``quarantine_path`` with a reason column.
+    The expressions run sandboxed: they see the input's columns and cannot touch any other file.
     """
-    connection = duckdb.connect()
+    connection = sandboxed_connection(input_path, output_path, quarantine_path)
     source = f"read_parquet({_quote_literal(input_path)})"
     existing = set(pq.ParquetFile(input_path).schema_arrow.names)
     replaced = [f"({sql}) AS {_quote_identifier(name)}" for name, sql in columns.items() if name in existing]
@@ -129,8 +131,7 @@ def split_by_time(
         raise DataError(f"eval_from={eval_from!r} is not an ISO date or date-time (e.g. 2013-11-01)") from None
     if cutoff.tzinfo is None:
         cutoff = cutoff.replace(tzinfo=timezone.utc)
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
+    connection = sandboxed_connection(input_path, train_path, eval_path, quarantine_path)
     column = _quote_identifier(time_column)
     time_value = f"CAST({column} AS TIMESTAMPTZ)"
     start = f"CAST({_quote_literal(cutoff.isoformat())} AS TIMESTAMPTZ)"

@@ -345,7 +345,7 @@ def validate(
         value_checks.extend(_value_checks(name, actual, rules, severity))
     value_checks.extend(_expression_checks(document))
 
-    connection = connect()
+    connection = connect(source.path)
     stats = compute_statistics(
         source.path, aggregates={name: sql for check in value_checks for name, sql in check.aggregates().items()},
         distributions=statistics, connection=connection,

@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from dmlops.data.sandbox import sandboxed_connection
 from dmlops.features.errors import FeatureDataError
 
 
@@ -58,8 +59,7 @@ def running_means(
     ``period`` and ``available_after`` are DuckDB intervals."""
     if not means:
         raise FeatureDataError("means is empty: give output name -> SQL expression, e.g. {'delay_rate': 'label'}")
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
+    connection = sandboxed_connection(input_path, output_path)  # the mean expressions are user SQL
     try:
         connection.execute(f"CREATE VIEW source AS SELECT * FROM read_parquet({_literal(input_path)})")
         columns = [row[0] for row in connection.execute("DESCRIBE source").fetchall()]

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dmlops.data.sandbox import sandboxed_connection
 from dmlops.platform import storage
 
 TIME_COLUMN = "__dmlops_time"
@@ -146,8 +146,7 @@ def asof_feature_rows(
     request fields, and ``event_timestamp`` as UTC timestamps), in no particular order. Raises
     ``AsofUnsupported`` before reading any source when a view or the store is not covered."""
     joins, on_demand_views = plan(feature_store, features, full_feature_names)
-    connection = duckdb.connect()
-    connection.sql("SET TimeZone = 'UTC'")
+    connection = sandboxed_connection()
     connection.register("entities", entity_rows)
     selected = [f"e.{_quote(column)}" for column in entity_rows.column_names]
     joined = "entities AS e"

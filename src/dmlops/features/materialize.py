@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import duckdb
 import pyarrow.parquet as pq
 
+from dmlops.data.sandbox import sandboxed_connection
 from dmlops.features.config import open_store
 from dmlops.features.errors import FeatureStoreError
 from dmlops.platform import storage
@@ -63,8 +63,7 @@ def _write_latest_rows(feature_store: Any, view: Any, start: datetime, end: date
     order = ", ".join(f"CAST({_quote(column)} AS TIMESTAMPTZ) DESC NULLS LAST" for column in times)
     partition = f"PARTITION BY {', '.join(_quote(key) for key in keys)} " if keys else ""
     time = f"CAST({_quote(source.timestamp_field)} AS TIMESTAMPTZ)"
-    connection = duckdb.connect()
-    connection.sql("SET TimeZone = 'UTC'")
+    connection = sandboxed_connection()
     connection.register("source", rows)
     latest = connection.sql(
         f"SELECT {', '.join(_quote(column) for column in columns)} FROM source WHERE {time} BETWEEN ? AND ? "

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dmlops.data.sandbox import sandboxed_connection
 from dmlops.features.asof import AsofUnsupported, asof_feature_rows
 from dmlops.features.config import open_store
 from dmlops.features.errors import FeatureDataError, FeatureStoreError
@@ -126,8 +126,7 @@ def build_training_set(
             f"{entities_path}: columns {clashes} would be overwritten by features; rename them or use "
             "full_feature_names=True"
         )
-    connection = duckdb.connect()
-    connection.sql("SET TimeZone = 'UTC'")
+    connection = sandboxed_connection(entities_path, output_path)
     source = f"read_parquet({_literal(entities_path)}, file_row_number = true)"
     null_times = connection.sql(f"SELECT count(*) FROM {source} WHERE {_quote(timestamp_column)} IS NULL").fetchall()[0][0]
     if null_times:
