@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kserve.model_server import parser as kserve_parser
 
+from dmlops.serving.prediction_log import PredictionLog
 from dmlops.serving.predictor import DmlopsModel, FeastEnrichment
 from dmlops.serving.server import DEFAULT_MAX_BODY_BYTES, serve
 
@@ -27,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON (or a path to a JSON file) with store, features and entity_keys")
     parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--host", default="0.0.0.0", help="address the HTTP listener binds")
+    parser.add_argument("--prediction_log", default="",
+                        help="folder or URI (gs://, s3://) to log every prediction to as hourly Parquet")
+    parser.add_argument("--prediction_log_buffer_rows", type=int, default=100_000,
+                        help="rows the prediction log holds in memory at most; beyond, rows are dropped and counted")
+    parser.add_argument("--model_version", default="",
+                        help="the version logged with each prediction (default: a digest of the model's files)")
     return parser
 
 
@@ -43,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     model = DmlopsModel(
         args.model_name, args.model_dir, model_format=args.model_format, threads=args.threads,
         feast=feast_config(args.feast_config),
+        prediction_log=PredictionLog(args.prediction_log, model_name=args.model_name, model_version=args.model_version,
+                                     max_buffered_rows=args.prediction_log_buffer_rows) if args.prediction_log else None,
     )
     serve(
         [model], http_port=args.http_port, host=args.host, max_body_bytes=args.max_body_bytes,

@@ -1,7 +1,8 @@
 """Prometheus metrics of the dmlops predictor, served on the model server's ``/metrics``.
 
 The names are the contract of the alerting rules and dashboards in ``manifests/``: request outcomes (error
-rate), request latency, and the distribution of predicted probabilities (drift of the served model).
+rate), request latency, the distribution of predicted probabilities (drift of the served model), and the
+rows the prediction log wrote or dropped (:mod:`dmlops.serving.prediction_log`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ REQUEST_SECONDS = "dmlops_serving_request_seconds"
 PREDICTION = "dmlops_serving_prediction"
 ROWS = "dmlops_serving_rows_total"
 FEATURE_LOOKUP_SECONDS = "dmlops_serving_feature_lookup_seconds"
+LOG_ROWS_WRITTEN = "dmlops_serving_log_rows_written_total"
+LOG_ROWS_DROPPED = "dmlops_serving_log_rows_dropped_total"
+LOG_DROP_REASONS = ("buffer_full", "write_failed")
 OUTCOMES = ("ok", "rejected", "error")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -35,4 +39,12 @@ rows_total = Counter(ROWS.removesuffix("_total"), "Rows predicted.", ["model"])
 feature_lookup_seconds = Histogram(
     FEATURE_LOOKUP_SECONDS, "Time to fetch online features from the feature store for one request.", ["model"],
     buckets=LATENCY_BUCKETS,
+)
+log_rows_written = Counter(
+    LOG_ROWS_WRITTEN.removesuffix("_total"), "Predicted rows written to the prediction log.", ["model"],
+)
+log_rows_dropped = Counter(
+    LOG_ROWS_DROPPED.removesuffix("_total"),
+    "Predicted rows the prediction log dropped: buffer_full (the store is slower than the traffic) or write_failed.",
+    ["model", "reason"],
 )

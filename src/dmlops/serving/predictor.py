@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from dmlops.serving import metrics
 from dmlops.serving.features import RequestError
 from dmlops.serving.model import ServedModel, TensorModel, open_model
+from dmlops.serving.prediction_log import REQUEST_ID_HEADER, PredictionLog, export_version, request_id
 
 OUTPUT_NAME = "probability"
 TENSOR_OUTPUT_NAME = "output"
@@ -99,7 +99,11 @@ def _column(values: Any, shape: list[int], name: str) -> list[Any]:
 
 
 class DmlopsModel(kserve.Model):
-    """Serve the exported model at ``model_uri`` under ``name`` (local path or gs://, s3:// URI)."""
+    """Serve the exported model at ``model_uri`` under ``name`` (local path or gs://, s3:// URI).
+
+    With a ``prediction_log`` every answered request's rows and outputs are logged under its request id
+    (:func:`~dmlops.serving.prediction_log.request_id`), which the response carries in ``x-request-id``.
+    """
 
     def __init__(
         self,
@@ -109,8 +113,10 @@ class DmlopsModel(kserve.Model):
         model_format: str = "",
         threads: int = 1,
         feast: FeastEnrichment | None = None,
+        prediction_log: PredictionLog | None = None,
     ):
-        super().__init__(name)
+        super().__init__(name, return_response_headers=True)
+        self.prediction_log = prediction_log
         self.model_uri = model_uri
         self.model_format = model_format
         self.threads = threads
@@ -124,6 +130,9 @@ class DmlopsModel(kserve.Model):
             raise ValueError("feature store enrichment needs a dmlops tabular model (named features)")
         if self.feast:
             self.feast.open()
+        if self.prediction_log:
+            self.prediction_log.model_version = self.prediction_log.model_version or export_version(self.model.metadata)
+            self.prediction_log.start()
         # metric children resolved once: label lookups would cost more than the encoding of a row
         self._outcomes = {(protocol, outcome): metrics.requests_total.labels(self.name, protocol, outcome)
                           for protocol in ("v1", "v2") for outcome in metrics.OUTCOMES}
@@ -133,6 +142,10 @@ class DmlopsModel(kserve.Model):
         self._lookup = metrics.feature_lookup_seconds.labels(self.name)
         self.ready = True
         return self.ready
+
+    def stop(self) -> None:
+        if self.prediction_log:
+            self.prediction_log.close()
 
     def get_input_types(self) -> list[dict]:
         if isinstance(self.model, TensorModel):
@@ -175,11 +188,15 @@ class DmlopsModel(kserve.Model):
         await self.feast.enrich(rows)
         self._lookup.observe(time.perf_counter() - started)
 
-    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> dict | InferResponse:
         started = time.perf_counter()
         protocol = "v2" if isinstance(payload, InferRequest) else "v1"
+        rid = request_id(headers, payload.id if protocol == "v2" else None)
+        if response_headers is not None:
+            response_headers[REQUEST_ID_HEADER] = rid
         if isinstance(self.model, TensorModel):
-            return self._predict_tensors(payload, protocol, started)
+            return self._predict_tensors(payload, protocol, started, rid)
         try:
             instances = self.v2_instances(payload) if protocol == "v2" else self.v1_instances(payload)
             if self.feast and isinstance(instances, list):
@@ -197,14 +214,15 @@ class DmlopsModel(kserve.Model):
         for value in probabilities.tolist():
             self._predictions.observe(value)
         self._latency[protocol].observe(time.perf_counter() - started)
+        if self.prediction_log:
+            self.prediction_log.record(rid, rows, probabilities)
         if protocol == "v1":
             return {"predictions": probabilities.tolist()}
         output = InferOutput(OUTPUT_NAME, [len(rows)], "FP64", probabilities.tolist())
-        return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[output],
-        )
+        return InferResponse(response_id=rid, model_name=self.name, infer_outputs=[output])
 
-    def _predict_tensors(self, payload: dict | InferRequest, protocol: str, started: float) -> dict | InferResponse:
+    def _predict_tensors(self, payload: dict | InferRequest, protocol: str, started: float,
+                         rid: str) -> dict | InferResponse:
         """A user's exported model: the request's input tensors in, the model's output rows out."""
         try:
             if protocol == "v2":
@@ -225,9 +243,9 @@ class DmlopsModel(kserve.Model):
         self._outcomes[protocol, "ok"].inc()
         self._rows.inc(len(outputs))
         self._latency[protocol].observe(time.perf_counter() - started)
+        if self.prediction_log:
+            self.prediction_log.record(rid, dict(zip(self.model.inputs, arrays)), outputs)
         if protocol == "v1":
             return {"predictions": outputs.tolist()}
         output = InferOutput(TENSOR_OUTPUT_NAME, list(outputs.shape), "FP32", outputs.astype(np.float32).ravel().tolist())
-        return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[output],
-        )
+        return InferResponse(response_id=rid, model_name=self.name, infer_outputs=[output])

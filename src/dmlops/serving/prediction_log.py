@@ -1,0 +1,236 @@
+"""Prediction logging: every predicted row with its request id, written as Parquet partitioned by hour.
+
+A served request hands its rows and outputs to :meth:`PredictionLog.record`, which only appends them to
+a bounded in-memory buffer; a writer thread turns the buffer into Parquet files every ``flush_seconds``
+(or sooner, once ``batch_rows`` rows wait) and writes them through :mod:`dmlops.platform.storage` (a local
+folder, ``gs://``, ``s3://``). A full buffer, a slow store or a failed write never fails or stalls the
+request: the rows are dropped and counted in ``dmlops_serving_log_rows_dropped_total`` (reason
+``buffer_full`` or ``write_failed``), written rows in ``dmlops_serving_log_rows_written_total``.
+
+Layout: ``<uri>/dt=YYYY-MM-DD/hour=HH/part-<time>-<id>.parquet`` (UTC, hive partitioning). One row per
+predicted row, columns :data:`LOG_SCHEMA`:
+
+- ``request_id`` (string): the request's ``x-request-id`` header, or its CloudEvents ``ce-id``, or its
+  V2 ``id``, or one generated (:func:`request_id`); the predictor returns it in ``x-request-id``.
+- ``row`` (int32): the row's position in its request (a request of n rows logs rows 0..n-1).
+- ``model_name``, ``model_version`` (string), ``time`` (timestamp, UTC): who answered, when.
+- ``features`` (string): the row's features as a JSON object, as the model received them.
+- ``prediction`` (float64): the predicted probability (or the output when it is one number), else null.
+- ``output`` (string): the whole output of the row as JSON (a probability, a vector, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dmlops.platform import storage
+from dmlops.serving import metrics
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+CLOUDEVENT_ID_HEADER = "ce-id"
+LOG_SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("row", pa.int32()), ("model_name", pa.string()), ("model_version", pa.string()),
+    ("time", pa.timestamp("us", tz="UTC")), ("features", pa.string()), ("prediction", pa.float64()),
+    ("output", pa.string()),
+])
+
+
+def request_id(headers: Mapping[str, str] | None, fallback: str | None = None) -> str:
+    """The request's id: ``x-request-id``, else CloudEvents ``ce-id``, else ``fallback`` (a V2 request's
+    ``id``), else a new UUID. Header names are matched case-insensitively."""
+    lowered = {key.lower(): value for key, value in (headers or {}).items()}
+    return lowered.get(REQUEST_ID_HEADER) or lowered.get(CLOUDEVENT_ID_HEADER) or fallback or uuid.uuid4().hex
+
+
+def export_version(metadata: Mapping[str, Any]) -> str:
+    """A model version for exports that name none: the first 12 hex digits of the sha256 over their files'
+    digests (``metadata.json``'s ``files``), so two exports log the same version only when identical."""
+    named = metadata.get("model_version")
+    if named:
+        return str(named)
+    digests = json.dumps(metadata.get("files", {}), sort_keys=True).encode()
+    return hashlib.sha256(digests).hexdigest()[:12]
+
+
+def partition(moment: datetime) -> str:
+    """The hour partition of a UTC time: ``dt=YYYY-MM-DD/hour=HH``."""
+    return f"dt={moment:%Y-%m-%d}/hour={moment:%H}"
+
+
+@dataclass
+class _Entry:
+    request_id: str
+    time: datetime
+    rows: list[dict[str, Any]] | dict[str, np.ndarray]
+    outputs: Any
+    count: int
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=lambda item: item.tolist() if isinstance(item, np.generic | np.ndarray) else str(item))
+
+
+def _feature_rows(entry: _Entry) -> list[dict[str, Any]]:
+    if isinstance(entry.rows, dict):  # named input tensors: one entry per row in each
+        return [{name: array[index] for name, array in entry.rows.items()} for index in range(entry.count)]
+    return entry.rows
+
+
+def _scalar(output: Any) -> float | None:
+    while isinstance(output, list | np.ndarray) and len(output) == 1:
+        output = output[0]
+    return float(output) if isinstance(output, int | float | np.number) and not isinstance(output, bool) else None
+
+
+class PredictionLog:
+    """Log predictions of ``model_name`` (version ``model_version``) to ``uri`` in the background.
+
+    ``max_buffered_rows`` bounds the rows held in memory, including those being written; a request whose
+    rows do not fit is dropped whole and counted. Call :meth:`start` before recording and :meth:`close`
+    at shutdown (it writes what is left).
+    """
+
+    def __init__(self, uri: str, *, model_name: str, model_version: str = "", max_buffered_rows: int = 100_000,
+                 batch_rows: int = 10_000, flush_seconds: float = 1.0):
+        if max_buffered_rows < 1 or batch_rows < 1 or flush_seconds <= 0:
+            raise ValueError("max_buffered_rows and batch_rows must be positive, flush_seconds above 0")
+        self.uri = uri.rstrip("/")
+        self.model_name = model_name
+        self.model_version = model_version
+        self.max_buffered_rows = max_buffered_rows
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self._filesystem, self._root = storage.filesystem(self.uri)
+        self._lock = threading.Lock()
+        self._entries: list[_Entry] = []
+        self._buffered = 0  # rows in _entries plus rows being written
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._written = metrics.log_rows_written.labels(model_name)
+        self._dropped_full = metrics.log_rows_dropped.labels(model_name, "buffer_full")
+        self._dropped_failed = metrics.log_rows_dropped.labels(model_name, "write_failed")
+        self.written_rows = 0
+        self.dropped_rows = 0
+        self.files: list[str] = []
+
+    def start(self) -> PredictionLog:
+        """Start the writer thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+        return self
+
+    def record(self, request_id: str, rows: list[dict[str, Any]] | dict[str, np.ndarray], outputs: Any) -> bool:
+        """Queue one request's rows (dicts, or named input arrays) and its outputs (one per row). Never
+        blocks on the store: returns False when the buffer is full and the rows were dropped."""
+        count = len(outputs)
+        entry = _Entry(request_id, datetime.now(timezone.utc), rows, outputs, count)
+        with self._lock:
+            if self._stopping or self._buffered + count > self.max_buffered_rows:
+                self.dropped_rows += count
+                self._dropped_full.inc(count)
+                return False
+            self._entries.append(entry)
+            self._buffered += count
+            if self._buffered >= self.batch_rows:
+                self._wake.set()
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop accepting rows, write those buffered and stop the writer thread."""
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            with self._lock:
+                entries, self._entries = self._entries, []
+                stopping = self._stopping
+            if entries:
+                self._write(entries)
+            if stopping:
+                return
+
+    def _write(self, entries: list[_Entry]) -> None:
+        count = sum(entry.count for entry in entries)
+        try:
+            by_hour: dict[str, list[_Entry]] = {}
+            for entry in entries:
+                by_hour.setdefault(partition(entry.time), []).append(entry)
+            for hour, group in by_hour.items():
+                self._write_file(hour, group)
+            self.written_rows += count
+            self._written.inc(count)
+        except Exception as error:  # a store that fails must not stop logging for the requests after it
+            log.warning("prediction log: %d rows not written to %s: %s", count, self.uri, error)
+            self.dropped_rows += count
+            self._dropped_failed.inc(count)
+        finally:
+            with self._lock:
+                self._buffered -= count
+
+    def _write_file(self, hour: str, entries: list[_Entry]) -> None:
+        columns: dict[str, list[Any]] = {name: [] for name in LOG_SCHEMA.names}
+        for entry in entries:
+            outputs = entry.outputs.tolist() if isinstance(entry.outputs, np.ndarray) else list(entry.outputs)
+            for index, (features, output) in enumerate(zip(_feature_rows(entry), outputs)):
+                columns["request_id"].append(entry.request_id)
+                columns["row"].append(index)
+                columns["time"].append(entry.time)
+                columns["features"].append(_json(features))
+                columns["prediction"].append(_scalar(output))
+                columns["output"].append(_json(output))
+        rows = len(columns["row"])
+        columns["model_name"] = [self.model_name] * rows
+        columns["model_version"] = [self.model_version] * rows
+        table = pa.table(columns, schema=LOG_SCHEMA)
+        directory = f"{self._root}/{hour}"
+        self._filesystem.makedirs(directory, exist_ok=True)
+        path = f"{directory}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        with self._filesystem.open(path, "wb") as handle:
+            pq.write_table(table, handle)
+        self.files.append(path)
+
+
+def read_log(uri: str, *, since: datetime | None = None, until: datetime | None = None) -> pa.Table:
+    """The logged rows under ``uri`` (:data:`LOG_SCHEMA`), only the hour partitions that overlap
+    ``[since, until)`` when given (rows are then filtered by ``time`` exactly)."""
+    filesystem, root = storage.filesystem(uri.rstrip("/"))
+    paths = sorted(filesystem.glob(f"{root}/dt=*/hour=*/*.parquet"))
+    lower = partition(since) if since else ""
+    upper = partition(until) if until else ""
+    tables = []
+    for path in paths:
+        hour = "/".join(path.split("/")[-3:-1])
+        if (lower and hour < lower) or (upper and hour > upper):
+            continue
+        with filesystem.open(path, "rb") as handle:
+            tables.append(pq.read_table(handle, schema=LOG_SCHEMA))
+    table = pa.concat_tables(tables) if tables else LOG_SCHEMA.empty_table()
+    moment = LOG_SCHEMA.field("time").type
+    if since:
+        table = table.filter(pc.greater_equal(table["time"], pa.scalar(since, moment)))
+    if until:
+        table = table.filter(pc.less(table["time"], pa.scalar(until, moment)))
+    return table
