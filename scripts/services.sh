@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System programs the tests use for real: Redis (started by the test fixtures), Prometheus's promtool
-# (checks the alert rules), the Prometheus Pushgateway (the monitor pushes its figures to it) and etcd (under the real Kubernetes API server of tests/kubeharness/envtest.py).
+# (checks the alert rules), the Prometheus Pushgateway (the monitor pushes its figures to it) and etcd
+# (under the real Kubernetes API server of tests/kubeharness/envtest.py).
 # Installs the missing ones with apt when running as root.
 set -euo pipefail
 missing=()
