@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON (or a path to a JSON file) with store, features and entity_keys")
     parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--host", default="0.0.0.0", help="address the HTTP listener binds")
+    parser.add_argument("--domain_policy", default="flag", choices=["flag", "clip", "reject"],
+                        help="values outside a feature's training domain: score and count them (flag), clip "
+                             "numeric ones into the training range (clip) or answer 400 (reject)")
     parser.add_argument("--prediction_log", default="",
                         help="folder or URI (gs://, s3://) to log every prediction to as hourly Parquet")
     parser.add_argument("--prediction_log_buffer_rows", type=int, default=100_000,
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     model = DmlopsModel(
         args.model_name, args.model_dir, model_format=args.model_format, threads=args.threads,
-        feast=feast_config(args.feast_config),
+        feast=feast_config(args.feast_config), domain_policy=args.domain_policy,
         prediction_log=PredictionLog(args.prediction_log, model_name=args.model_name, model_version=args.model_version,
                                      max_buffered_rows=args.prediction_log_buffer_rows) if args.prediction_log else None,
     )

@@ -1,7 +1,10 @@
 """The feature contract of a served model: check request rows against the feature schema saved with
 the model, and encode them with its fitted preprocessing.
 
-The schema and the preprocessing come from the exported model's ``metadata.json``. Encoding gives the
+The schema, the preprocessing and the training domain come from the exported model's ``metadata.json``.
+:meth:`FeatureContract.guard` compares rows with the domain each feature had in training (numeric
+range, categories, nulls) under a policy: ``flag`` (score them, report them), ``clip`` (numeric values
+clipped into the training range) or ``reject`` (a RequestError). Encoding gives the
 same arrays as the training preprocessing (``dmlops.training.data.Preprocessing.encode``) without
 building an Arrow table per request: numeric columns are standardised (null -> mean), categorical
 columns map to 1-based vocabulary indices (null or unseen -> 0).
@@ -10,6 +13,7 @@ columns map to 1-based vocabulary indices (null or unseen -> 0).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +23,11 @@ from dmlops.training.data import UNKNOWN_CATEGORY, Preprocessing
 _INTEGER_TYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _FLOAT_TYPES = {"halffloat", "float", "double", "float16", "float32", "float64"}
 _STRING_TYPES = {"string", "large_string", "utf8", "large_utf8"}
+DOMAIN_POLICIES = ("flag", "clip", "reject")
+_V2_NUMBERS = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"}
+V2_DATATYPES = frozenset({"BOOL", "BYTES", *_V2_NUMBERS})
+# the V2 datatypes a feature of each kind accepts (JSON numbers carry no width: any number type fits)
+_V2_ACCEPTED = {"integer": _V2_NUMBERS, "float": _V2_NUMBERS, "bool": {"BOOL"}, "string": {"BYTES"}, "any": V2_DATATYPES}
 
 
 class RequestError(ValueError):
@@ -54,9 +63,8 @@ def _check_value(name: str, kind: str, value: Any, where: str) -> None:
     else:
         ok = isinstance(value, (str, int, float, bool))
     if not ok:
-        raise RequestError(
-            f"{where}: feature {name!r} must be {kind} or null, got {type(value).__name__} {value!r:.60}"
-        )
+        # the value itself stays out of the message (and the log): it may be personal data
+        raise RequestError(f"{where}: feature {name!r} must be {kind} or null, got {type(value).__name__}")
 
 
 def _category_text(value: Any) -> str:
@@ -68,14 +76,39 @@ def _category_text(value: Any) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class OutOfDomain:
+    """A row value outside the feature's training domain: ``kind`` is ``range``, ``category``, ``null``
+    (the feature was never null in training) or ``empty`` (every feature of the row is null; ``feature`` "")."""
+
+    row: int
+    feature: str
+    kind: str
+
+    def describe(self, domain: dict[str, Any]) -> str:
+        """What is wrong, without the value (it may be personal data)."""
+        if self.kind == "empty":
+            return f"row {self.row}: every feature is null"
+        if self.kind == "range":
+            return (f"row {self.row}: feature {self.feature!r} is outside its training range "
+                    f"[{domain['min']}, {domain['max']}]")
+        if self.kind == "category":
+            return f"row {self.row}: feature {self.feature!r} has a category the model never saw in training"
+        return f"row {self.row}: feature {self.feature!r} is null but was never null in training"
+
+
 class FeatureContract:
     """The features a model takes, in order, with their types and the fitted preprocessing."""
 
-    def __init__(self, numeric: list[str], categorical: list[str], types: dict[str, str], preprocessing: Preprocessing):
+    def __init__(self, numeric: list[str], categorical: list[str], types: dict[str, str], preprocessing: Preprocessing,
+                 domain: dict[str, dict[str, Any]] | None = None):
         self.numeric = tuple(numeric)
         self.categorical = tuple(categorical)
         self.types = dict(types)
         self.preprocessing = preprocessing
+        self.domain = {name: dict(entry) for name, entry in (domain or {}).items() if name in self.features}
+        self._categories = {name: set(entry["categories"]) for name, entry in self.domain.items()
+                            if entry.get("categories") is not None}
         self._kinds = {name: _kind(self.types.get(name, "")) for name in self.features}
         self._mean_list = [preprocessing.numeric[name]["mean"] for name in self.numeric]
         self._means = np.array(self._mean_list, np.float64)
@@ -87,13 +120,14 @@ class FeatureContract:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> FeatureContract:
-        """The contract in an exported model's metadata (``inputs``, ``feature_schema``, ``preprocessing``)."""
+        """The contract in an exported model's metadata (``inputs``, ``feature_schema``, ``preprocessing`` and,
+        from models that recorded it, ``feature_domain``)."""
         for key in ("inputs", "feature_schema", "preprocessing"):
             if key not in metadata:
                 raise ValueError(f"model metadata has no {key!r}; export the model with dmlops.training")
         inputs = metadata["inputs"]
         return cls(inputs["numeric"]["columns"], inputs["categorical"]["columns"], metadata["feature_schema"],
-                   Preprocessing.from_dict(metadata["preprocessing"]))
+                   Preprocessing.from_dict(metadata["preprocessing"]), metadata.get("feature_domain"))
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -138,6 +172,54 @@ class FeatureContract:
                     f"{where}: unknown field(s) {unknown}; the model takes {list(self.features)}"
                 )
 
+    def check_datatype(self, name: str, datatype: str) -> None:
+        """Raise RequestError unless ``datatype`` is a V2 datatype that fits feature ``name`` (unknown names
+        are left to :meth:`check_row`)."""
+        if datatype not in V2_DATATYPES:
+            raise RequestError(f"input {name!r}: datatype {datatype[:20]!r} is not a V2 datatype {sorted(V2_DATATYPES)}")
+        kind = self._kinds.get(name)
+        if kind is not None and datatype not in _V2_ACCEPTED[kind]:
+            raise RequestError(f"input {name!r}: datatype {datatype} does not fit a {kind} feature")
+
+    def out_of_domain(self, rows: list[dict[str, Any]]) -> list[OutOfDomain]:
+        """Every value of ``rows`` (already checked by :meth:`check_row`) outside the training domain."""
+        found = []
+        for index, row in enumerate(rows):
+            if all(row[name] is None for name in self.features):
+                found.append(OutOfDomain(index, "", "empty"))
+                continue
+            for name in self.features:
+                entry, value = self.domain.get(name), row[name]
+                if entry is None:
+                    continue
+                if value is None:
+                    if entry.get("nulls") is False:
+                        found.append(OutOfDomain(index, name, "null"))
+                elif name in self._categories:
+                    text = value if isinstance(value, str) else _category_text(value)
+                    if text not in self._categories[name]:
+                        found.append(OutOfDomain(index, name, "category"))
+                elif entry.get("min") is not None and not entry["min"] <= value <= entry["max"]:
+                    found.append(OutOfDomain(index, name, "range"))
+        return found
+
+    def guard(self, rows: list[dict[str, Any]], policy: str) -> tuple[list[dict[str, Any]], list[OutOfDomain]]:
+        """The rows to score under ``policy`` (:data:`DOMAIN_POLICIES`) and what was outside the domain:
+        ``flag`` scores the rows as sent, ``clip`` clips numeric values into the training range, ``reject``
+        raises a RequestError naming the first value outside."""
+        found = self.out_of_domain(rows)
+        if found and policy == "reject":
+            raise RequestError(f"{found[0].describe(self.domain.get(found[0].feature, {}))}; "
+                               f"{len(found)} value(s) outside the training domain in this request")
+        if policy == "clip":
+            rows = list(rows)
+            for item in found:
+                if item.kind == "range":
+                    entry = self.domain[item.feature]
+                    rows[item.row] = dict(rows[item.row])
+                    rows[item.row][item.feature] = min(max(rows[item.row][item.feature], entry["min"]), entry["max"])
+        return rows, found
+
     def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Numeric float32 [rows, numeric] and categorical int64 [rows, categorical] model inputs."""
         means = self._mean_list
@@ -145,7 +227,8 @@ class FeatureContract:
             [[mean if row[name] is None else row[name] for name, mean in zip(self.numeric, means)] for row in rows],
             dtype=np.float64,
         ).reshape(len(rows), len(self.numeric))
-        numeric = ((raw - self._means) / self._stds).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: infinite, refused by the predictor's finiteness check
+            numeric = ((raw - self._means) / self._stds).astype(np.float32)
         categorical = np.array(
             [
                 [

@@ -14,6 +14,7 @@ REQUEST_SECONDS = "dmlops_serving_request_seconds"
 PREDICTION = "dmlops_serving_prediction"
 ROWS = "dmlops_serving_rows_total"
 FEATURE_LOOKUP_SECONDS = "dmlops_serving_feature_lookup_seconds"
+OUT_OF_DOMAIN = "dmlops_serving_out_of_domain_total"
 LOG_ROWS_WRITTEN = "dmlops_serving_log_rows_written_total"
 LOG_ROWS_DROPPED = "dmlops_serving_log_rows_dropped_total"
 LOG_DROP_REASONS = ("buffer_full", "write_failed")
@@ -39,6 +40,12 @@ rows_total = Counter(ROWS.removesuffix("_total"), "Rows predicted.", ["model"])
 feature_lookup_seconds = Histogram(
     FEATURE_LOOKUP_SECONDS, "Time to fetch online features from the feature store for one request.", ["model"],
     buckets=LATENCY_BUCKETS,
+)
+out_of_domain = Counter(
+    OUT_OF_DOMAIN.removesuffix("_total"),
+    "Request values outside the feature's training domain by feature and kind (range, category, null; "
+    "empty: a row of nulls, feature ''), counted under every domain policy.",
+    ["model", "feature", "kind"],
 )
 log_rows_written = Counter(
     LOG_ROWS_WRITTEN.removesuffix("_total"), "Predicted rows written to the prediction log.", ["model"],

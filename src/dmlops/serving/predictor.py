@@ -26,7 +26,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from dmlops.serving import metrics
-from dmlops.serving.features import RequestError
+from dmlops.serving.features import DOMAIN_POLICIES, V2_DATATYPES, RequestError
 from dmlops.serving.model import ServedModel, TensorModel, open_model
 from dmlops.serving.prediction_log import REQUEST_ID_HEADER, PredictionLog, export_version, request_id
 
@@ -98,6 +98,15 @@ def _column(values: Any, shape: list[int], name: str) -> list[Any]:
     return [value.decode() if isinstance(value, bytes) else value for value in flat]
 
 
+def _require_finite(outputs: np.ndarray) -> None:
+    """A RequestError naming the rows whose prediction is not finite (inputs beyond what the model's float32
+    arithmetic holds): no NaN or infinity is ever answered, logged or counted in /metrics."""
+    rows = np.flatnonzero(~np.isfinite(np.asarray(outputs, np.float64).reshape(len(outputs), -1)).all(axis=1))
+    if rows.size:
+        raise RequestError(f"rows {rows[:10].tolist()}: the model gives no finite prediction for these inputs; "
+                           "they are far outside the training data (serve with --domain_policy clip or reject)")
+
+
 class DmlopsModel(kserve.Model):
     """Serve the exported model at ``model_uri`` under ``name`` (local path or gs://, s3:// URI).
 
@@ -113,6 +122,7 @@ class DmlopsModel(kserve.Model):
         model_format: str = "",
         threads: int = 1,
         feast: FeastEnrichment | None = None,
+        domain_policy: str = "flag",
         prediction_log: PredictionLog | None = None,
     ):
         super().__init__(name, return_response_headers=True)
@@ -121,6 +131,9 @@ class DmlopsModel(kserve.Model):
         self.model_format = model_format
         self.threads = threads
         self.feast = feast
+        if domain_policy not in DOMAIN_POLICIES:
+            raise ValueError(f"domain policy {domain_policy!r}: choose one of {DOMAIN_POLICIES}")
+        self.domain_policy = domain_policy
         self.model: ServedModel | TensorModel | None = None
         self._extra_fields = frozenset(feast.entity_keys if feast else ())
 
@@ -163,6 +176,8 @@ class DmlopsModel(kserve.Model):
         return payload["instances"]
 
     def v2_instances(self, request: InferRequest) -> list[dict[str, Any]]:
+        for item in request.inputs:
+            self.model.contract.check_datatype(item.name, item.datatype)
         columns = {item.name: _column(item.data, list(item.shape), item.name) for item in request.inputs}
         if not columns:
             raise RequestError("the request has no inputs; send one input tensor per feature")
@@ -183,6 +198,13 @@ class DmlopsModel(kserve.Model):
             contract.check_row(row, f"row {index}", self._extra_fields)
         return instances
 
+    def _within_domain(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows to score under the domain policy; values outside the training domain are counted."""
+        rows, found = self.model.contract.guard(rows, self.domain_policy)
+        for item in found:
+            metrics.out_of_domain.labels(self.name, item.feature, item.kind).inc()
+        return rows
+
     async def _enrich(self, rows: list[Any]) -> None:
         started = time.perf_counter()
         await self.feast.enrich(rows)
@@ -201,8 +223,9 @@ class DmlopsModel(kserve.Model):
             instances = self.v2_instances(payload) if protocol == "v2" else self.v1_instances(payload)
             if self.feast and isinstance(instances, list):
                 await self._enrich(instances)
-            rows = self.checked_rows(instances, protocol)
+            rows = self._within_domain(self.checked_rows(instances, protocol))
             probabilities = self.model.predict_rows(rows)
+            _require_finite(probabilities)
         except RequestError as error:
             self._outcomes[protocol, "rejected"].inc()
             raise InvalidInput(str(error)) from None
@@ -226,6 +249,9 @@ class DmlopsModel(kserve.Model):
         """A user's exported model: the request's input tensors in, the model's output rows out."""
         try:
             if protocol == "v2":
+                for item in payload.inputs:
+                    if item.datatype not in V2_DATATYPES:
+                        raise RequestError(f"input {item.name!r}: datatype {item.datatype[:20]!r} is not a V2 datatype")
                 arrays = self.model.arrays({
                     item.name: np.asarray(item.data.tolist() if isinstance(item.data, np.ndarray) else item.data)
                     .reshape(list(item.shape)) for item in payload.inputs

@@ -1,15 +1,20 @@
 """Run models in a ``kserve.ModelServer``: the process behind ``python -m dmlops.serving``.
 
-Two additions to the stock server: request bodies over ``max_body_bytes`` get a 413 before they are read
-whole, and the HTTP listener can be bound to one address (``127.0.0.1`` for local serving; KServe's
-default ``0.0.0.0`` in a pod).
+Three additions to the stock server: request bodies over ``max_body_bytes`` get a 413 before they are read
+whole, the HTTP listener can be bound to one address (``127.0.0.1`` for local serving; KServe's
+default ``0.0.0.0`` in a pod), and a 400 logs one line (KServe's handler logs the whole traceback of every
+bad request: a flood of them would bury the server's log).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 import kserve
+from fastapi.responses import JSONResponse
+from kserve.errors import InvalidInput
+from kserve.logging import logger
 from kserve.model_server import app
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -62,8 +67,14 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body.encode()})
 
 
+async def _invalid_input(request, error: InvalidInput) -> JSONResponse:
+    """A 400 with the error's message, logged as one line (method, path, message)."""
+    logger.log(logging.WARNING, "400 %s %s: %s", request.method, request.url.path, error)
+    return JSONResponse(status_code=400, content={"error": str(error)})
+
+
 class ModelServer(kserve.ModelServer):
-    """``kserve.ModelServer`` whose HTTP listener binds ``host``."""
+    """``kserve.ModelServer`` whose HTTP listener binds ``host`` and whose 400s log one line."""
 
     def __init__(self, *, host: str = "0.0.0.0", **kwargs):
         super().__init__(**kwargs)
@@ -73,6 +84,15 @@ class ModelServer(kserve.ModelServer):
         # start() has built the REST server but not started it: the bind address is still settable.
         if self._rest_server is not None:
             self._rest_server.config.host = self.host
+            # kserve/protocol/rest/server.py RESTServer._add_exception_handlers registers its handlers when
+            # the server runs; ours for InvalidInput is registered after them and replaces theirs
+            add_handlers = self._rest_server._add_exception_handlers
+
+            def add_exception_handlers(application):
+                add_handlers(application)
+                application.add_exception_handler(InvalidInput, _invalid_input)
+
+            self._rest_server._add_exception_handlers = add_exception_handlers
         super().setup_event_loop()
 
 

@@ -25,6 +25,7 @@ from dmlops.training.data import (
     read_table,
     resolve_features,
 )
+from dmlops.training.domain import fit_domain
 from dmlops.training.loop import Trainer, fit
 
 
@@ -85,6 +86,7 @@ def train(**arguments: Any) -> dict[str, Any]:
                 label=spec.label,
                 feature_schema={name: str(schema.field(name).type) for name in spec.columns},
                 preprocessing=preprocessing.to_dict(),
+                feature_domain=fit_domain(table, spec, preprocessing),
                 hyperparameters={
                     "epochs": config.epochs, "batch_size": config.batch_size,
                     "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
