@@ -8,6 +8,7 @@ from dmlops.components.edge import export_edge
 from dmlops.components.features import (feast_apply, feast_materialize, feast_online_features, feast_source,
                                         feast_store, feast_training_set, running_means)
 from dmlops.components.ingest import ingest
+from dmlops.components.monitoring import feedback, monitor
 from dmlops.components.serving import deploy
 from dmlops.components.training import evaluate, train
 from dmlops.components.transform import derive_columns, split_by_time
@@ -21,10 +22,11 @@ COMPONENTS = {
     "training": [train, evaluate],
     "tuning": [tune],
     "serving": [deploy, export_edge],
+    "monitoring": [feedback, monitor],
 }
 
 __all__ = [
     "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "export_edge", "feast_apply", "feast_materialize",
-    "feast_online_features", "feast_source", "feast_store", "feast_training_set", "infer_schema", "ingest", "running_means",
-    "split_by_time", "train", "tune", "validate",
+    "feast_online_features", "feast_source", "feast_store", "feast_training_set", "feedback", "infer_schema", "ingest",
+    "monitor", "running_means", "split_by_time", "train", "tune", "validate",
 ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +212,17 @@ def monitor(
         baseline_auc=baseline_auc, label_lag_seconds=lag, max_auc_drop=max_auc_drop,
         min_labelled_rows=min_labelled_rows, notes=notes,
     )
+
+
+def parse_window(start: str = "", end: str = "", hours: float = 0.0) -> tuple[datetime | None, datetime | None]:
+    """``[since, until)`` from ISO 8601 times (UTC when they name no zone): ``start``/``end`` as given, or
+    the ``hours`` before ``end`` (default now) when ``start`` is empty; no bound where neither is set."""
+    def moment(text: str) -> datetime:
+        value = datetime.fromisoformat(text)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    until = moment(end) if end else None
+    since = moment(start) if start else None
+    if since is None and hours > 0:
+        since = (until or datetime.now(timezone.utc)) - timedelta(hours=hours)
+    return since, until
