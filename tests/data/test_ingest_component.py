@@ -43,3 +43,15 @@ def test_ingest_component_fails_the_step_on_bad_rows(local_runner, tmp_path, cap
         ingest(source=str(source), delimiter=",")
     logs = capfd.readouterr()
     assert "IngestError" in logs.out + logs.err and "raise max_bad_fraction" in logs.out + logs.err
+
+
+def test_ingest_component_null_values_batch_size_and_an_empty_day(local_runner, tmp_path):
+    source = tmp_path / "events.csv"
+    source.write_bytes(b"id,name\n1,-\n2,NA\n")
+    task = ingest(source=str(source), null_values=["-"], batch_size_bytes=2048)
+    assert pq.read_table(task.outputs["dataset"].path).column("name").to_pylist() == [None, "NA"]
+    source.write_bytes(b"id,name\n")
+    task = ingest(source=str(source))
+    assert task.outputs["dataset"].metadata["rows"] == 0
+    assert task.outputs["dataset"].metadata["warnings"] == [f"source {source}: no data rows (header only); 0 rows "
+                                                            "ingested"]

@@ -2,26 +2,36 @@
 
 Rows that cannot be parsed, or that break the declared schema (type, nullability), go to a quarantine
 Parquet file with their source, line/row number, reason and raw values; rows in = rows out + rows
-quarantined, always. Without a declared schema, column types are inferred from the first rows of the
-first file, and later values that do not fit are quarantined with that explanation.
+quarantined, always. Every non-empty physical CSV line is one record: a quote left open on its line
+quarantines that line, never the lines after it. Undeclared CSV column types are sniffed from every value
+of the input (not the first block), so a value's position cannot change a column's type; JSON Lines
+types come from the first block, Parquet's from the file. Outputs are written under temporary names and
+renamed into place only on success.
 
 The quarantine file has one string column per data column (the raw values) and:
-``_source`` (file URI), ``_line`` (line in the file, for CSV parse errors and bad JSON lines),
-``_row`` (1-based record number among the records the parser read from that file), ``_reason`` and
-``_raw`` (the raw text of a line that could not be parsed).
+``_source`` (file URI), ``_line`` (line in the file, for CSV records and bad JSON lines),
+``_row`` (1-based record number among the records read from that file), ``_reason`` and
+``_raw`` (the raw text of a line that could not be parsed, non-UTF-8 bytes escaped).
 """
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import io
+import itertools
 import json
+import logging
 import os
+import shutil
+import tempfile
 import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
@@ -35,6 +45,7 @@ from dmlops.data.errors import IngestError, SchemaError
 from dmlops.data.schema import arrow_type, load_schema, type_name
 from dmlops.data.sources import HashingReader, SourceFile, local_copy, open_stream, resolve_sources
 
+LOG = logging.getLogger(__name__)
 DEFAULT_NULL_VALUES = ("", "NA", "N/A", "NULL", "null")
 DEFAULT_BATCH_SIZE_BYTES = 1024 * 1024
 ROW_GROUP_ROWS = 128 * 1024
@@ -65,6 +76,7 @@ class IngestResult:
     bytes_out: int
     schema: list[dict[str, Any]]
     sources: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
 
     def metadata(self) -> dict[str, Any]:
         """JSON-able metadata for the KFP dataset artifact."""
@@ -78,6 +90,7 @@ class IngestResult:
             "schema": self.schema,
             "source_uris": [source["uri"] for source in self.sources],
             "sources": self.sources,
+            "warnings": list(self.warnings),
         }
 
     def to_markdown(self) -> str:
@@ -94,6 +107,8 @@ class IngestResult:
                   for s in self.sources]
         lines += ["", "| column | type | nullable |", "|---|---|---|"]
         lines += [f"| `{c['name']}` | {c['type']} | {'yes' if c['nullable'] else 'no'} |" for c in self.schema]
+        if self.warnings:
+            lines += ["", *[f"> **Warning:** {warning}" for warning in self.warnings]]
         if self.quarantine_reasons:
             lines += ["", "| quarantine reason | rows |", "|---|---:|"]
             lines += [f"| {reason} | {count:,} |" for reason, count in
@@ -236,6 +251,93 @@ def _target(names: list[str], found: dict[str, pa.DataType], schema: dict | None
     return _Target(pa.schema(fields), inferred, list(names))
 
 
+_INFERRED = {  # candidate types for a text column, with the pattern a value must match
+    "int64": r"^[+-]?[0-9]+$",
+    "double": _PARSABLE["floating"],
+    "bool": r"^(?i:true|false)$",
+    "date32": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    "timestamp": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$",
+}
+
+
+class _TypeSniffer:
+    """Counts, over every value of the input, the values of each undeclared text column that do not fit each
+    candidate type, so a column's type does not depend on where a value sits."""
+
+    def __init__(self, names: list[str], max_bad_fraction: float):
+        self.counts: dict[str, Counter[str]] = {name: Counter() for name in names}
+        self.strict = max_bad_fraction == 0  # one misfit rules a candidate out: stop looking at it
+
+    def update(self, table: pa.Table) -> None:
+        for name, counts in self.counts.items():
+            candidates = [candidate for candidate in _INFERRED
+                          if not (self.strict and counts[f"misfit:{candidate}"])]
+            if not candidates:
+                continue
+            text, bad = cast_with_failures(_column(table, name), pa.string())
+            if bad is not None:  # not UTF-8: quarantined by the cast, not evidence of a type
+                text = pc.filter(text, pc.invert(bad))
+            text = text.drop_null()
+            total = len(text)
+            if not total:
+                continue
+            counts["values"] += total
+            fits = {}
+            for candidate in candidates:
+                if candidate != "int64" and fits.get("int64") == total:
+                    fits[candidate] = total if candidate == "double" else 0  # integers are doubles, nothing else
+                elif candidate in ("bool", "date32", "timestamp") and fits.get("double") == total:
+                    fits[candidate] = 0
+                else:
+                    fits[candidate] = self._fitting(text, candidate)
+            if fits.get("timestamp") == -1:  # every value cast to timestamp[s, tz=UTC]
+                fits["timestamp"] = total
+                counts["zoned"] += total
+            elif fits.get("timestamp"):
+                stamps = pc.filter(text, pc.match_substring_regex(text, _INFERRED["timestamp"]))
+                counts["zoned"] += self._count(stamps, r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
+                counts["fractional"] += self._count(stamps, r"\.[0-9]")
+            for candidate in candidates:
+                counts[f"misfit:{candidate}"] += total - fits[candidate]
+
+    @staticmethod
+    def _count(text: pa.Array, pattern: str) -> int:
+        return pc.sum(pc.match_substring_regex(text, pattern)).as_py() or 0
+
+    def _fitting(self, text: pa.Array, candidate: str) -> int:
+        """How many values fit a candidate type: a cast when all do (fast), else a pattern count; -1 when all
+        values are zoned timestamps with whole seconds."""
+        quick = {"int64": pa.int64(), "double": pa.float64(), "timestamp": pa.timestamp("s", tz="UTC")}
+        if candidate in quick:
+            try:
+                pc.cast(text, quick[candidate])
+                return -1 if candidate == "timestamp" else len(text)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+        return self._count(text, _INFERRED[candidate])
+
+    def types(self, rows: int, max_bad_fraction: float) -> dict[str, pa.DataType]:
+        """Each column's type: the narrowest candidate every value fits; else the one with the fewest misfits
+        when they are a minority within ``max_bad_fraction`` of ``rows`` (they are quarantined); else string."""
+        allowed = int(max_bad_fraction * rows)
+        found = {}
+        for name, counts in self.counts.items():
+            misfits = {candidate: counts[f"misfit:{candidate}"] for candidate in _INFERRED}
+            chosen = "string"
+            if counts["values"]:
+                exact = [candidate for candidate, count in misfits.items() if count == 0]
+                nearest = min(misfits, key=lambda candidate: misfits[candidate])
+                tolerated = misfits[nearest] <= allowed and 2 * misfits[nearest] < counts["values"]
+                chosen = exact[0] if exact else nearest if tolerated else "string"
+            if chosen == "timestamp":
+                unit = "ns" if counts["fractional"] else "s"
+                found[name] = pa.timestamp(unit, tz="UTC") if counts["zoned"] else pa.timestamp(unit)
+            else:
+                found[name] = {"int64": pa.int64(), "bool": pa.bool_(), "date32": pa.date32(),
+                               "double": pa.float64(), "string": pa.string()}[chosen]
+        return found
+
+
 # --------------------------------------------------------------------------------------------- the sink
 
 @dataclass
@@ -244,30 +346,36 @@ class _SourceCount:
     rows_in: int = 0
     bytes: int = 0
     sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Sink:
     """Writes conformed rows to the output and bad rows to the quarantine, and counts both."""
 
-    def __init__(self, output_path: str, quarantine_path: str, target: _Target):
-        self.target = target
+    def __init__(self, output_path: str, quarantine_path: str, names: list[str]):
+        self.output_path = output_path
+        self.target: _Target | None = None
         self.quarantine_schema = pa.schema(
-            [pa.field(name, pa.string()) for name in target.names if name not in
+            [pa.field(name, pa.string()) for name in names if name not in
              {f.name for f in QUARANTINE_FIELDS}] + QUARANTINE_FIELDS
         )
-        for path in (output_path, quarantine_path):
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.output = pq.ParquetWriter(output_path, target.schema)
+        self.output: pq.ParquetWriter | None = None
         self.quarantine = pq.ParquetWriter(quarantine_path, self.quarantine_schema)
         self.buffer: list[pa.Table] = []
         self.buffered_rows = 0
         self.rows_out = 0
         self.reasons: Counter[str] = Counter()
 
-    def add(self, data: pa.RecordBatch | pa.Table, source: _SourceCount, first_row: int) -> None:
+    def open_output(self, target: _Target) -> None:
+        """Start the output once the target schema is known."""
+        self.target = target
+        self.output = pq.ParquetWriter(self.output_path, target.schema)
+
+    def add(self, data: pa.RecordBatch | pa.Table, source: _SourceCount, first_row: int,
+            lines: pa.Array | None = None) -> None:
         """Conform a batch to the target schema: good rows to the output, bad rows to the quarantine."""
         source.rows_in += data.num_rows
-        good, bad = _conform(data, self.target, source.uri, first_row)
+        good, bad = _conform(data, self.target, source.uri, first_row, lines)
         if good.num_rows:
             self.buffer.append(good)
             self.buffered_rows += good.num_rows
@@ -311,7 +419,8 @@ class _Sink:
         try:
             self.flush()
         finally:
-            self.output.close()
+            if self.output is not None:
+                self.output.close()
             self.quarantine.close()
 
     @property
@@ -319,8 +428,25 @@ class _Sink:
         return sum(self.reasons.values())
 
 
-def _conform(data: pa.RecordBatch | pa.Table, target: _Target, uri: str,
-             first_row: int) -> tuple[pa.Table, pa.Table | None]:
+def _cast_problems(values: pa.Array, failed: pa.Array, name: str, target: pa.DataType,
+                   inferred: bool) -> list[tuple[pa.Array, str]]:
+    """(mask, reason) for values that did not cast; integers out of the target's range say so."""
+    hint = " (type inferred from the whole input; declare the column in a schema)" if inferred else ""
+    reason = f"{name}: not a valid {type_name(target)}{hint}"
+    if not (pa.types.is_integer(target) and pa.types.is_string(values.type)):
+        return [(failed, reason)]
+    digits = pc.fill_null(pc.match_substring_regex(values, _PARSABLE["signed"]), False)
+    overflow = pc.and_(failed, digits)
+    if not pc.any(overflow).as_py():
+        return [(failed, reason)]
+    problems = [(overflow, f"{name}: integer out of the {type_name(target)} range (not widened; declare the "
+                           "column as string or double to keep it)")]
+    rest = pc.and_(failed, pc.invert(digits))
+    return problems + [(rest, reason)] if pc.any(rest).as_py() else problems
+
+
+def _conform(data: pa.RecordBatch | pa.Table, target: _Target, uri: str, first_row: int,
+             lines: pa.Array | None = None) -> tuple[pa.Table, pa.Table | None]:
     """(good rows in the target schema, quarantine rows or None) for one batch, vectorised."""
     count = data.num_rows
     present = set(data.column_names)
@@ -336,11 +462,10 @@ def _conform(data: pa.RecordBatch | pa.Table, target: _Target, uri: str,
                 values, bad_text = cast_with_failures(values, pa.string())
                 if bad_text is not None:
                     column_problems.append((bad_text, f"{name}: invalid UTF-8"))
-            values, bad_value = cast_with_failures(values, target_field.type)
+            text, (values, bad_value) = values, cast_with_failures(values, target_field.type)
             if bad_value is not None:
-                hint = " (type inferred from the first rows; declare the column in a schema)" \
-                    if name in target.inferred else ""
-                column_problems.append((bad_value, f"{name}: not a valid {type_name(target_field.type)}{hint}"))
+                column_problems += _cast_problems(text, bad_value, name, target_field.type,
+                                                  name in target.inferred)
         if not target_field.nullable and values.null_count:
             missing = pc.is_null(values)
             for mask, _ in column_problems:  # a value that failed to parse is reported as that, not as null
@@ -369,7 +494,7 @@ def _conform(data: pa.RecordBatch | pa.Table, target: _Target, uri: str,
     quarantine = {name: _as_text(pc.filter(_column(data, name), bad)) for name in target.names if name in present}
     quarantine.update({
         "_source": pa.array([uri] * bad_count, pa.string()),
-        "_line": pa.nulls(bad_count, pa.int64()),
+        "_line": pa.nulls(bad_count, pa.int64()) if lines is None else pc.filter(lines, bad),
         "_row": pc.cast(rows, pa.int64()),
         "_reason": reason,
         "_raw": pa.nulls(bad_count, pa.string()),
@@ -386,17 +511,20 @@ class _CsvOptions:
     block_size: int
 
 
+def shown(value: str | bytes, limit: int = 200) -> str:
+    """Text from a source, fit for an error message: non-printable characters and bytes that are not UTF-8
+    escaped, and cut to ``limit`` characters."""
+    text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
 def _read_error(uri: str, error: Exception, block_size: int) -> IngestError:
     """A clear IngestError for an error raised while reading a file's contents."""
-    message = str(error)
-    if "straddling" in message or "block size" in message.lower():
-        return IngestError(
-            f"{uri}: a row is larger than batch_size_bytes={block_size:,} (a huge field, or a quote that is "
-            "never closed); raise batch_size_bytes above the longest row or fix the quoting"
-        )
+    message = shown(str(error))
     if "Empty CSV file" in message or "Empty file" in message:
         return IngestError(f"{uri}: the file is empty (no header row); fix the export or remove the file")
-    if isinstance(error, (zlib.error, EOFError, zipfile.BadZipFile)) or any(
+    if isinstance(error, (zlib.error, EOFError, zipfile.BadZipFile, gzip.BadGzipFile)) or any(
             word in message.lower() for word in ("gzip", "zlib", "truncated", "compressed", "bz2", "zstd")):
         return IngestError(
             f"{uri}: the compressed file is truncated or corrupt ({message}); re-download or re-export it"
@@ -411,7 +539,9 @@ _READ_ERRORS = (pa.ArrowException, OSError, EOFError, zipfile.BadZipFile, zlib.e
 
 @contextmanager
 def _decoded(source: SourceFile, on_bytes: Callable[[int], None] | None) -> Iterator[tuple[IO[bytes], HashingReader]]:
-    """The decompressed bytes of a source, and the reader hashing its raw bytes."""
+    """The decompressed bytes of a source, and the reader hashing its raw bytes. gzip and bz2 are
+    decompressed by Python's own modules, whose errors are exceptions (Arrow's compressed stream can abort
+    the process at exit after reading a corrupt gzip file)."""
     if source.compression == "zip":
         with local_copy(source, on_bytes) as (path, digest), zipfile.ZipFile(path) as archive:
             members = [info for info in archive.infolist()
@@ -419,51 +549,81 @@ def _decoded(source: SourceFile, on_bytes: Callable[[int], None] | None) -> Iter
             if len(members) != 1:
                 raise IngestError(
                     f"{source.uri}: a zip source must hold exactly one file, found "
-                    f"{[info.filename for info in members]}; unzip it and ingest the folder instead"
+                    f"{[shown(info.filename) for info in members]}; unzip it and ingest the folder instead"
                 )
             with archive.open(members[0]) as member:
                 yield member, digest
         return
     with open_stream(source, on_bytes) as stream:
-        if source.compression:
+        if source.compression == "gzip":
+            with gzip.GzipFile(fileobj=stream, mode="rb") as unpacked:
+                yield unpacked, stream
+        elif source.compression == "bz2":
+            with bz2.BZ2File(stream, mode="rb") as unpacked:
+                yield unpacked, stream
+        elif source.compression:
             yield pa.CompressedInputStream(pa.PythonFile(stream, mode="r"), source.compression), stream
         else:
             yield stream, stream
 
 
-def _csv_header(source: SourceFile, options: _CsvOptions) -> pa.Schema:
-    """Column names and inferred types from the first block of a CSV file."""
+def _line_blocks(stream: IO[bytes], block_size: int) -> Iterator[bytes]:
+    """Blocks of whole lines, each about ``block_size`` bytes (longer when a line is longer), each ending
+    with a newline."""
+    pending = b""
+    while True:
+        chunk = stream.read(block_size)
+        if not chunk:
+            break
+        pending += chunk
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            continue
+        yield pending[:cut + 1]
+        pending = pending[cut + 1:]
+    if pending.strip():
+        yield pending if pending.endswith(b"\n") else pending + b"\n"
+
+
+def _header_names(uri: str, line: bytes, delimiter: str) -> list[str]:
+    """Column names from a CSV header line (a UTF-8 byte order mark is dropped)."""
+    try:
+        text = line.rstrip(b"\r").decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise IngestError(f"{uri}: the header row is not UTF-8 text ('{shown(line)}'); re-export the file as "
+                          "UTF-8") from None
+    if not text.strip():
+        raise IngestError(f"{uri}: the first line is blank, not a header row; remove the leading blank lines")
+    return next(csv.reader([text], delimiter=delimiter))
+
+
+def _csv_header(source: SourceFile, delimiter: str) -> list[str]:
     with _decoded(source, None) as (stream, _):
-        reader = pa_csv.open_csv(
-            stream,
-            read_options=pa_csv.ReadOptions(block_size=options.block_size),
-            parse_options=pa_csv.ParseOptions(delimiter=options.delimiter, invalid_row_handler=lambda row: "skip"),
-            convert_options=pa_csv.ConvertOptions(null_values=options.null_values, strings_can_be_null=True),
-        )
-        schema = reader.schema
-        reader.close()
-        return schema
+        first = next(_line_blocks(stream, 64 * 1024), None)
+    if first is None:
+        raise IngestError(f"{source.uri}: the file is empty (no header row); fix the export or remove the file")
+    return _header_names(source.uri, first.partition(b"\n")[0], delimiter)
 
 
 def _csv_plan(source: SourceFile, delimiter: str | None, null_values: list[str],
-              block_size: int) -> tuple[_CsvOptions, pa.Schema]:
+              block_size: int) -> tuple[_CsvOptions, list[str]]:
     """CSV options (with the delimiter sniffed when not given) and the header of the first file."""
     given = bool(delimiter)
     tab_separated = ".tsv" in os.path.basename(source.path).lower()
     options = _CsvOptions(delimiter or ("\t" if tab_separated else ","), null_values, block_size)
     try:
-        header = _csv_header(source, options)
+        header = _csv_header(source, options.delimiter)
         if len(header) == 1:
             found = [candidate for candidate in DELIMITER_CANDIDATES
-                     if candidate != options.delimiter and candidate in header.names[0]]
+                     if candidate != options.delimiter and candidate in header[0]]
             if found and given:
                 raise IngestError(
                     f"{source.uri}: with delimiter {options.delimiter!r} the header is one column "
-                    f"{header.names[0]!r}; the file looks {found[0]!r}-delimited: pass delimiter={found[0]!r}"
+                    f"'{shown(header[0])}'; the file looks {found[0]!r}-delimited: pass delimiter={found[0]!r}"
                 )
             if found:
                 options.delimiter = found[0]
-                header = _csv_header(source, options)
+                header = _csv_header(source, options.delimiter)
     except IngestError:
         raise
     except _READ_ERRORS as error:
@@ -471,47 +631,179 @@ def _csv_plan(source: SourceFile, delimiter: str | None, null_values: list[str],
     return options, header
 
 
-def _read_csv(source: SourceFile, options: _CsvOptions, sink: _Sink, counts: _SourceCount,
-              on_bytes: Callable[[int], None] | None) -> None:
-    unparsed: list[tuple[int | None, str, str]] = []
+def _fields(text: str, delimiter: str) -> tuple[int, bool]:
+    """(number of fields, whether the line ends inside a quoted value) of one CSV line; a quote opens only
+    at the start of a field, and ``""`` inside quotes is a quote character."""
+    inside, field_start, fields, index = False, True, 1, 0
+    while index < len(text):
+        char = text[index]
+        if inside:
+            if char == '"':
+                if text[index + 1:index + 2] == '"':
+                    index += 2
+                    continue
+                inside = False
+        elif char == delimiter:
+            fields += 1
+            field_start = True
+            index += 1
+            continue
+        elif char == '"' and field_start:
+            inside = True
+        field_start = False
+        index += 1
+    return fields, inside
 
-    def quarantine_row(row) -> str:
-        line = row.number if row.number and row.number > 0 else None
-        unparsed.append((line, f"expected {row.expected_columns} columns, got {row.actual_columns}", row.text))
+
+def _parse_lines(block: bytes, names: list[str], options: _CsvOptions, text: bool) -> tuple[pa.Table, list]:
+    """Arrow's CSV parser on whole lines: (the records as string columns, or binary ones when the block is
+    not all UTF-8, the rows it refused)."""
+    refused = []
+
+    def refuse(row) -> str:
+        refused.append(row)
         return "skip"
 
-    def flush_unparsed() -> None:
-        if unparsed:
-            lines, reasons, raw = zip(*unparsed)
-            sink.add_unparsed(counts, list(lines), list(reasons), list(raw))
-            unparsed.clear()
+    table = pa_csv.read_csv(
+        io.BytesIO(block),
+        read_options=pa_csv.ReadOptions(column_names=names, block_size=len(block) + 1, use_threads=False),
+        parse_options=pa_csv.ParseOptions(delimiter=options.delimiter, invalid_row_handler=refuse),
+        convert_options=pa_csv.ConvertOptions(column_types={name: pa.string() if text else pa.binary()
+                                                            for name in names}, check_utf8=False,
+                                              null_values=options.null_values, strings_can_be_null=True),
+    )
+    return table, refused
 
-    with _decoded(source, on_bytes) as (stream, digest):
-        reader = pa_csv.open_csv(
-            stream,
-            read_options=pa_csv.ReadOptions(block_size=options.block_size, use_threads=False),
-            parse_options=pa_csv.ParseOptions(delimiter=options.delimiter, invalid_row_handler=quarantine_row),
-            convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.binary() for name in sink.target.source_columns},
-                null_values=options.null_values, strings_can_be_null=True,
-            ),
-        )
-        _check_columns(source, reader.schema.names, sink.target)
-        parsed = 0
-        for batch in reader:
-            flush_unparsed()
-            sink.add(batch, counts, parsed)
+
+def _line_numbers(block: bytes, first_line: int) -> np.ndarray:
+    """The line numbers (in the file) of the non-empty lines of a block of whole lines."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts
+    empty = (lengths == 0) | ((lengths == 1) & (data[starts] == 13))
+    return np.flatnonzero(~empty) + first_line
+
+
+def _parse_csv_block(block: bytes, first_line: int, names: list[str],
+                     options: _CsvOptions) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
+    """One block of whole CSV lines: (records as binary columns, the line of each record, unparsed lines as
+    (line, reason, raw text)). Every non-empty physical line is one record or one unparsed line, so a
+    quote that is never closed cannot swallow the lines after it."""
+    numbers = _line_numbers(block, first_line)
+    try:
+        block.decode("utf-8")
+        table, refused = _parse_lines(block, names, options, text=True)
+    except (UnicodeDecodeError, pa.ArrowInvalid):
+        table, refused = None, None
+    if table is not None and table.num_rows + len(refused) == len(numbers) and all(row.number > 0 for row in refused):
+        kept = np.ones(len(numbers), dtype=bool)
+        kept[[row.number - 1 for row in refused]] = False
+        unparsed = [(int(numbers[row.number - 1]), f"expected {row.expected_columns} columns, got {row.actual_columns}",
+                     shown(row.text, 10_000)) for row in refused]
+        return table, numbers[kept], unparsed
+    lines = block.split(b"\n")
+    return _parse_csv_lines([lines[number - first_line] for number in numbers.tolist()], numbers, names, options)
+
+
+def _parse_csv_lines(lines: list[bytes], numbers: np.ndarray, names: list[str],
+                     options: _CsvOptions) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
+    """The slow path for a block Arrow could not take whole: each line checked on its own for an unclosed
+    quote and its field count, the good lines parsed together again."""
+    good, good_numbers, unparsed = [], [], []
+    for line, number in zip(lines, numbers.tolist()):
+        text = line.rstrip(b"\r").decode("latin-1")  # the structure (delimiters, quotes) is ASCII
+        fields, open_quote = _fields(text, options.delimiter)
+        if open_quote:
+            unparsed.append((number, f"unclosed quote: the quoted value opened on line {number} is not closed "
+                                     "on that line (values spanning lines are not read)", shown(line, 10_000)))
+            continue
+        if fields != len(names):
+            unparsed.append((number, f"expected {len(names)} columns, got {fields}", shown(line, 10_000)))
+            continue
+        good.append(line)
+        good_numbers.append(number)
+    if not good:
+        return pa.table({name: pa.array([], pa.binary()) for name in names}), np.array([], np.int64), unparsed
+    table, refused = _parse_lines(b"\n".join(good) + b"\n", names, options, text=False)
+    if refused or table.num_rows != len(good):
+        raise IngestError(f"lines {good_numbers[0]}-{good_numbers[-1]}: the CSV parser read {table.num_rows} "
+                          f"records from {len(good)} lines; check the quoting of these lines")
+    return table, np.array(good_numbers, np.int64), unparsed
+
+
+def _quarantine_undecodable(table: pa.Table, lines: np.ndarray, uri: str, first_row: int, sink: _Sink,
+                            counts: _SourceCount) -> tuple[pa.Table, np.ndarray]:
+    """Records of a block that was not all UTF-8: those with a value that is not UTF-8 to the quarantine,
+    the rest as text."""
+    names = table.column_names
+    text = _Target(pa.schema([pa.field(name, pa.string()) for name in names]), set(), names)
+    good, bad = _conform(table, text, uri, first_row, pa.array(lines, pa.int64()))
+    if bad is None:
+        return good, lines
+    sink.write_quarantine(bad)
+    counts.rows_in += bad.num_rows
+    return good, lines[~np.isin(lines, bad.column("_line").to_numpy())]
+
+
+def _stage_csv(source: SourceFile, options: _CsvOptions, names: list[str], staging_path: str, sink: _Sink,
+               counts: _SourceCount, sniffer: _TypeSniffer, on_bytes: Callable[[int], None] | None) -> int:
+    """First pass over a CSV file: records to a staging Arrow file of raw values (and their line),
+    unparsed lines to the quarantine, values to the type sniffer. Returns the records staged."""
+    writer, staged = None, 0
+    try:
+        with _decoded(source, on_bytes) as (stream, digest):
+            blocks = _line_blocks(stream, options.block_size)
+            first = next(blocks, None)
+            if first is None:
+                raise IngestError(f"{source.uri}: the file is empty (no header row); fix the export or remove "
+                                  "the file")
+            header, _, rest = first.partition(b"\n")
+            columns = _header_names(source.uri, header, options.delimiter)
+            _check_columns(source, columns, names)
+            line = 2
+            for block in itertools.chain([rest] if rest else [], blocks):
+                table, lines, unparsed = _parse_csv_block(block, line, columns, options)
+                line += block.count(b"\n")
+                if unparsed:
+                    numbers, reasons, raw = zip(*unparsed)
+                    sink.add_unparsed(counts, list(numbers), list(reasons), list(raw))
+                if any(pa.types.is_binary(column.type) for column in table.schema):
+                    table, lines = _quarantine_undecodable(table, lines, source.uri, staged, sink, counts)
+                table = table.append_column("_line", pa.array(lines, pa.int64()))
+                if writer is None:
+                    writer = pa.ipc.new_file(staging_path, table.schema)
+                if table.num_rows:
+                    sniffer.update(table)
+                    writer.write_table(table)
+                    staged += table.num_rows
+            digest.drain()
+        counts.bytes, counts.sha256 = digest.bytes_read, digest.sha256.hexdigest()
+    finally:
+        if writer is not None:
+            writer.close()
+    return staged
+
+
+def _load_staged(staging_path: str, sink: _Sink, counts: _SourceCount) -> None:
+    """Second pass: the staged records conformed to the target schema."""
+    if not os.path.exists(staging_path):
+        return
+    parsed = 0
+    with pa.memory_map(staging_path) as mapped:
+        staged = pa.ipc.open_file(mapped)
+        for index in range(staged.num_record_batches):
+            batch = staged.get_batch(index)
+            sink.add(batch.drop_columns(["_line"]), counts, parsed, batch.column("_line"))
             parsed += batch.num_rows
-        flush_unparsed()
-        digest.drain()
-    counts.bytes, counts.sha256 = digest.bytes_read, digest.sha256.hexdigest()
 
 
-def _check_columns(source: SourceFile, columns: list[str], target: _Target) -> None:
+def _check_columns(source: SourceFile, columns: list[str], expected: list[str]) -> None:
     """Every file of a CSV or Parquet source has the first file's columns (in any order)."""
-    if sorted(columns) != sorted(target.source_columns):
+    if sorted(columns) != sorted(expected):
         raise IngestError(
-            f"{source.uri}: header {columns} differs from the first file's columns {target.source_columns}; "
+            f"{source.uri}: header {[shown(name) for name in columns]} differs from the first file's columns "
+            f"{expected}; "
             "ingest files with the same columns together"
         )
 
@@ -527,29 +819,12 @@ def _read_parquet(source: SourceFile, block_size: int, sink: _Sink, counts: _Sou
                   on_bytes: Callable[[int], None] | None) -> None:
     with local_copy(source, on_bytes) as (path, digest):
         parquet = pq.ParquetFile(path)
-        _check_columns(source, parquet.schema_arrow.names, sink.target)
+        _check_columns(source, parquet.schema_arrow.names, sink.target.source_columns)
         parsed = 0
         for batch in parquet.iter_batches(batch_size=_rows_per_batch(parquet, block_size)):
             sink.add(batch, counts, parsed)
             parsed += batch.num_rows
     counts.bytes, counts.sha256 = digest.bytes_read, digest.sha256.hexdigest()
-
-
-def _json_blocks(stream: IO[bytes], block_size: int) -> Iterator[bytes]:
-    """Blocks of whole lines, each about ``block_size`` bytes (longer when a line is longer)."""
-    pending = b""
-    while True:
-        chunk = stream.read(block_size)
-        if not chunk:
-            break
-        pending += chunk
-        cut = pending.rfind(b"\n")
-        if cut < 0:
-            continue
-        yield pending[:cut + 1]
-        pending = pending[cut + 1:]
-    if pending.strip():
-        yield pending if pending.endswith(b"\n") else pending + b"\n"
 
 
 def _parse_json_block(block: bytes) -> pa.Table:
@@ -587,7 +862,7 @@ def _json_lines_one_by_one(block: bytes, first_line: int) -> tuple[pa.Table, lis
 
 def _json_first_schema(source: SourceFile, block_size: int) -> pa.Schema:
     with _decoded(source, None) as (stream, _):
-        for block in _json_blocks(stream, block_size):
+        for block in _line_blocks(stream, block_size):
             try:
                 return _parse_json_block(block).schema
             except pa.ArrowInvalid:
@@ -599,7 +874,7 @@ def _read_jsonl(source: SourceFile, block_size: int, sink: _Sink, counts: _Sourc
                 on_bytes: Callable[[int], None] | None) -> None:
     line, parsed = 1, 0
     with _decoded(source, on_bytes) as (stream, digest):
-        for block in _json_blocks(stream, block_size):
+        for block in _line_blocks(stream, block_size):
             try:
                 table = _parse_json_block(block)
             except pa.ArrowInvalid:
@@ -662,7 +937,10 @@ def ingest(
     """Ingest ``source`` (a file, glob or folder; local, file://, gs://, s3://, http(s)://, pkg://) into
     the Parquet file ``output_path``. Rows that cannot be parsed or break ``schema`` (a dmlops schema
     document: dict, JSON text or file path) go to ``quarantine_path`` with a reason. Fails with
-    IngestError when the quarantined fraction exceeds ``max_bad_fraction`` or no data rows were found.
+    IngestError when the quarantined fraction exceeds ``max_bad_fraction``; a source with a header and no
+    data rows gives 0 rows and a warning. ``null_values`` are the CSV cells read as null (default
+    ``DEFAULT_NULL_VALUES``). Both outputs are written under temporary names and appear only when the
+    ingestion succeeds (the quarantine also when it fails for too many bad rows, for inspection).
     """
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise IngestError(f"max_bad_fraction={max_bad_fraction} must be between 0 and 1")
@@ -676,67 +954,132 @@ def ingest(
             f"source {source}: files of different formats {formats}; ingest one format at a time or pass file_format"
         )
     nulls = list(DEFAULT_NULL_VALUES if null_values is None else null_values)
+    with _Publisher(output_path, quarantine_path) as publisher:
+        result = _ingest_files(files, source, publisher, declared, max_bad_fraction, delimiter, nulls,
+                               batch_size_bytes, progress)
+        if result.rows_in == 0:
+            result.warnings.append(f"source {source}: no data rows (header only); 0 rows ingested")
+            LOG.warning(result.warnings[-1])
+        bad_fraction = result.rows_quarantined / result.rows_in if result.rows_in else 0.0
+        if bad_fraction > max_bad_fraction:
+            publisher.publish(output=False)
+            reasons = ", ".join(f"{reason!r}: {n}" for reason, n in list(result.quarantine_reasons.items())[:5])
+            raise IngestError(
+                f"source {source}: {result.rows_quarantined:,} of {result.rows_in:,} rows ({bad_fraction:.2%}) "
+                f"could not be ingested, more than max_bad_fraction={max_bad_fraction}. Reasons: {reasons}. The "
+                f"rows are in {quarantine_path}. Fix the source (or the declared schema), or raise "
+                "max_bad_fraction to accept them."
+            )
+        publisher.publish(output=True)
+    return result
+
+
+class _Publisher:
+    """Temporary names beside the outputs, renamed into place by ``publish`` and removed otherwise."""
+
+    def __init__(self, output_path: str, quarantine_path: str):
+        self.final = {"output": output_path, "quarantine": quarantine_path}
+        self.partial = {}
+        for role, path in self.final.items():
+            folder, name = os.path.split(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+            self.partial[role] = os.path.join(folder, f".{name}.{os.getpid()}.partial")
+        self.staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(self.partial["output"]))
+
+    def publish(self, output: bool) -> None:
+        os.replace(self.partial["quarantine"], self.final["quarantine"])
+        if output:
+            os.replace(self.partial["output"], self.final["output"])
+
+    def __enter__(self) -> _Publisher:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for path in self.partial.values():
+            if os.path.exists(path):
+                os.remove(path)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, declared: dict | None,
+                  max_bad_fraction: float, delimiter: str | None, nulls: list[str], block_size: int,
+                  progress: bool) -> IngestResult:
+    """Read every file into the publisher's partial outputs and count the rows.
+
+    CSV is read in two passes: the records as raw text into local staging files while every value is
+    sniffed for the column types, then the staged records conformed to those types. Parquet and JSON
+    Lines carry their own types and are conformed as they are read.
+    """
     first = files[0]
     csv_options = None
     if first.file_format == "csv":
-        csv_options, header = _csv_plan(first, delimiter, nulls, batch_size_bytes)
+        csv_options, names = _csv_plan(first, delimiter, nulls, block_size)
+        header = pa.schema([pa.field(name, pa.string()) for name in names])
     elif first.file_format == "parquet":
         try:
             with local_copy(first) as (path, _):
                 header = pq.ParquetFile(path).schema_arrow
         except _READ_ERRORS as error:
-            raise _read_error(first.uri, error, batch_size_bytes) from None
+            raise _read_error(first.uri, error, block_size) from None
     else:
         try:
-            header = _json_first_schema(first, batch_size_bytes)
+            header = _json_first_schema(first, block_size)
         except _READ_ERRORS as error:
-            raise _read_error(first.uri, error, batch_size_bytes) from None
+            raise _read_error(first.uri, error, block_size) from None
     target = _target(header.names, dict(zip(header.names, header.types)), declared, first.uri)
-
-    sink = _Sink(output_path, quarantine_path, target)
-    counts = [_SourceCount(item.uri) for item in files]
+    sink = _Sink(publisher.partial["output"], publisher.partial["quarantine"], target.names)
+    counts = [_SourceCount(item.uri, extra=item.extra) for item in files]
     total = sum(item.size for item in files) if all(item.size is not None for item in files) else None
     try:
         with _Progress(progress, total, f"ingest {source}") as bar:
-            for item, count in zip(files, counts):
-                try:
-                    if item.file_format == "csv":
-                        _read_csv(item, csv_options, sink, count, bar.advance)
-                    elif item.file_format == "parquet":
-                        _read_parquet(item, batch_size_bytes, sink, count, bar.advance)
-                    else:
-                        _read_jsonl(item, batch_size_bytes, sink, count, bar.advance)
-                except (IngestError, SchemaError):
-                    raise
-                except _READ_ERRORS as error:
-                    raise _read_error(item.uri, error, batch_size_bytes) from None
+            if csv_options is not None:
+                sniffer = _TypeSniffer(sorted(target.inferred), max_bad_fraction)
+                staged = [os.path.join(publisher.staging, f"{index}.arrow") for index in range(len(files))]
+                rows = 0
+                for item, count, staging_path in zip(files, counts, staged):
+                    with _read_errors(item.uri, block_size):
+                        rows += _stage_csv(item, csv_options, target.source_columns, staging_path, sink, count,
+                                           sniffer, bar.advance)
+                rows += sum(count.rows_in for count in counts)  # the lines quarantined while staging
+                target = _target(names, sniffer.types(rows, max_bad_fraction), declared, first.uri)
+                sink.open_output(target)
+                for count, staging_path in zip(counts, staged):
+                    _load_staged(staging_path, sink, count)
+                    if os.path.exists(staging_path):
+                        os.remove(staging_path)
+            else:
+                sink.open_output(target)
+                for item, count in zip(files, counts):
+                    with _read_errors(item.uri, block_size):
+                        if item.file_format == "parquet":
+                            _read_parquet(item, block_size, sink, count, bar.advance)
+                        else:
+                            _read_jsonl(item, block_size, sink, count, bar.advance)
     finally:
         sink.close()
-
-    rows_in = sum(count.rows_in for count in counts)
+    output = publisher.partial["output"]
     result = IngestResult(
-        rows_in=rows_in,
+        rows_in=sum(count.rows_in for count in counts),
         rows_out=sink.rows_out,
         rows_quarantined=sink.rows_quarantined,
         quarantine_reasons=dict(sink.reasons.most_common()),
         bytes_in=sum(count.bytes for count in counts),
-        bytes_out=os.path.getsize(output_path),
-        schema=[{"name": f.name, "type": type_name(f.type), "nullable": f.nullable}
-                for f in pq.read_schema(output_path)],
-        sources=[{"uri": c.uri, "bytes": c.bytes, "sha256": c.sha256, "rows_in": c.rows_in} for c in counts],
+        bytes_out=os.path.getsize(output),
+        schema=[{"name": f.name, "type": type_name(f.type), "nullable": f.nullable} for f in pq.read_schema(output)],
+        sources=[{"uri": c.uri, "bytes": c.bytes, "sha256": c.sha256, "rows_in": c.rows_in, **c.extra}
+                 for c in counts],
     )
     if result.rows_in != result.rows_out + result.rows_quarantined:
         raise AssertionError(f"row accounting broken: {result}")
-    if rows_in == 0:
-        raise IngestError(
-            f"source {source}: no data rows (header only or empty); check the export that produced it"
-        )
-    bad_fraction = result.rows_quarantined / rows_in
-    if bad_fraction > max_bad_fraction:
-        reasons = ", ".join(f"{reason!r}: {n}" for reason, n in list(result.quarantine_reasons.items())[:5])
-        raise IngestError(
-            f"source {source}: {result.rows_quarantined:,} of {rows_in:,} rows ({bad_fraction:.2%}) could not be "
-            f"ingested, more than max_bad_fraction={max_bad_fraction}. Reasons: {reasons}. The rows are in "
-            f"{quarantine_path}. Fix the source (or the declared schema), or raise max_bad_fraction to accept them."
-        )
     return result
+
+
+@contextmanager
+def _read_errors(uri: str, block_size: int) -> Iterator[None]:
+    """Errors raised while reading a file's contents, as one clear IngestError."""
+    try:
+        yield
+    except (IngestError, SchemaError):
+        raise
+    except _READ_ERRORS as error:
+        raise _read_error(uri, error, block_size) from None

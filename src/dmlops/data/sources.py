@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 import fsspec
@@ -45,6 +45,7 @@ class SourceFile:
     size: int | None
     file_format: str
     compression: str | None
+    extra: dict = field(default_factory=dict)  # recorded with the source in the metadata (e.g. versions)
 
     @property
     def is_local(self) -> bool:
