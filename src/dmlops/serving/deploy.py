@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dmlops.platform.backend import SERVICE_ACCOUNT_DIR
-from dmlops.platform.storage import fetch
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
 from dmlops.serving.packaging import (
@@ -50,7 +49,7 @@ from dmlops.serving.rollout import (
     request_format,
     smoke_failed,
 )
-from dmlops.training.export import METADATA_FILE
+from dmlops.training.export import METADATA_FILE, fetch
 
 
 class RolloutFailed(RuntimeError):
@@ -91,8 +90,9 @@ class RolloutResult:
 
 
 def model_metadata(model_uri: str) -> dict[str, Any]:
-    """The metadata.json of the exported model at ``model_uri`` (its files checked against it)."""
-    return json.loads((fetch(model_uri, manifest=METADATA_FILE) / METADATA_FILE).read_text())
+    """The metadata.json of the exported model at ``model_uri`` (its files and, with a verification key
+    configured, its signature checked against it)."""
+    return json.loads((fetch(model_uri) / METADATA_FILE).read_text())
 
 
 def features_of(metadata: dict[str, Any]) -> list[str]:
@@ -358,6 +358,7 @@ def deploy(
     """
     from dmlops.platform.backend import resolve_backend
 
+    model_metadata(model_dir or model_uri)  # an unsigned or tampered model is refused before anything starts
     if resolve_backend(backend) == "local":
         return deploy_local(model_uri, endpoint, eval_uri, policy, model_format=model_format, feast_config=feast_config)
     from dmlops.platform.kubernetes import KubernetesLauncher, current_namespace

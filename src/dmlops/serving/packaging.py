@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from dmlops.platform.naming import is_dns1035_label
-from dmlops.platform.storage import fetch, is_minio, location, put
-from dmlops.training.export import METADATA_FILE
+from dmlops.platform.storage import is_minio, location, put
+from dmlops.training.export import METADATA_FILE, fetch
 
 RUNTIMES = ("dmlops", "triton", "tfserving")
 # KServe's deployment modes (kserve pkg/constants/constants.go, DeploymentModeType): Knative (a Knative
@@ -116,7 +116,7 @@ def package_model(model_uri: str, storage_uri: str, *, runtime: str = "dmlops", 
     the ONNX file of a torch export."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    source = fetch(model_uri, manifest=METADATA_FILE)
+    source = fetch(model_uri)
     metadata = json.loads((source / METADATA_FILE).read_text())
     files = metadata.get("model_files", {})
     with tempfile.TemporaryDirectory(prefix="dmlops-package-") as scratch:

@@ -1,0 +1,1 @@
+"""Privacy and integrity: PII policy and pseudonymization, erasure, model signing."""
