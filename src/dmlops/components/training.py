@@ -1,5 +1,5 @@
 """Components that train a model with a distributed strategy (the user's training code, or dmlops's
-tabular binary classifier) and evaluate it."""
+tabular model for a binary, multiclass or regression label) and evaluate it."""
 
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -16,6 +16,7 @@ def train(
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
     label: str = "",
+    task: str = "",
     entrypoint: str = "",
     entrypoint_args: dict = {},
     packages_to_install: list = [],
@@ -51,7 +52,9 @@ def train(
     """Train on ``train_data`` with ``num_workers`` workers of ``strategy`` (torch-ddp, horovod-torch,
     horovod-tf, tf-multiworker) and export the model as ``model``: the user's ``entrypoint`` (a function
     or script that uses :mod:`dmlops.training.runtime`) or, by default, dmlops's tabular trainer, an MLP
-    with categorical embeddings for the binary ``label``.
+    with categorical embeddings for ``label``: binary (sigmoid, cross-entropy), multiclass (softmax,
+    cross-entropy; the sorted classes are recorded and served by name) or regression (mean squared
+    error on the standardised label; the export answers in the label's units).
 
     A user entrypoint gets ``entrypoint_args`` as its arguments and the data, export and checkpoint
     locations from the runtime; the tabular inputs below (features, hyperparameters) are not passed to
@@ -73,8 +76,11 @@ def train(
     Args:
         train_data: Parquet training set (label and feature columns); preprocessing is fitted on it alone.
         eval_data: Parquet evaluation set with the same columns; gives the exported metrics.
-        label: The tabular trainer's binary label column (0/1 or bool); a null or other value fails with
-            the row named. Unused by a user entrypoint.
+        label: The tabular trainer's label column; a null fails with the row named. Unused by a user
+            entrypoint.
+        task: binary (a 0/1 or bool label), multiclass (strings or integers) or regression (numbers);
+            empty: inferred from the label (bool or 0/1: binary; strings or integers with at most 20
+            values: multiclass; other numbers: regression).
         entrypoint: The training code every worker runs: ``package.module:function`` or a script path in the
             worker image, or a function's source (``dmlops.training.worker.function_entrypoint(func)``);
             empty: dmlops's tabular trainer.
@@ -83,10 +89,12 @@ def train(
         packages_to_install: pip requirements installed in every worker before the entrypoint runs.
         model: The export: a torch.export program (model.pt2) and ONNX (torch) or a SavedModel (TensorFlow) plus metadata.json;
             metadata: framework, strategy, workers, model files, sha256 of every file, inputs and metrics.
-        metrics: Every number of the entrypoint's final report (the tabular trainer: eval AUC, accuracy, log
-            loss, final train loss, samples per second, train seconds, ...).
-        classification: ROC curve and confusion matrix on ``eval_data`` at threshold 0.5, when the final
-            report has them (``roc``, ``confusion_matrix``; the tabular trainer's does).
+        metrics: Every number of the entrypoint's final report (the tabular trainer, on eval_data: AUC,
+            accuracy and log loss for binary; accuracy, macro-F1, log loss and one-vs-rest AUC for multiclass;
+            RMSE, MAE and R² for regression; final train loss, samples per second, train seconds, ...).
+        classification: ROC curve (``roc``) and confusion matrix (``confusion_matrix``, with ``classes``
+            for more than two) when the final report has them (the tabular trainer's classifiers do;
+            empty for regression).
         report: Markdown report of the metrics, the confusion matrix and the settings.
         strategy: torch-ddp, horovod-torch, horovod-tf or tf-multiworker.
         num_workers: Worker processes (local) or pods (kubernetes).
@@ -127,7 +135,7 @@ def train(
     from dmlops.platform.backend import resolve_backend
     from dmlops.training.config import TF_STRATEGIES, step_run
     from dmlops.training.launch import WorkerResources, download_export, run_training
-    from dmlops.training.metrics import markdown_report, scalar_metrics
+    from dmlops.training.metrics import log_classification, markdown_report, scalar_metrics
 
     backend = resolve_backend(backend)
     local = backend == "local"
@@ -138,7 +146,7 @@ def train(
                checkpoint_uri=checkpoint_uri or f"{export_uri.rstrip('/')}-checkpoints",
                checkpoint_every=checkpoint_every, device="cuda" if worker_gpu > 0 else "cpu")
     tabular = dict(
-        label=label, numeric_features=numeric_features, categorical_features=categorical_features,
+        label=label, task=task, numeric_features=numeric_features, categorical_features=categorical_features,
         exclude_features=exclude_features, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         weight_decay=weight_decay, hidden_units=[int(units) for units in hidden_units],
         embedding_dim=embedding_dim, dropout=dropout)
@@ -159,16 +167,15 @@ def train(
         "framework": exported["framework"], "strategy": strategy, "workers": num_workers,
         "model_files": exported["model_files"], "files_sha256": exported["files"],
         "label": exported.get("label", label), "inputs": exported["inputs"], **scalar_metrics(results),
+        **{key: exported[key] for key in ("task", "classes") if key in exported},
     })
     for name, value in scalar_metrics(results).items():
         metrics.log_metric(name, value)
-    if "roc" in results:
-        classification.log_roc_curve(results["roc"]["fpr"], results["roc"]["tpr"], results["roc"]["thresholds"])
-    if "confusion_matrix" in results:
-        classification.log_confusion_matrix(["0", "1"], results["confusion_matrix"])
+    log_classification(classification, results)
     with open(report.path, "w") as handle:
         handle.write(markdown_report(f"Training: {strategy} x {num_workers}", results,
                                      {"entrypoint": config.resolved_entrypoint.splitlines()[0], "label": label,
+                                      "task": exported.get("task", task),
                                       "epochs": epochs, "batch_size": batch_size,
                                       "learning_rate": learning_rate, "backend": backend}))
 
@@ -182,24 +189,26 @@ def evaluate(
     report: Output[Markdown],
     threshold: float = 0.5,
 ):
-    """Evaluate an exported model on ``eval_data``: AUC, accuracy, log loss, ROC curve and confusion
-    matrix at ``threshold``. The model's file digests are checked first.
+    """Evaluate an exported model on ``eval_data`` by its task: binary AUC, accuracy, log loss, ROC curve
+    and confusion matrix at ``threshold``; multiclass accuracy, macro-F1, log loss, one-vs-rest AUC and
+    the confusion matrix over the class names; regression RMSE, MAE and R². The model's file digests are
+    checked first.
 
     Args:
         model: A model exported by ``train`` (torch.export program or SavedModel with metadata.json).
         eval_data: Parquet dataset with the model's feature columns and its label column.
-        metrics: AUC, accuracy, log loss, positive rate and rows evaluated.
-        classification: ROC curve and confusion matrix at ``threshold``.
+        metrics: The task's metrics, the task and the rows evaluated.
+        classification: ROC curve (binary) and confusion matrix (classifiers); empty for regression.
         report: Markdown report of the metrics and the confusion matrix.
-        threshold: Probability at or above which a prediction counts as positive.
+        threshold: Probability at or above which a binary prediction counts as positive.
     """
     from dmlops.training.evaluate import evaluate_model
-    from dmlops.training.metrics import markdown_report
+    from dmlops.training.metrics import log_classification, markdown_report, scalar_metrics
 
     results = evaluate_model(model.path, eval_data.path, threshold)
-    for name in ("auc", "accuracy", "log_loss", "positive_rate", "rows"):
-        metrics.log_metric(name, results[name])
-    classification.log_roc_curve(results["roc"]["fpr"], results["roc"]["tpr"], results["roc"]["thresholds"])
-    classification.log_confusion_matrix(["0", "1"], results["confusion_matrix"])
+    for name, value in scalar_metrics(results).items():
+        metrics.log_metric(name, value)
+    metrics.metadata["task"] = results["task"]
+    log_classification(classification, results)
     with open(report.path, "w") as handle:
-        handle.write(markdown_report("Evaluation", results, {"framework": results["framework"]}))
+        handle.write(markdown_report("Evaluation", results, {"framework": results["framework"], "task": results["task"]}))

@@ -18,6 +18,7 @@ def tune(
     report: Output[HTML],
     metrics: Output[Metrics],
     label: str = "",
+    task: str = "",
     entrypoint: str = "",
     entrypoint_args: dict = {},
     packages_to_install: list = [],
@@ -62,7 +63,9 @@ def tune(
     Args:
         train_data: The Parquet training rows every trial trains on (trial pods read its URI on a cluster).
         eval_data: The Parquet rows every trial evaluates on; the objective metric is measured on them.
-        label: The tabular trainer's binary label column (bool or 0/1, no nulls); unused by a user entrypoint.
+        label: The tabular trainer's label column (no nulls); unused by a user entrypoint.
+        task: The tabular trainer's task: binary, multiclass or regression; empty: inferred from the label
+            (as ``train`` does).
         entrypoint: The training code each trial runs (as ``train``'s entrypoint: ``package.module:function``,
             a script path in the trial image, or a function's source); empty: the tabular trainer.
         entrypoint_args: The entrypoint's fixed arguments; a searched parameter overrides the same name.
@@ -142,7 +145,7 @@ def tune(
     # local trials read the artifacts' paths; trial pods their object-store URIs (worker_experiment maps them)
     run = dict(train_uri=train_data.path if local else train_data.uri,
                eval_uri=eval_data.path if local else eval_data.uri, export_uri="-", strategy=strategy, seed=seed)
-    tabular = dict(label=label, numeric_features=numeric_features,
+    tabular = dict(label=label, task=task, numeric_features=numeric_features,
                    categorical_features=categorical_features, exclude_features=exclude_features, **defaults)
     config = step_run(entrypoint, entrypoint_args, packages_to_install, tabular, **run)
     workdir = os.path.join(os.path.dirname(trials.path), "trial_runs")

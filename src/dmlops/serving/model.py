@@ -17,6 +17,7 @@ import numpy as np
 from dmlops.platform import storage
 from dmlops.serving.features import FeatureContract, RequestError
 from dmlops.training.evaluate import ExportedModel as TrainedModel
+from dmlops.training.evaluate import activate
 from dmlops.training.export import METADATA_FILE, fetch
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -37,7 +38,7 @@ def _limit_threads(framework: str, threads: int) -> None:
             pass
 
 
-def _onnx_predictor(path: str, threads: int) -> Predictor:
+def _onnx_predictor(path: str, threads: int, task: str) -> Predictor:
     try:
         import onnxruntime
     except ImportError:
@@ -46,17 +47,19 @@ def _onnx_predictor(path: str, threads: int) -> Predictor:
     options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     output = session.get_outputs()[0].name
+    # the ONNX exporter drops an input the graph does not use (no categorical columns)
+    names = [item.name for item in session.get_inputs()]
 
     def predict(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        logits = session.run([output], {"numeric": numeric, "categorical": categorical})[0].reshape(-1)
-        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        feeds = {name: array for name, array in (("numeric", numeric), ("categorical", categorical)) if name in names}
+        return activate(task, session.run([output], feeds)[0])
 
     return predict
 
 
 class ServedModel:
-    """A model directory (local path or URI, :mod:`dmlops.platform.storage`) ready to predict probabilities
-    from request rows.
+    """A model directory (local path or URI, :mod:`dmlops.platform.storage`) ready to predict from request
+    rows: its task's predictions (:meth:`dmlops.training.evaluate.ExportedModel.predict`).
 
     ``model_format``: ``""``/``"native"`` (``torch.export`` program or SavedModel) or ``"onnx"`` (torch exports).
     """
@@ -74,16 +77,18 @@ class ServedModel:
         trained = TrainedModel(uri)
         self.metadata: dict[str, Any] = trained.metadata
         self.contract = FeatureContract.from_metadata(self.metadata)
+        self.target = trained.target
         if model_format == "onnx":
             files = self.metadata["model_files"]
             if "onnx" not in files:
                 raise ValueError(f"{uri}: this export has no ONNX file, only {sorted(files)}; serve it natively")
-            self.predict_encoded = _onnx_predictor(str(trained.directory / files["onnx"]), threads)
+            self.predict_encoded = _onnx_predictor(str(trained.directory / files["onnx"]), threads, self.target.task)
         else:
-            self.predict_encoded = trained.predict_proba
+            self.predict_encoded = trained.predict
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        """Positive-class probabilities (float64) for rows already checked against the contract."""
+        """The task's predictions (float64) for rows already checked against the contract: positive-class
+        probabilities [n], class probabilities [n, classes] or values [n]."""
         return self.predict_encoded(*self.contract.encode(rows))
 
 

@@ -2,9 +2,11 @@
 
 Every request is checked against the model's feature schema before anything runs: a missing, unknown or
 mistyped field gets a 400 that names it (never a 500). V1 takes ``{"instances": [{feature: value}, ...]}``
-(or lists in feature order) and answers ``{"predictions": [probability, ...]}``; V2 takes one input tensor
-per feature (shape ``[n]`` or ``[n, 1]``) and answers one ``probability`` tensor, with a generated response
-id when the request has none. With a feature store, rows that carry the entity keys get the store's
+(or lists in feature order) and answers ``{"predictions": [...]}`` by the model's task
+(:mod:`dmlops.serving.answers`): the positive class's probability (binary), ``{"label", "probabilities"}``
+(multiclass) or the value (regression). V2 takes one input tensor per feature (shape ``[n]`` or ``[n, 1]``)
+and answers a ``probability`` tensor (binary), ``label`` and ``probabilities`` [n, classes] tensors
+(multiclass) or a ``value`` tensor (regression), with a generated response id when the request has none. With a feature store, rows that carry the entity keys get the store's
 features from its online store before the check.
 
 A model a user's code exported through the training runtime (:class:`TensorModel`) takes the named input
@@ -26,11 +28,13 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from dmlops.serving import metrics
+from dmlops.serving.answers import answer_scores, v1_predictions
 from dmlops.serving.features import DOMAIN_POLICIES, V2_DATATYPES, RequestError
 from dmlops.serving.model import ServedModel, TensorModel, open_model
 from dmlops.serving.prediction_log import REQUEST_ID_HEADER, PredictionLog, export_version, request_id
 
 OUTPUT_NAME = "probability"
+LABEL_OUTPUT_NAME, PROBABILITIES_OUTPUT_NAME, VALUE_OUTPUT_NAME = "label", "probabilities", "value"
 TENSOR_OUTPUT_NAME = "output"
 
 
@@ -168,7 +172,22 @@ class DmlopsModel(kserve.Model):
     def get_output_types(self) -> list[dict]:
         if isinstance(self.model, TensorModel):
             return [{"name": TENSOR_OUTPUT_NAME, "datatype": "FP32", "shape": [-1, -1]}]
-        return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]
+        target = self.model.target
+        if target.task == "multiclass":
+            return [{"name": LABEL_OUTPUT_NAME, "datatype": "BYTES", "shape": [-1]},
+                    {"name": PROBABILITIES_OUTPUT_NAME, "datatype": "FP64", "shape": [-1, target.outputs]}]
+        return [{"name": VALUE_OUTPUT_NAME if target.task == "regression" else OUTPUT_NAME, "datatype": "FP64",
+                 "shape": [-1]}]
+
+    def v2_outputs(self, predictions: np.ndarray) -> list[InferOutput]:
+        """The V2 output tensors of the task's predictions (see :meth:`get_output_types`)."""
+        target = self.model.target
+        if target.task == "multiclass":
+            labels = [str(label) for label in target.decode(predictions).tolist()]
+            return [InferOutput(LABEL_OUTPUT_NAME, [len(labels)], "BYTES", labels),
+                    InferOutput(PROBABILITIES_OUTPUT_NAME, list(predictions.shape), "FP64", predictions.ravel().tolist())]
+        name = VALUE_OUTPUT_NAME if target.task == "regression" else OUTPUT_NAME
+        return [InferOutput(name, [len(predictions)], "FP64", predictions.tolist())]
 
     def v1_instances(self, payload: Any) -> Any:
         if not isinstance(payload, dict) or "instances" not in payload:
@@ -224,8 +243,8 @@ class DmlopsModel(kserve.Model):
             if self.feast and isinstance(instances, list):
                 await self._enrich(instances)
             rows = self._within_domain(self.checked_rows(instances, protocol))
-            probabilities = self.model.predict_rows(rows)
-            _require_finite(probabilities)
+            predictions = self.model.predict_rows(rows)
+            _require_finite(predictions)
         except RequestError as error:
             self._outcomes[protocol, "rejected"].inc()
             raise InvalidInput(str(error)) from None
@@ -234,15 +253,15 @@ class DmlopsModel(kserve.Model):
             raise
         self._outcomes[protocol, "ok"].inc()
         self._rows.inc(len(rows))
-        for value in probabilities.tolist():
-            self._predictions.observe(value)
+        if self.model.target.task != "regression":  # the histogram's buckets are probabilities
+            for value in answer_scores(self.model.target, predictions).tolist():
+                self._predictions.observe(value)
         self._latency[protocol].observe(time.perf_counter() - started)
         if self.prediction_log:
-            self.prediction_log.record(rid, rows, probabilities)
+            self.prediction_log.record(rid, rows, predictions)
         if protocol == "v1":
-            return {"predictions": probabilities.tolist()}
-        output = InferOutput(OUTPUT_NAME, [len(rows)], "FP64", probabilities.tolist())
-        return InferResponse(response_id=rid, model_name=self.name, infer_outputs=[output])
+            return {"predictions": v1_predictions(self.model.target, predictions)}
+        return InferResponse(response_id=rid, model_name=self.name, infer_outputs=self.v2_outputs(predictions))
 
     def _predict_tensors(self, payload: dict | InferRequest, protocol: str, started: float,
                          rid: str) -> dict | InferResponse:

@@ -124,6 +124,7 @@ class TrainConfig:
     label: str
     export_uri: str
     strategy: str = "torch-ddp"
+    task: str = ""  # binary, multiclass or regression; empty: inferred from the label
     eval_uri: str = ""
     numeric_features: list[str] = field(default_factory=list)
     categorical_features: list[str] = field(default_factory=list)
@@ -145,6 +146,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_run(self.strategy, self.checkpoint_every, self.device)
+        if self.task not in ("", "binary", "multiclass", "regression"):
+            raise ValueError(f"unknown task {self.task!r}; choose binary, multiclass or regression (or '' to infer it)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be at least 1")
 

@@ -1,8 +1,13 @@
 """Tabular training data: read Parquet from a URI, pick features, fit and apply preprocessing.
 
-Preprocessing statistics (numeric mean/std, categorical vocabularies) are fitted on the training split
-only and travel with the exported model as a plain dict, so evaluation and serving encode rows the same
-way. Nothing here knows a particular data set: the label and feature columns are arguments.
+Preprocessing statistics (numeric mean/std, categorical vocabularies, the label's :class:`Target`) are
+fitted on the training split only and travel with the exported model as a plain dict, so evaluation and
+serving encode rows the same way. Nothing here knows a particular data set: the label and feature
+columns are arguments.
+
+The task follows from the label when it is not given (:func:`infer_task`): bool or 0/1 is ``binary``,
+strings and integers with at most :data:`MAX_INFERRED_CLASSES` distinct values are ``multiclass``, other
+numbers ``regression``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,68 @@ from dmlops.data.errors import DataError
 from dmlops.platform import storage
 
 UNKNOWN_CATEGORY = 0  # index of unseen and null categories; vocabularies start at 1
+TASKS = ("binary", "multiclass", "regression")
+MAX_INFERRED_CLASSES = 20  # an integer label with more distinct values is inferred to be regression
+
+
+@dataclass
+class Target:
+    """What the label is and how it is encoded: ``binary`` (0/1 as float), ``multiclass`` (the index of
+    the value in ``classes``, sorted) or ``regression`` (standardised with ``mean`` and ``std``; the
+    export un-standardises)."""
+
+    task: str = "binary"
+    classes: list[Any] = field(default_factory=list)
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+
+    @property
+    def outputs(self) -> int:
+        """Model outputs per row: one logit (binary), one per class (multiclass), one value (regression)."""
+        return len(self.classes) if self.task == "multiclass" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.task == "multiclass":
+            return {"task": self.task, "classes": list(self.classes)}
+        if self.task == "regression":
+            return {"task": self.task, "mean": self.mean, "std": self.std}
+        return {"task": self.task}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Target:
+        """The target of an export's preprocessing; exports before tasks existed are binary."""
+        data = data or {}
+        return cls(task=data.get("task", "binary"), classes=list(data.get("classes", [])),
+                   mean=float(data.get("mean", 0.0)), std=float(data.get("std", 1.0)))
+
+    def encode(self, table: pa.Table, label: str, source: str) -> np.ndarray:
+        """The label column encoded for the loss: float32 0/1, int64 class indices or standardised float32."""
+        column = _present_label(table, label, source)
+        if self.task == "binary":
+            return binary_labels(table, label, source)
+        if self.task == "regression":
+            if not _is_numeric(column.type):
+                raise DataError(f"{source}: regression label {label!r} has type {column.type}; it must be numeric")
+            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+            return ((values - self.mean) / self.std).astype(np.float32)
+        values = column.to_pylist()
+        index = {value: position for position, value in enumerate(self.classes)}
+        positions = [index.get(value, -1) for value in values]
+        if -1 in positions:
+            row = positions.index(-1)
+            raise DataError(
+                f"{source}: label {label!r} is {values[row]!r} at row {row}, not one of the classes the model "
+                f"was trained on {self.classes}"
+            )
+        return np.asarray(positions, dtype=np.int64)
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        """Class labels for multiclass probabilities [rows, classes]."""
+        return np.asarray(self.classes, dtype=object)[np.asarray(outputs).argmax(axis=1)]
 
 
 @dataclass
@@ -42,11 +109,13 @@ class Preprocessing:
     label: str
     numeric: dict[str, dict[str, float]] = field(default_factory=dict)
     categorical: dict[str, list[str]] = field(default_factory=dict)
+    target: Target = field(default_factory=Target)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form; columns are lists because the model's input order is their order."""
         return {
             "label": self.label,
+            "target": self.target.to_dict(),
             "numeric": [{"column": name, **stats} for name, stats in self.numeric.items()],
             "categorical": [{"column": name, "vocabulary": vocabulary} for name, vocabulary in self.categorical.items()],
         }
@@ -57,6 +126,7 @@ class Preprocessing:
             label=data["label"],
             numeric={item["column"]: {"mean": item["mean"], "std": item["std"]} for item in data["numeric"]},
             categorical={item["column"]: list(item["vocabulary"]) for item in data["categorical"]},
+            target=Target.from_dict(data.get("target")),
         )
 
     @property
@@ -152,8 +222,8 @@ def resolve_features(
     return FeatureSpec(label=label, numeric=numeric, categorical=categorical)
 
 
-def binary_labels(table: pa.Table, label: str, source: str) -> np.ndarray:
-    """The label column as float32 0/1; a bool or 0/1 column, no nulls, else a DataError naming the row."""
+def _present_label(table: pa.Table, label: str, source: str) -> pa.ChunkedArray:
+    """The label column, or a DataError naming the first null row."""
     column = table[label]
     if column.null_count:
         first = pc.index(pc.is_null(column), True).as_py()
@@ -161,6 +231,55 @@ def binary_labels(table: pa.Table, label: str, source: str) -> np.ndarray:
             f"{source}: label {label!r} is null in {column.null_count} rows (first at row {first}); "
             "drop or fill those rows before training"
         )
+    return column
+
+
+def infer_task(table: pa.Table, label: str, source: str) -> str:
+    """``binary`` for a bool or 0/1 label, ``multiclass`` for strings or integers with at most
+    :data:`MAX_INFERRED_CLASSES` distinct values, ``regression`` for other numbers."""
+    column = _present_label(table, label, source)
+    if pa.types.is_boolean(column.type):
+        return "binary"
+    if _is_categorical(column.type):
+        return "multiclass"
+    if not _is_numeric(column.type):
+        raise DataError(f"{source}: label {label!r} has type {column.type}; it must be bool, a number or a string")
+    distinct = pc.unique(pc.cast(column, pa.float64())).to_numpy(zero_copy_only=False)
+    if set(distinct.tolist()) <= {0.0, 1.0}:
+        return "binary"
+    if pa.types.is_integer(column.type) and len(distinct) <= MAX_INFERRED_CLASSES:
+        return "multiclass"
+    return "regression"
+
+
+def fit_target(table: pa.Table, label: str, task: str, source: str) -> Target:
+    """The target of ``task`` (empty: :func:`infer_task`) fitted on the training split: the sorted
+    classes of a multiclass label, the mean and std of a regression label."""
+    task = task or infer_task(table, label, source)
+    column = _present_label(table, label, source)
+    if task == "multiclass":
+        if not (_is_categorical(column.type) or pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)):
+            raise DataError(
+                f"{source}: multiclass label {label!r} has type {column.type}; it must be strings or integers"
+            )
+        classes = sorted(pc.unique(pc.cast(column, pa.string()) if pa.types.is_dictionary(column.type)
+                                   else column).to_pylist())
+        if len(classes) < 2:
+            raise DataError(f"{source}: label {label!r} has only the class {classes}; a classifier needs two or more")
+        return Target(task, classes=classes)
+    if task == "regression":
+        if not _is_numeric(column.type):
+            raise DataError(f"{source}: regression label {label!r} has type {column.type}; it must be numeric")
+        values = pc.cast(column, pa.float64())
+        std = pc.stddev(values).as_py()
+        return Target(task, mean=float(pc.mean(values).as_py()), std=float(std) if std else 1.0)
+    binary_labels(table, label, source)  # a label that is not 0/1 fails here, naming the row
+    return Target(task)
+
+
+def binary_labels(table: pa.Table, label: str, source: str) -> np.ndarray:
+    """The label column as float32 0/1; a bool or 0/1 column, no nulls, else a DataError naming the row."""
+    column = _present_label(table, label, source)
     if pa.types.is_boolean(column.type):
         return column.to_numpy(zero_copy_only=False).astype(np.float32)
     if not _is_numeric(column.type):
@@ -170,13 +289,16 @@ def binary_labels(table: pa.Table, label: str, source: str) -> np.ndarray:
     if bad.size:
         raise DataError(
             f"{source}: label {label!r} must be 0 or 1 but is {float(values[bad[0]])!r} at row {int(bad[0])} "
-            f"({bad.size} such rows); the label must be binary"
+            f"({bad.size} such rows); the label must be binary for task 'binary' (choose task 'multiclass' "
+            "or 'regression' for other labels)"
         )
     return values.astype(np.float32)
 
 
-def fit_preprocessing(table: pa.Table, spec: FeatureSpec, max_categories: int = 1000) -> Preprocessing:
-    """Fit numeric mean/std and categorical vocabularies (most frequent first, ties by value)."""
+def fit_preprocessing(table: pa.Table, spec: FeatureSpec, max_categories: int = 1000,
+                      target: Target | None = None) -> Preprocessing:
+    """Fit numeric mean/std and categorical vocabularies (most frequent first, ties by value); the
+    label's ``target`` travels with them (default: binary)."""
     numeric = {}
     for name in spec.numeric:
         values = pc.cast(table[name], pa.float64())
@@ -192,12 +314,13 @@ def fit_preprocessing(table: pa.Table, spec: FeatureSpec, max_categories: int = 
         pairs = sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()),
                        key=lambda pair: (-pair[1], pair[0]))
         categorical[name] = [value for value, _ in pairs[:max_categories]]
-    return Preprocessing(label=spec.label, numeric=numeric, categorical=categorical)
+    return Preprocessing(label=spec.label, numeric=numeric, categorical=categorical, target=target or Target())
 
 
 @dataclass
 class EncodedData:
-    """A split ready for training: numeric and categorical feature arrays and 0/1 labels."""
+    """A split ready for training: numeric and categorical feature arrays and the encoded labels
+    (:meth:`Target.encode`)."""
 
     numeric: np.ndarray
     categorical: np.ndarray
@@ -218,7 +341,7 @@ def load_encoded(uri: str, preprocessing: Preprocessing) -> EncodedData:
     if table.num_rows == 0:
         raise DataError(f"{uri}: no rows; pass a non-empty split")
     numeric, categorical = preprocessing.encode(table, uri)
-    return EncodedData(numeric, categorical, binary_labels(table, preprocessing.label, uri))
+    return EncodedData(numeric, categorical, preprocessing.target.encode(table, preprocessing.label, uri))
 
 
 def epoch_shard(num_rows: int, epoch: int, seed: int, rank: int, world_size: int) -> np.ndarray:

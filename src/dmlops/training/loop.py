@@ -17,8 +17,12 @@ import numpy as np
 
 from dmlops.training.checkpoints import CheckpointStore
 from dmlops.training.config import TrainConfig
-from dmlops.training.data import EncodedData, epoch_shard
-from dmlops.training.metrics import binary_metrics, katib_lines
+from dmlops.training.data import EncodedData, Target, epoch_shard
+from dmlops.training.metrics import katib_lines, task_metrics
+
+# the scores reported after every epoch, by task (Katib reads them as the trial's intermediate values)
+EPOCH_SCORES = {"binary": ("auc", "accuracy", "log_loss"), "multiclass": ("accuracy", "macro_f1", "log_loss"),
+                "regression": ("rmse", "mae", "r2")}
 
 
 class Trainer(Protocol):
@@ -44,10 +48,19 @@ def log(message: str) -> None:
 
 
 def fit(
-    config: TrainConfig, trainer: Trainer, train: EncodedData, evaluation: EncodedData | None
+    config: TrainConfig, trainer: Trainer, train: EncodedData, evaluation: EncodedData | None, target: Target
 ) -> dict[str, Any]:
     """Train ``config.epochs`` epochs (resuming from the newest checkpoint) and return rank 0's final
-    metrics: evaluation metrics on ``evaluation`` (or on the training split), train_loss and throughput."""
+    metrics: the ``target`` task's metrics on ``evaluation`` (or on the training split; regression in
+    the label's units), train_loss and throughput."""
+
+    def score(data: EncodedData) -> dict[str, Any]:
+        predictions, labels = trainer.predict(data), data.labels
+        if target.task == "regression":
+            predictions = predictions * target.std + target.mean
+            labels = labels * target.std + target.mean
+        return task_metrics(target.task, labels, predictions, target.classes)
+
     rank, world_size = trainer.rank, trainer.world_size
     if config.batch_size < world_size:
         raise ValueError(f"batch_size {config.batch_size} is smaller than the {world_size} workers sharing it")
@@ -86,8 +99,8 @@ def fit(
                 store.save(step, trainer.state())
         epoch_metrics = {"epoch": epoch + 1, "train_loss": trainer.take_mean_loss()}
         if rank == 0 and evaluation is not None:
-            scores = binary_metrics(evaluation.labels, trainer.predict(evaluation))
-            epoch_metrics.update(auc=scores["auc"], accuracy=scores["accuracy"], log_loss=scores["log_loss"])
+            scores = score(evaluation)
+            epoch_metrics.update({name: scores[name] for name in EPOCH_SCORES[target.task]})
         if rank == 0:
             log(" ".join(katib_lines(epoch_metrics)))
     seconds = time.perf_counter() - started
@@ -95,7 +108,7 @@ def fit(
     if rank != 0:
         return {}
     data = evaluation if evaluation is not None else train
-    metrics = binary_metrics(data.labels, trainer.predict(data))
+    metrics = score(data)
     metrics.update(
         evaluated_on="eval" if evaluation is not None else "train",
         train_loss=epoch_metrics.get("train_loss", float("nan")),

@@ -1,5 +1,6 @@
 """dmlops's own tabular trainer, the default entrypoint: an MLP with categorical embeddings for a
-binary label, on torch (torch-ddp, horovod-torch) or TensorFlow (tf-multiworker, horovod-tf).
+binary, multiclass or regression label (``task``, inferred from the label when empty), on torch
+(torch-ddp, horovod-torch) or TensorFlow (tf-multiworker, horovod-tf).
 
 An ordinary user of :mod:`dmlops.training.runtime`: the worker calls :func:`train` with its arguments
 (``label``, features, hyperparameters: the fields of :class:`~dmlops.training.config.TrainConfig`);
@@ -18,8 +19,8 @@ from dmlops.training.config import TF_STRATEGIES, RunConfig, TrainConfig
 from dmlops.training.data import (
     EncodedData,
     Preprocessing,
-    binary_labels,
     fit_preprocessing,
+    fit_target,
     load_encoded,
     read_schema,
     read_table,
@@ -27,6 +28,13 @@ from dmlops.training.data import (
 )
 from dmlops.training.domain import fit_domain
 from dmlops.training.loop import Trainer, fit
+
+
+OUTPUTS = {
+    "binary": "logit of the positive class; probability = sigmoid(logit)",
+    "multiclass": "one logit per class, in the order of 'classes'; probabilities = softmax(logits)",
+    "regression": "the predicted value, in the label's units",
+}
 
 
 def make_trainer(config: TrainConfig, preprocessing: Preprocessing, train_data: EncodedData) -> Trainer:
@@ -62,8 +70,9 @@ def train(**arguments: Any) -> dict[str, Any]:
     table = read_table(config.train_uri, spec.columns)
     if table.num_rows == 0:
         raise DataError(f"{config.train_uri}: no rows to train on")
-    labels = binary_labels(table, spec.label, config.train_uri)
-    preprocessing = fit_preprocessing(table, spec, config.max_categories)
+    target = fit_target(table, spec.label, config.task, config.train_uri)
+    labels = target.encode(table, spec.label, config.train_uri)
+    preprocessing = fit_preprocessing(table, spec, config.max_categories, target)
     numeric, categorical = preprocessing.encode(table, config.train_uri)
     train_data = EncodedData(numeric, categorical, labels)
     evaluation = load_encoded(config.eval_uri, preprocessing) if config.eval_uri else None
@@ -71,7 +80,7 @@ def train(**arguments: Any) -> dict[str, Any]:
     trainer = make_trainer(config, preprocessing, train_data)
     # no try/finally: a failing worker must exit (non-zero) rather than wait for the others in a
     # collective; its launcher then stops and restarts the group
-    metrics = fit(config, trainer, train_data, evaluation)
+    metrics = fit(config, trainer, train_data, evaluation, target)
     if trainer.rank == 0:
         runtime.report(metrics, final=True)
         with tempfile.TemporaryDirectory(prefix="dmlops-model-") as directory:
@@ -81,9 +90,11 @@ def train(**arguments: Any) -> dict[str, Any]:
                 inputs={
                     "numeric": {"columns": spec.numeric, "dtype": "float32"},
                     "categorical": {"columns": spec.categorical, "dtype": "int64"},
-                    "output": "logit of the positive class; probability = sigmoid(logit)",
+                    "output": OUTPUTS[target.task],
                 },
                 label=spec.label,
+                task=target.task,
+                **({"classes": target.classes} if target.task == "multiclass" else {}),
                 feature_schema={name: str(schema.field(name).type) for name in spec.columns},
                 preprocessing=preprocessing.to_dict(),
                 feature_domain=fit_domain(table, spec, preprocessing),

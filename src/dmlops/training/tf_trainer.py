@@ -20,13 +20,15 @@ import numpy as np
 from dmlops.training import runtime
 from dmlops.training.config import TrainConfig
 from dmlops.training.data import EncodedData, Preprocessing
+from dmlops.training.evaluate import activate
 
 PREDICT_BATCH = 65536
 
 
-def build_model(preprocessing: Preprocessing, config: TrainConfig):
+def build_model(preprocessing: Preprocessing, config: TrainConfig, unstandardize: bool = False):
     """The Keras tabular model: inputs ``numeric`` [n, d] float32 and ``categorical`` [n, c] int64,
-    output one logit per row (the same architecture as the torch TabularMLP)."""
+    output one logit or value per row, or one logit per class (the same architecture as the torch
+    TabularMLP). ``unstandardize``: a regression output in the label's units (for the export)."""
     import keras
 
     numeric = keras.Input(shape=(len(preprocessing.numeric),), dtype="float32", name="numeric")
@@ -40,8 +42,13 @@ def build_model(preprocessing: Preprocessing, config: TrainConfig):
         hidden = keras.layers.Dense(units, activation="relu")(hidden)
         if config.dropout > 0:
             hidden = keras.layers.Dropout(config.dropout)(hidden)
-    logit = keras.ops.squeeze(keras.layers.Dense(1)(hidden), axis=-1)
-    return keras.Model([numeric, categorical], logit)
+    target = preprocessing.target
+    output = keras.layers.Dense(target.outputs)(hidden)
+    if target.outputs == 1:
+        output = keras.ops.squeeze(output, axis=-1)
+    if unstandardize and target.task == "regression":
+        output = keras.layers.Rescaling(scale=target.std, offset=target.mean)(output)
+    return keras.Model([numeric, categorical], output)
 
 
 class TFTrainer:
@@ -62,6 +69,12 @@ class TFTrainer:
         self.tf, self.keras = tf, keras
         self.config = config
         self.preprocessing = preprocessing
+        self.task = preprocessing.target.task
+        self._loss = {
+            "binary": tf.nn.sigmoid_cross_entropy_with_logits,
+            "multiclass": tf.nn.sparse_softmax_cross_entropy_with_logits,
+            "regression": lambda labels, logits: tf.square(logits - labels),
+        }[self.task]
         self.horovod = config.strategy == "horovod-tf"
         ctx = runtime.setup()
         self.rank, self.world_size = ctx.rank, ctx.world_size
@@ -96,7 +109,7 @@ class TFTrainer:
         tf = self.tf
         with tf.GradientTape() as tape:
             logits = self.model([numeric, categorical], training=True)
-            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+            loss = tf.reduce_mean(self._loss(labels=labels, logits=logits))
             scaled = loss / replicas
         gradients = tape.gradient(scaled, self.model.trainable_variables)
         if self.horovod:  # DistributedGradientTape cannot key Keras 3 variables: average the gradients
@@ -152,24 +165,26 @@ class TFTrainer:
         for i, variable in enumerate(self.optimizer.variables):
             variable.assign(arrays[f"optimizer_{i}"])
 
-    def _plain_model(self):
+    def _plain_model(self, unstandardize: bool = False):
         """A copy of the model outside any distribution strategy (for prediction and export)."""
-        model = build_model(self.preprocessing, self.config)
+        model = build_model(self.preprocessing, self.config, unstandardize)
         model.set_weights(self.model.get_weights())
         return model
 
     def predict(self, data: EncodedData) -> np.ndarray:
+        """The task's predictions, as :meth:`TorchTrainer.predict` gives them."""
         model = self._plain_model()
         chunks = [
             model([data.numeric[start : start + PREDICT_BATCH], data.categorical[start : start + PREDICT_BATCH]],
                   training=False).numpy()
             for start in range(0, len(data), PREDICT_BATCH)
         ]
-        return 1.0 / (1.0 + np.exp(-np.concatenate(chunks).astype(np.float64)))
+        return activate(self.task, np.concatenate(chunks))
 
     def export(self, directory: Path) -> dict[str, str]:
-        """Write a SavedModel (signature ``serving_default``: inputs ``numeric``, ``categorical``)."""
-        self._plain_model().export(str(directory / "saved_model"), format="tf_saved_model", verbose=False)
+        """Write a SavedModel (signature ``serving_default``: inputs ``numeric``, ``categorical``; a
+        regression output in the label's units)."""
+        self._plain_model(unstandardize=True).export(str(directory / "saved_model"), format="tf_saved_model", verbose=False)
         return {"saved_model": "saved_model"}
 
     def close(self) -> None:

@@ -7,7 +7,8 @@ from torch import nn
 
 
 class TabularMLP(nn.Module):
-    """Binary classifier returning one logit per row from (numeric [n, d] float, categorical [n, c] int64)."""
+    """From (numeric [n, d] float, categorical [n, c] int64) to one output per row ([n]: a binary logit
+    or a regression value) or ``outputs`` per row ([n, outputs]: class logits)."""
 
     def __init__(
         self,
@@ -16,8 +17,10 @@ class TabularMLP(nn.Module):
         embedding_widths: list[int],
         hidden_units: list[int],
         dropout: float = 0.0,
+        outputs: int = 1,
     ):
         super().__init__()
+        self.outputs = outputs
         self.embeddings = nn.ModuleList(
             nn.Embedding(size, width) for size, width in zip(cardinalities, embedding_widths)
         )
@@ -28,11 +31,23 @@ class TabularMLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = units
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, outputs))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         parts = [numeric]
         for index, embedding in enumerate(self.embeddings):
             parts.append(embedding(categorical[:, index]))
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        result = self.mlp(torch.cat(parts, dim=1))
+        return result.squeeze(1) if self.outputs == 1 else result
+
+
+class Unstandardized(nn.Module):
+    """A regression model whose output is back in the label's units: ``model(...) * std + mean``."""
+
+    def __init__(self, model: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model, self.mean, self.std = model, mean, std
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        return self.model(numeric, categorical) * self.std + self.mean

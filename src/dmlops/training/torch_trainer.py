@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from dmlops.training import runtime
 from dmlops.training.config import TrainConfig
 from dmlops.training.data import EncodedData, Preprocessing
-from dmlops.training.torch_model import TabularMLP
+from dmlops.training.torch_model import TabularMLP, Unstandardized
 
 PREDICT_BATCH = 65536
 
@@ -38,6 +38,9 @@ class TorchTrainer:
         ctx = runtime.setup()
         self.rank, self.world_size, local_rank = ctx.rank, ctx.world_size, ctx.local_rank
         self.device = torch.device(ctx.device)
+        self.target = preprocessing.target
+        self.loss = {"binary": F.binary_cross_entropy_with_logits, "multiclass": F.cross_entropy,
+                     "regression": F.mse_loss}[self.target.task]
 
         torch.manual_seed(config.seed)
         self.model = TabularMLP(
@@ -46,6 +49,7 @@ class TorchTrainer:
             embedding_widths=preprocessing.embedding_sizes(config.embedding_dim),
             hidden_units=config.hidden_units,
             dropout=config.dropout,
+            outputs=self.target.outputs,
         ).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
@@ -80,7 +84,7 @@ class TorchTrainer:
     def train_step(self, step: int, batch_size: int) -> None:
         batch = slice(step * batch_size, (step + 1) * batch_size)
         logits = self.train_model(self.epoch_numeric[batch], self.epoch_categorical[batch])
-        loss = F.binary_cross_entropy_with_logits(logits, self.epoch_labels[batch])
+        loss = self.loss(logits, self.epoch_labels[batch])
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -105,23 +109,30 @@ class TorchTrainer:
 
     @torch.no_grad()
     def predict(self, data: EncodedData) -> np.ndarray:
+        """The task's predictions: positive-class probabilities [n], class probabilities [n, classes] or
+        standardised regression values [n] (the scale the labels were encoded in)."""
         self.model.eval()
+        activation = {"binary": torch.sigmoid, "multiclass": lambda logits: torch.softmax(logits, dim=1),
+                      "regression": lambda values: values}[self.target.task]
         chunks = []
         for start in range(0, len(data), PREDICT_BATCH):
             numeric = torch.from_numpy(data.numeric[start : start + PREDICT_BATCH]).to(self.device)
             categorical = torch.from_numpy(data.categorical[start : start + PREDICT_BATCH]).to(self.device)
-            chunks.append(torch.sigmoid(self.model(numeric, categorical)).cpu().numpy())
+            chunks.append(activation(self.model(numeric, categorical)).cpu().numpy())
         self.model.train()
         return np.concatenate(chunks)
 
     def export(self, directory: Path) -> dict[str, str]:
         """Write the ``torch.export`` program ``model.pt2`` and ONNX ``model.onnx`` (inputs ``numeric``,
-        ``categorical``, any number of rows; output ``logit``); returns the format-to-file map for the
-        metadata."""
+        ``categorical``, any number of rows; output ``logit``: the binary logit [n], the class logits
+        [n, classes] or the regression value [n] in the label's units); returns the format-to-file map for
+        the metadata."""
         model = copy.deepcopy(self.model).cpu().eval()
+        if self.target.task == "regression":
+            model = Unstandardized(model, self.target.mean, self.target.std).eval()
         example = (
             torch.zeros(2, self.numeric.shape[1], dtype=torch.float32),
-            torch.zeros(2, len(model.embeddings), dtype=torch.int64),
+            torch.zeros(2, self.categorical.shape[1], dtype=torch.int64),
         )
         rows = torch.export.Dim("rows")
         program = torch.export.export(model, example, dynamic_shapes=({0: rows}, {0: rows}))

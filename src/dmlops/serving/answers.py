@@ -1,0 +1,83 @@
+"""What the dmlops model server's answer means for each task, for the rollout's gates and for anyone
+reading answers back.
+
+V1 answers one entry per row in ``predictions``: the positive class's probability (``binary``),
+``{"label": class, "probabilities": {class: probability, ...}}`` (``multiclass``, classes in the model's
+order) or the predicted value (``regression``). :func:`gate_metrics` is the quality each task's canary
+is judged on; :func:`quality_figures` computes them from labels and answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dmlops.training.data import Target
+from dmlops.training.metrics import task_metrics
+
+# the metrics a canary is compared on, by task, first the main one (lower is better for log_loss and rmse)
+GATE_METRICS = {"binary": ("auc", "log_loss"), "multiclass": ("log_loss", "accuracy"), "regression": ("rmse",)}
+
+
+def gate_metrics(task: str) -> tuple[str, ...]:
+    """The metrics that judge a canary of ``task`` against the stable model on labelled rows."""
+    if task not in GATE_METRICS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(GATE_METRICS)}")
+    return GATE_METRICS[task]
+
+
+def target_of(metadata: dict[str, Any]) -> Target:
+    """The task and classes of an export: a tabular model's preprocessing target, else what the user's
+    export declares (``task``, ``classes``), else binary."""
+    if "preprocessing" in metadata:
+        return Target.from_dict(metadata["preprocessing"].get("target"))
+    return Target(task=metadata.get("task", "binary"), classes=list(metadata.get("classes", [])))
+
+
+def v1_predictions(target: Target, predictions: np.ndarray) -> list[Any]:
+    """The V1 ``predictions`` of the task's model outputs (see the module docstring)."""
+    if target.task != "multiclass":
+        return np.asarray(predictions, dtype=np.float64).reshape(-1).tolist()
+    labels = target.decode(predictions)
+    names = [str(name) for name in target.classes]
+    return [{"label": label, "probabilities": dict(zip(names, row))}
+            for label, row in zip(labels.tolist(), np.asarray(predictions, dtype=np.float64).tolist())]
+
+
+def answer_value(target: Target, entry: Any) -> float | list[float]:
+    """One row's answer as a number (binary probability, regression value) or the class probabilities
+    in the model's class order (multiclass); ValueError when the entry is not a valid answer."""
+    if target.task == "multiclass":
+        if not isinstance(entry, dict) or not isinstance(entry.get("probabilities"), dict):
+            raise ValueError(f"expected {{'label': ..., 'probabilities': {{class: p}}}}, got {entry!r:.100}")
+        probabilities = [float(entry["probabilities"][str(name)]) for name in target.classes]
+        if not all(0.0 <= value <= 1.0 for value in probabilities) or abs(sum(probabilities) - 1.0) > 1e-3:
+            raise ValueError(f"class probabilities are not a distribution: {probabilities}")
+        return probabilities
+    value = float(entry)
+    if target.task == "binary" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"a probability outside [0, 1]: {value}")
+    if not np.isfinite(value):
+        raise ValueError(f"a prediction that is not a finite number: {value}")
+    return value
+
+
+def answer_score(target: Target, entry: Any) -> float:
+    """One number per row whose distribution the rollout compares between models: the probability of
+    the positive class (binary) or of the predicted class (multiclass), the value (regression)."""
+    value = answer_value(target, entry)
+    return max(value) if isinstance(value, list) else value
+
+
+def quality_figures(target: Target, labels: list[Any], answers: list[float | list[float]]) -> dict[str, float]:
+    """The task's scalar metrics of ``answers`` (:func:`answer_value` of each row) against the rows'
+    ``labels`` as the data holds them (0/1, a class, a number)."""
+    if target.task == "multiclass":
+        index = {name: position for position, name in enumerate(target.classes)}
+        encoded = np.array([index[label] for label in labels], dtype=np.int64)
+        metrics = task_metrics("multiclass", encoded, np.asarray(answers, dtype=np.float64), target.classes)
+    else:
+        metrics = task_metrics(target.task, np.asarray(labels, dtype=np.float64), np.asarray(answers, dtype=np.float64))
+    return {name: float(value) for name, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
