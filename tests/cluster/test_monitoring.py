@@ -1,7 +1,7 @@
 """The PrometheusRule and the Grafana dashboard against the metrics the dmlops predictor exports.
 
-There is no PrometheusRule CRD in crds/: its shape is checked here, its rules with Prometheus's
-own ``promtool check rules``, and its alerts with ``promtool test rules`` on synthetic series (an
+Its shape is checked here (and against the PrometheusRule CRD in tests/monitoring/test_alert_rules.py),
+its rules with Prometheus's own ``promtool check rules``, and its alerts with ``promtool test rules`` on synthetic series (an
 erroring, a slow and a drifting model fire; a healthy one does not). Every metric, label and label
 value the rules and the dashboard query is one that dmlops.serving.metrics exports (or one Prometheus
 adds when it scrapes a pod: namespace, pod, job, instance).
@@ -89,7 +89,8 @@ def test_prometheus_rule_shape():
                 assert set(item) <= {"record", "expr", "labels"}
                 assert re.fullmatch(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", item["record"]), "level:metric:operations"
     assert sorted(alerts) == sorted(["DmlopsServingErrorRateHigh", "DmlopsServingRejectedRateHigh",
-                                     "DmlopsServingLatencyHigh", "DmlopsServingPredictionDrift"])
+                                     "DmlopsServingLatencyHigh", "DmlopsServingPredictionDrift",
+                                     "DmlopsPredictionLogDropping"])
 
 
 def _names_in(expression: str) -> set[str]:
