@@ -88,7 +88,8 @@ def train(epochs: int = 3, batch_size: int = 64, learning_rate: float = 0.01) ->
         runtime.export(directory, framework="tensorflow", model_files={"saved_model": "saved_model"},
                        inputs={"pixels": {"dtype": "float32", "shape": [-1, 64],
                                           "note": "8x8 grey levels 0..16 divided by 16"},
-                               "output": "10 logits, one per digit"})
+                               "output": "10 logits, one per digit"},
+                       task="multiclass", label="digit")
     return metrics
 
 

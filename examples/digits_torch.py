@@ -12,7 +12,7 @@ rank's batches, checkpoints, metrics and the export. The same function runs
 """
 
 from kfp import dsl
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Dataset, Input, Output
 
 from dmlops.images import TORCH_IMAGE
 
@@ -97,7 +97,8 @@ def train(epochs: int = 2, batch_size: int = 64, learning_rate: float = 0.01) ->
             runtime.export(directory, framework="torch", model_files={"torch_export": "model.pt2"},
                            inputs={"pixels": {"dtype": "float32", "shape": [-1, 64],
                                               "note": "8x8 grey levels 0..16 divided by 16"},
-                                   "output": "10 logits, one per digit"})
+                                   "output": "10 logits, one per digit"},
+                           task="multiclass", label="digit")
         return metrics
     return {}
 
@@ -131,6 +132,20 @@ def digits_data(train_data: Output[Dataset], eval_data: Output[Dataset]):
     for artifact, rows in ((train_data, order[:cut]), (eval_data, order[cut:])):
         columns = {f"p{index}": digits.data[rows, index].astype("float32") for index in range(64)}
         pq.write_table(pa.table({**columns, "digit": digits.target[rows].astype("int64")}), artifact.path)
+
+
+@dsl.component(base_image=TORCH_IMAGE, install_kfp_package=False)
+def digits_inputs(digits: Input[Dataset], inputs: Output[Dataset]):
+    """The digits as the exported model takes them, for ``evaluate`` and ``deploy``: a ``pixels`` column
+    (each row the 64 grey levels divided by 16) and the ``digit`` label."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(digits.path)
+    pixels = np.stack([table[f"p{index}"].to_numpy() for index in range(64)], axis=1).astype("float32") / 16
+    column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.ravel()), 64)
+    pq.write_table(pa.table({"pixels": column, "digit": table["digit"]}), inputs.path)
 
 
 @dsl.pipeline(name="digits-torch")

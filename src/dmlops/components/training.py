@@ -188,24 +188,38 @@ def evaluate(
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
     threshold: float = 0.5,
+    label: str = "",
+    task: str = "",
 ):
     """Evaluate an exported model on ``eval_data`` by its task: binary AUC, accuracy, log loss, ROC curve
     and confusion matrix at ``threshold``; multiclass accuracy, macro-F1, log loss, one-vs-rest AUC and
     the confusion matrix over the class names; regression RMSE, MAE and R². The model's file digests are
     checked first.
 
+    A model exported by the user's own code (its metadata declares input tensors, no dmlops
+    preprocessing) is evaluated on ``eval_data`` holding one column per input, each row's value of that
+    input (a number, or a list for a vector input), and the label column: ``label``, or the one the
+    export declares. Its task is ``task``, or the one the export declares, or multiclass when the model
+    answers one score per class (class ``i`` is output ``i`` unless the export declares ``classes``);
+    scores that are not already probabilities are taken as logits.
+
     Args:
         model: A model exported by ``train`` (torch.export program or SavedModel with metadata.json).
-        eval_data: Parquet dataset with the model's feature columns and its label column.
+        eval_data: Parquet dataset with the model's feature columns and its label column, or for a user's
+            export its input columns and the label column.
         metrics: The task's metrics, the task and the rows evaluated.
         classification: ROC curve (binary) and confusion matrix (classifiers); empty for regression.
         report: Markdown report of the metrics and the confusion matrix.
         threshold: Probability at or above which a binary prediction counts as positive.
+        label: A user's export: the label column of ``eval_data``; empty: the label its metadata declares.
+            Unused for dmlops's tabular models (their label is recorded).
+        task: A user's export: binary, multiclass or regression; empty: declared by the export, or
+            multiclass for one score per class. Unused for dmlops's tabular models.
     """
     from dmlops.training.evaluate import evaluate_model
     from dmlops.training.metrics import log_classification, markdown_report, scalar_metrics
 
-    results = evaluate_model(model.path, eval_data.path, threshold)
+    results = evaluate_model(model.path, eval_data.path, threshold, label=label, task=task)
     for name, value in scalar_metrics(results).items():
         metrics.log_metric(name, value)
     metrics.metadata["task"] = results["task"]

@@ -3,7 +3,8 @@ reading answers back.
 
 V1 answers one entry per row in ``predictions``: the positive class's probability (``binary``),
 ``{"label": class, "probabilities": {class: probability, ...}}`` (``multiclass``, classes in the model's
-order) or the predicted value (``regression``). :func:`gate_metrics` is the quality each task's canary
+order) or the predicted value (``regression``). A user's export answers its output row: a list of class
+scores (probabilities, or logits) for a classifier, a number otherwise. :func:`gate_metrics` is the quality each task's canary
 is judged on; :func:`quality_figures` computes them from labels and answers.
 """
 
@@ -29,10 +30,10 @@ def gate_metrics(task: str) -> tuple[str, ...]:
 
 def target_of(metadata: dict[str, Any]) -> Target:
     """The task and classes of an export: a tabular model's preprocessing target, else what the user's
-    export declares (``task``, ``classes``), else binary."""
+    export declares (``task``, ``classes``; an undeclared task reads as regression: any number)."""
     if "preprocessing" in metadata:
         return Target.from_dict(metadata["preprocessing"].get("target"))
-    return Target(task=metadata.get("task", "binary"), classes=list(metadata.get("classes", [])))
+    return Target(task=metadata.get("task", "regression"), classes=list(metadata.get("classes", [])))
 
 
 def v1_predictions(target: Target, predictions: np.ndarray) -> list[Any]:
@@ -48,6 +49,13 @@ def v1_predictions(target: Target, predictions: np.ndarray) -> list[Any]:
 def answer_value(target: Target, entry: Any) -> float | list[float]:
     """One row's answer as a number (binary probability, regression value) or the class probabilities
     in the model's class order (multiclass); ValueError when the entry is not a valid answer."""
+    if isinstance(entry, list):  # a user's model: its output row of class scores
+        scores = np.asarray(entry, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(scores)):
+            raise ValueError(f"class scores that are not finite numbers: {entry!r:.100}")
+        if not (np.all((scores >= 0) & (scores <= 1)) and abs(scores.sum() - 1.0) <= 1e-3):
+            scores = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()  # logits
+        return scores.tolist()
     if target.task == "multiclass":
         if not isinstance(entry, dict) or not isinstance(entry.get("probabilities"), dict):
             raise ValueError(f"expected {{'label': ..., 'probabilities': {{class: p}}}}, got {entry!r:.100}")

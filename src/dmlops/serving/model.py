@@ -17,7 +17,8 @@ import numpy as np
 from dmlops.platform import storage
 from dmlops.serving.features import FeatureContract, RequestError
 from dmlops.training.evaluate import ExportedModel as TrainedModel
-from dmlops.training.evaluate import activate
+from dmlops.training.evaluate import TENSOR_DTYPES as _TENSOR_DTYPES
+from dmlops.training.evaluate import activate, load_program, tensor_inputs
 from dmlops.training.export import METADATA_FILE, fetch
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -92,7 +93,6 @@ class ServedModel:
         return self.predict_encoded(*self.contract.encode(rows))
 
 
-_TENSOR_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 _V2_DATATYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
 
 
@@ -108,32 +108,10 @@ class TensorModel:
         self.metadata: dict[str, Any] = json.loads((directory / METADATA_FILE).read_text())
         framework = self.metadata["framework"]
         _limit_threads(framework, threads)
-        self.inputs = {name: spec for name, spec in self.metadata.get("inputs", {}).items()
-                       if isinstance(spec, dict) and "shape" in spec and spec.get("dtype") in _TENSOR_DTYPES}
+        self.inputs = tensor_inputs(self.metadata)
         if not self.inputs:
             raise ValueError(f"{uri}: the metadata declares no input tensors ({{name: {{dtype, shape}}}}) to serve")
-        files = self.metadata["model_files"]
-        if framework == "torch":
-            import torch
-
-            module = torch.export.load(str(directory / files["torch_export"])).module()
-
-            def run(arrays: list[np.ndarray]) -> np.ndarray:
-                with torch.inference_mode():
-                    return module(*(torch.from_numpy(array) for array in arrays)).numpy()
-        else:
-            import tensorflow as tf
-
-            serve = tf.saved_model.load(str(directory / files["saved_model"])).signatures["serving_default"]
-            keys = list(serve.structured_input_signature[1])
-            if len(keys) != len(self.inputs):
-                raise ValueError(f"{uri}: the SavedModel takes {keys}, the metadata declares {list(self.inputs)}")
-
-            def run(arrays: list[np.ndarray]) -> np.ndarray:
-                outputs = serve(**{key: tf.constant(array) for key, array in zip(keys, arrays)})
-                return next(iter(outputs.values())).numpy()
-
-        self._run = run
+        self._run = load_program(directory, self.metadata, list(self.inputs))
 
     def describe(self) -> list[dict[str, Any]]:
         """The V2 metadata of the inputs."""
