@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import glob
 import gzip
 import io
 import itertools
@@ -77,6 +78,7 @@ class IngestResult:
     schema: list[dict[str, Any]]
     sources: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # what a source adds, e.g. Kafka offsets
 
     def metadata(self) -> dict[str, Any]:
         """JSON-able metadata for the KFP dataset artifact."""
@@ -91,6 +93,7 @@ class IngestResult:
             "source_uris": [source["uri"] for source in self.sources],
             "sources": self.sources,
             "warnings": list(self.warnings),
+            **self.extra,
         }
 
     def to_markdown(self) -> str:
@@ -431,7 +434,7 @@ class _Sink:
 def _cast_problems(values: pa.Array, failed: pa.Array, name: str, target: pa.DataType,
                    inferred: bool) -> list[tuple[pa.Array, str]]:
     """(mask, reason) for values that did not cast; integers out of the target's range say so."""
-    hint = " (type inferred from the whole input; declare the column in a schema)" if inferred else ""
+    hint = " (type inferred from the data; declare the column in a schema)" if inferred else ""
     reason = f"{name}: not a valid {type_name(target)}{hint}"
     if not (pa.types.is_integer(target) and pa.types.is_string(values.type)):
         return [(failed, reason)]
@@ -934,8 +937,9 @@ def ingest(
     batch_size_bytes: int = DEFAULT_BATCH_SIZE_BYTES,
     progress: bool = True,
 ) -> IngestResult:
-    """Ingest ``source`` (a file, glob or folder; local, file://, gs://, s3://, http(s)://, pkg://) into
-    the Parquet file ``output_path``. Rows that cannot be parsed or break ``schema`` (a dmlops schema
+    """Ingest ``source`` (a file, glob or folder; local, file://, gs://, s3://, http(s)://, pkg://; or a
+    bounded range of a topic, ``kafka://``, see :mod:`dmlops.data.kafka_source`) into the Parquet file
+    ``output_path``. Rows that cannot be parsed or break ``schema`` (a dmlops schema
     document: dict, JSON text or file path) go to ``quarantine_path`` with a reason. Fails with
     IngestError when the quarantined fraction exceeds ``max_bad_fraction``; a source with a header and no
     data rows gives 0 rows and a warning. ``null_values`` are the CSV cells read as null (default
@@ -946,6 +950,11 @@ def ingest(
         raise IngestError(f"max_bad_fraction={max_bad_fraction} must be between 0 and 1")
     if batch_size_bytes < 1024:
         raise IngestError(f"batch_size_bytes={batch_size_bytes} is too small; use at least 1024")
+    if source.strip().startswith("kafka://"):
+        from dmlops.data.kafka_source import ingest_kafka
+
+        return ingest_kafka(source.strip(), output_path, quarantine_path, schema=schema,
+                            max_bad_fraction=max_bad_fraction, batch_size_bytes=batch_size_bytes, progress=progress)
     declared = load_schema(schema)
     files = resolve_sources(source, file_format)
     formats = sorted({item.file_format for item in files})
@@ -975,7 +984,8 @@ def ingest(
 
 
 class _Publisher:
-    """Temporary names beside the outputs, renamed into place by ``publish`` and removed otherwise."""
+    """Temporary names beside the outputs, renamed into place by ``publish`` and removed otherwise; what a
+    killed earlier attempt left under those names is removed first."""
 
     def __init__(self, output_path: str, quarantine_path: str):
         self.final = {"output": output_path, "quarantine": quarantine_path}
@@ -983,8 +993,13 @@ class _Publisher:
         for role, path in self.final.items():
             folder, name = os.path.split(os.path.abspath(path))
             os.makedirs(folder, exist_ok=True)
+            for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.partial")):
+                os.remove(stale)
+            for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.staging-*")):
+                shutil.rmtree(stale, ignore_errors=True)
             self.partial[role] = os.path.join(folder, f".{name}.{os.getpid()}.partial")
-        self.staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(self.partial["output"]))
+        folder, name = os.path.split(os.path.abspath(output_path))
+        self.staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=folder)
 
     def publish(self, output: bool) -> None:
         os.replace(self.partial["quarantine"], self.final["quarantine"])

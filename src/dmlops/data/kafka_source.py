@@ -1,0 +1,284 @@
+"""A bounded range of a Kafka topic into one Parquet file, exactly once across retries.
+
+``kafka://host:port[,host:port]/topic?group=<consumer group>[&<librdkafka setting>=<value>...]``
+
+At the step's start the range is fixed per partition: from the group's committed offset (the low
+watermark when the group has none, or when retention deleted the committed offset) to the high watermark.
+Messages are JSON objects (one per message), conformed to the schema like JSON Lines; bad messages go to
+the quarantine with their offset in ``_line`` and ``<uri>/<partition>`` in ``_source``. The offsets are
+committed only after the Parquet file is in place: a step killed before the commit is retried over the
+same range (plus what arrived since) into the same output, so a retried step neither loses nor duplicates
+a message. Consumer-group semantics follow Kafka's committed offsets (OffsetCommit/OffsetFetch of a group
+with manually assigned partitions); reading stops at the high watermarks taken at the start, as a
+bounded Spark/Flink Kafka source does with ``endingOffsets=latest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dmlops.data.errors import IngestError
+from dmlops.data.ingest import (IngestResult, _json_lines_one_by_one, _parse_json_block, _Progress, _Publisher,
+                                _Sink, _SourceCount, _target)
+from dmlops.data.schema import load_schema, type_name
+
+OFFSET_UNSET = -1001  # librdkafka's OFFSET_INVALID: the group has no committed offset for the partition
+CONSUME_BATCH = 10_000
+STALL_SECONDS = 30.0
+
+
+@dataclass
+class KafkaSource:
+    """What a ``kafka://`` URI names."""
+
+    uri: str
+    bootstrap: str
+    topic: str
+    group: str
+    settings: dict[str, str]
+
+
+def parse_kafka_uri(uri: str) -> KafkaSource:
+    """The brokers, topic, group and extra consumer settings of a ``kafka://`` URI."""
+    parsed = urllib.parse.urlsplit(uri)
+    topic = parsed.path.strip("/")
+    query = dict(urllib.parse.parse_qsl(parsed.query))
+    group = query.pop("group", "")
+    if not parsed.netloc or not topic or "/" in topic or not group:
+        raise IngestError(
+            f"source {uri!r}: a Kafka source is kafka://host:port[,host:port]/topic?group=<consumer group>; "
+            "the group's committed offsets say where the next read starts"
+        )
+    return KafkaSource(uri, parsed.netloc, topic, group, query)
+
+
+@dataclass
+class _Partition:
+    number: int
+    start: int
+    end: int
+    count: _SourceCount
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"partition": self.number, "start_offset": self.start, "end_offset": self.end}
+
+
+def _consumer(source: KafkaSource):
+    from confluent_kafka import Consumer
+
+    return Consumer({
+        "bootstrap.servers": source.bootstrap, "group.id": source.group, "enable.auto.commit": False,
+        "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+        "log_level": 3, **source.settings,
+    })
+
+
+def _plan(consumer, source: KafkaSource, timeout: float) -> tuple[list[_Partition], list[str]]:
+    """Each partition's range, fixed now: committed offset (or low watermark) to high watermark."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        topic = consumer.list_topics(source.topic, timeout=timeout).topics[source.topic]
+        if topic.error is not None:
+            raise IngestError(f"source {source.uri}: topic {source.topic!r}: {topic.error.str()}; check its name")
+        numbers = sorted(topic.partitions)
+        committed = consumer.committed([TopicPartition(source.topic, n) for n in numbers], timeout=timeout)
+        partitions, warnings = [], []
+        for number, position in zip(numbers, committed):
+            low, high = consumer.get_watermark_offsets(TopicPartition(source.topic, number), timeout=timeout)
+            start = low if position.offset == OFFSET_UNSET else position.offset
+            if start < low:
+                warnings.append(f"partition {number}: offsets {start}-{low - 1} were deleted by retention before "
+                                "they were read")
+                start = low
+            count = _SourceCount(f"{source.uri.split('?')[0]}/{number}")
+            partitions.append(_Partition(number, start, max(start, high), count))
+        return partitions, warnings
+    except KafkaException as error:
+        raise IngestError(f"source {source.uri}: the brokers did not answer ({error}); check host, port and "
+                          "topic") from None
+
+
+class _Batches:
+    """Messages gathered until about ``batch_size_bytes``, then conformed into the sink per partition."""
+
+    def __init__(self, source: KafkaSource, declared: dict | None, publisher: _Publisher,
+                 partitions: dict[int, _Partition], batch_size_bytes: int):
+        self.source, self.declared, self.publisher = source, declared, publisher
+        self.partitions, self.batch_size_bytes = partitions, batch_size_bytes
+        self.sink: _Sink | None = None
+        self.pending: dict[int, list[tuple[int, bytes | None]]] = {}
+        self.pending_bytes = 0
+
+    def add(self, partition: int, offset: int, value: bytes | None) -> None:
+        self.pending.setdefault(partition, []).append((offset, value))
+        self.pending_bytes += len(value or b"")
+        if self.pending_bytes >= self.batch_size_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        for number, messages in self.pending.items():
+            self._conform(self.partitions[number], messages)
+        self.pending, self.pending_bytes = {}, 0
+
+    def _conform(self, partition: _Partition, messages: list[tuple[int, bytes | None]]) -> None:
+        offsets = [offset for offset, _ in messages]
+        empty = [(offset, "empty message (no JSON value)", "") for offset, value in messages
+                 if value is None or not value.strip()]
+        lines = [(offset, value) for offset, value in messages if value is not None and value.strip()]
+        for _, value in messages:
+            partition.digest.update(value or b"")
+            partition.count.bytes += len(value or b"")
+        # JSON allows line breaks only between tokens, so one message becomes one JSON line
+        block = b"".join(value.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n" for _, value in lines)
+        unparsed, table = list(empty), pa.table({})
+        if block:
+            try:
+                table = _parse_json_block(block)
+            except pa.ArrowInvalid:
+                table, bad = _json_lines_one_by_one(block, 0)
+                unparsed += [(lines[index][0], reason, raw) for index, reason, raw in bad]
+        sink = self._sink(table)
+        if unparsed:
+            numbers, reasons, raw = zip(*unparsed)
+            sink.add_unparsed(partition.count, list(numbers), list(reasons), list(raw))
+        refused = {offset for offset, _, _ in unparsed}
+        good = pa.array([offset for offset in offsets if offset not in refused], pa.int64())
+        sink.add(table, partition.count, partition.count.rows_in - len(unparsed), good)
+
+    def _sink(self, first: pa.Table) -> _Sink:
+        """The sink, opened on the first batch: the declared schema, else the first batch's types."""
+        if self.sink is None:
+            declared_names = list((self.declared or {}).get("columns", {}))
+            names = first.column_names or declared_names
+            target = _target(names, dict(zip(first.column_names, first.schema.types)), self.declared,
+                             self.source.uri)
+            self.sink = _Sink(self.publisher.partial["output"], self.publisher.partial["quarantine"], target.names)
+            self.sink.open_output(target)
+        return self.sink
+
+
+def _commit(consumer, source: KafkaSource, partitions: list[_Partition]) -> None:
+    """Commit each partition's end offset for the group (after the output is in place)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    moved = [TopicPartition(source.topic, p.number, p.end) for p in partitions if p.end > p.start]
+    if not moved:
+        return
+    try:
+        for result in consumer.commit(offsets=moved, asynchronous=False):
+            if result.error is not None:
+                raise KafkaException(result.error)
+    except KafkaException as error:
+        raise IngestError(f"source {source.uri}: the output is written but the offsets were not committed "
+                          f"({error}); a retry reads the same range again") from None
+
+
+def ingest_kafka(uri: str, output_path: str, quarantine_path: str, *, schema: dict | str | None = None,
+                 max_bad_fraction: float = 0.0, batch_size_bytes: int = 1024 * 1024, progress: bool = True,
+                 timeout: float = 30.0) -> IngestResult:
+    """Read the bounded range of a ``kafka://`` source into ``output_path`` (see the module docstring)."""
+    source = parse_kafka_uri(uri)
+    declared = load_schema(schema)
+    consumer = _consumer(source)
+    try:
+        partitions, warnings = _plan(consumer, source, timeout)
+        by_number = {p.number: p for p in partitions}
+        with _Publisher(output_path, quarantine_path) as publisher:
+            batches = _Batches(source, declared, publisher, by_number, batch_size_bytes)
+            try:
+                with _Progress(progress, sum(p.end - p.start for p in partitions), f"ingest {uri}") as bar:
+                    _read_range(consumer, source, by_number, batches, bar.advance, timeout)
+                batches.flush()
+                sink = batches._sink(pa.table({}))
+            finally:
+                if batches.sink is not None:
+                    batches.sink.close()
+            result = _result(sink, publisher, partitions, source, warnings)
+            bad_fraction = result.rows_quarantined / result.rows_in if result.rows_in else 0.0
+            if bad_fraction > max_bad_fraction:
+                publisher.publish(output=False)
+                raise IngestError(
+                    f"source {uri}: {result.rows_quarantined:,} of {result.rows_in:,} messages ({bad_fraction:.2%}) "
+                    f"could not be ingested, more than max_bad_fraction={max_bad_fraction}. Reasons: "
+                    f"{list(result.quarantine_reasons.items())[:5]}. The messages are in {quarantine_path}; "
+                    "the offsets are not committed."
+                )
+            publisher.publish(output=True)
+        _commit(consumer, source, partitions)
+        return result
+    finally:
+        consumer.close()
+
+
+def _read_range(consumer, source: KafkaSource, partitions: dict[int, _Partition], batches: _Batches,
+                advance, timeout: float) -> None:
+    """Consume every partition from its start to its end offset (messages past the end are left)."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    waiting = {number: p for number, p in partitions.items() if p.end > p.start}
+    consumer.assign([TopicPartition(source.topic, number, p.start) for number, p in waiting.items()])
+    last_progress = time.monotonic()
+    while waiting:
+        messages = consumer.consume(CONSUME_BATCH, timeout=1.0)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise IngestError(f"source {source.uri}: reading failed ({error.str()})")
+            number, offset = message.partition(), message.offset()
+            if number in waiting and offset < waiting[number].end:
+                batches.add(number, offset, message.value())
+        if messages:
+            advance(len(messages))
+            last_progress = time.monotonic()
+        positions = consumer.position([TopicPartition(source.topic, number) for number in waiting])
+        for position in positions:
+            if position.offset >= waiting[position.partition].end:
+                del waiting[position.partition]
+        if waiting and time.monotonic() - last_progress > max(timeout, STALL_SECONDS):
+            stuck = {number: p.end for number, p in waiting.items()}
+            raise IngestError(f"source {source.uri}: no messages for {STALL_SECONDS:.0f} s before the end offsets "
+                              f"{stuck}; check the brokers")
+
+
+def _result(sink: _Sink, publisher: _Publisher, partitions: list[_Partition], source: KafkaSource,
+            warnings: list[str]) -> IngestResult:
+    offsets = sum(p.end - p.start for p in partitions)
+    messages = sum(p.count.rows_in for p in partitions)
+    if messages != offsets:
+        warnings.append(f"{messages} messages in offset ranges spanning {offsets} offsets (compaction or "
+                        "transaction markers)")
+    if not messages:
+        warnings.append(f"source {source.uri}: no new messages for group {source.group!r}; 0 rows ingested")
+    for p in partitions:
+        p.count.sha256 = p.digest.hexdigest()
+        p.count.extra = p.metadata()
+    output = publisher.partial["output"]
+    result = IngestResult(
+        rows_in=sum(p.count.rows_in for p in partitions),
+        rows_out=sink.rows_out,
+        rows_quarantined=sink.rows_quarantined,
+        quarantine_reasons=dict(sink.reasons.most_common()),
+        bytes_in=sum(p.count.bytes for p in partitions),
+        bytes_out=os.path.getsize(output),
+        schema=[{"name": f.name, "type": type_name(f.type), "nullable": f.nullable} for f in pq.read_schema(output)],
+        sources=[{"uri": p.count.uri, "bytes": p.count.bytes, "sha256": p.count.sha256, "rows_in": p.count.rows_in,
+                  **p.count.extra} for p in partitions],
+        warnings=warnings,
+        extra={"kafka": {"brokers": source.bootstrap, "topic": source.topic, "group": source.group,
+                         "partitions": [p.metadata() | {"messages": p.count.rows_in} for p in partitions]}},
+    )
+    if result.rows_in != result.rows_out + result.rows_quarantined:
+        raise AssertionError(f"row accounting broken: {result}")
+    return result
