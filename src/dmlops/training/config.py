@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 STRATEGIES = ("torch-ddp", "horovod-torch", "horovod-tf", "tf-multiworker")
 TORCH_STRATEGIES = ("torch-ddp", "horovod-torch")
@@ -72,6 +72,10 @@ class RunConfig:
     def resolved_entrypoint(self) -> str:
         return self.entrypoint or TABULAR_ENTRYPOINT
 
+    def run_config(self) -> RunConfig:
+        """This run (see :class:`RunSource`)."""
+        return self
+
     def to_args(self) -> list[str]:
         """The worker's command-line arguments: the run's fields that are set, then the entrypoint's
         arguments. An empty string is left out: a shell drops an empty word that is not quoted."""
@@ -85,6 +89,14 @@ class RunConfig:
             if text or value != default:
                 args += [f"--{item.name.replace('_', '-')}", text]
         return args + argument_flags(self.entrypoint_args)
+
+
+class RunSource(Protocol):
+    """What the launcher, the jobs and the tuner take: anything that says which run it is, a
+    :class:`RunConfig` or a trainer's own settings (the tabular trainer's :class:`TrainConfig`). They
+    never look further into it."""
+
+    def run_config(self) -> RunConfig: ...
 
 
 def argument_flags(arguments: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ from dmlops.platform import storage
 from dmlops.platform.backend import resolve_backend
 from dmlops.platform.local import LocalRunResult, run_workers
 from dmlops.platform.naming import resource_name, run_labels
-from dmlops.training.config import TF_STRATEGIES, RunConfig, TrainConfig
+from dmlops.training.config import TF_STRATEGIES, RunConfig, RunSource
 from dmlops.training.export import METADATA_FILE
 from dmlops.training.jobs import Placement, Resource, horovodrun_command, mpi_job, pytorch_job, tf_job, train_job
 
@@ -56,9 +56,9 @@ def check_worker_gpus(job_name: str, num_workers: int, gpu: int) -> None:
         )
 
 
-def as_run(config: RunConfig | TrainConfig) -> RunConfig:
-    """The run of ``config``: a RunConfig as it is, a TrainConfig as a run of the tabular trainer."""
-    return config.run_config() if isinstance(config, TrainConfig) else config
+def as_run(config: RunSource) -> RunConfig:
+    """The run of ``config`` (a RunConfig as it is, a trainer's settings as the run they make)."""
+    return config.run_config()
 
 
 def restart_policy(strategy: str) -> str:
@@ -68,7 +68,7 @@ def restart_policy(strategy: str) -> str:
     return "OnFailure" if LAUNCH_KIND[strategy] == "mpi" else "ExitCode"
 
 
-def worker_command(config: RunConfig | TrainConfig) -> list[str]:
+def worker_command(config: RunSource) -> list[str]:
     """The command every worker runs."""
     return [sys.executable, "-m", WORKER_MODULE, *as_run(config).to_args()]
 
@@ -87,7 +87,7 @@ def download_export(export_uri: str, local_directory: str) -> None:
 
 
 def run_training(
-    config: RunConfig | TrainConfig,
+    config: RunSource,
     num_workers: int,
     backend: str = "local",
     resources: WorkerResources | None = None,
@@ -115,7 +115,7 @@ def run_training(
 
 
 def run_local(
-    config: RunConfig | TrainConfig, num_workers: int, max_restarts: int = 1, timeout: float | None = None,
+    config: RunSource, num_workers: int, max_restarts: int = 1, timeout: float | None = None,
 ) -> LocalRunResult:
     """Train with ``num_workers`` local processes started as the strategy's operator would start pods
     (the packages to install are installed once, here, before they start)."""
@@ -143,7 +143,7 @@ def worker_env(config: RunConfig) -> dict[str, Any]:
 
 
 def training_job(
-    config: RunConfig | TrainConfig,
+    config: RunSource,
     num_workers: int,
     resources: WorkerResources,
     image: str,
@@ -193,7 +193,7 @@ def training_job(
 
 
 def run_kubernetes(
-    config: RunConfig | TrainConfig,
+    config: RunSource,
     num_workers: int,
     resources: WorkerResources,
     image: str,

@@ -35,7 +35,7 @@ from typing import Any, Callable
 from packaging.requirements import Requirement
 
 from dmlops.data.errors import DataError
-from dmlops.training.config import RunConfig, TrainConfig, argument_flags, parse_args
+from dmlops.training.config import RunConfig, RunSource, argument_flags, parse_args
 from dmlops.training.runtime import run_environment
 
 EXIT_BAD_INPUT = 2  # the data or the arguments cannot train: permanent
@@ -141,9 +141,10 @@ def run(run_config: RunConfig) -> Any:
     return result
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Train the tabular model of ``config`` in this process (one worker unless the environment says
-    otherwise); rank 0 returns the final metrics."""
+def train(config: RunSource) -> dict[str, Any]:
+    """Run ``config`` (e.g. the tabular trainer's :class:`~dmlops.training.config.TrainConfig`) in this
+    process, one worker unless the environment says otherwise; rank 0 returns what the entrypoint returns
+    (the tabular trainer: its final metrics)."""
     return run(config.run_config())
 
 

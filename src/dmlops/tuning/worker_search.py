@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dmlops.training.config import RunConfig, TrainConfig, argument_value
+from dmlops.training.config import RunSource, argument_value
 from dmlops.training.launch import WORKER_MODULE, as_run, check_worker_gpus, cluster_config, worker_env
 from dmlops.tuning.experiment import MetricsCollector, build_experiment, flag_arguments, trial_job
 from dmlops.tuning.results import TuningResult, apply_policy
@@ -26,7 +26,7 @@ _TRIAL_NAME = {"trialName": "${trialSpec.Name}"}
 
 def worker_experiment(
     search: dict[str, Any],
-    config: RunConfig | TrainConfig,
+    config: RunSource,
     trials_uri: str,
     *,
     name: str,
