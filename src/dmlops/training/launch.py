@@ -157,7 +157,11 @@ def training_job(
     """The custom resource that runs ``config``'s workers: a PyTorchJob (``job_api`` "training-operator")
     or a TrainJob on the ``torch-distributed`` runtime ("trainer") for torch-ddp, an MPIJob (v2beta1)
     whose Launcher horovodruns the workers for horovod-*, a TFJob for tf-multiworker. A failed pod is
-    restarted up to ``max_restarts`` times (training operator jobs), resuming from its checkpoint."""
+    restarted up to ``max_restarts`` times (training operator jobs), resuming from its checkpoint; a
+    permanent error (exit codes 1-127) is not (``restartPolicy: ExitCode``). A TrainJob has no field for
+    either (no ``podFailurePolicy``, ``backoffLimit`` or ``restartPolicy`` in its spec or runtime patches):
+    its training runtime decides, and ``torch-distributed`` restarts a failed pod in place (JobSet's
+    OnFailure) up to the Job's default backoffLimit of 6, whatever the exit code."""
     config = as_run(config)
     if job_api not in JOB_APIS:
         raise ValueError(f"unknown job_api {job_api!r}; use 'training-operator' (PyTorchJob, TFJob, MPIJob) "
