@@ -9,6 +9,7 @@ from dmlops.components.features import (feast_apply, feast_materialize, feast_on
                                         feast_store, feast_training_set, running_means)
 from dmlops.components.ingest import ingest
 from dmlops.components.monitoring import feedback, monitor
+from dmlops.components.privacy import erase_subject, pii_scan, pseudonymize
 from dmlops.components.serving import deploy
 from dmlops.components.training import evaluate, train
 from dmlops.components.transform import derive_columns, split_by_time
@@ -23,10 +24,12 @@ COMPONENTS = {
     "tuning": [tune],
     "serving": [deploy, export_edge],
     "monitoring": [feedback, monitor],
+    "privacy": [pii_scan, pseudonymize, erase_subject],
 }
 
 __all__ = [
     "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "export_edge", "feast_apply", "feast_materialize",
     "feast_online_features", "feast_source", "feast_store", "feast_training_set", "feedback", "infer_schema", "ingest",
     "monitor", "running_means", "split_by_time", "train", "tune", "validate",
+    "erase_subject", "pii_scan", "pseudonymize",
 ]

@@ -7,7 +7,8 @@ A schema is a JSON object a user can edit and keep in git::
         "dep_delay": {"type": "int64", "nullable": true, "max_null_fraction": 0.05,
                       "min": -60, "max": 1500},
         "carrier":   {"type": "string", "nullable": false, "allowed_values": ["AA", "UA"]},
-        "id":        {"type": "int64", "unique": true}
+        "id":        {"type": "int64", "unique": true},
+        "email":     {"type": "string", "pii": "pseudonymize"}
       },
       "row_count": {"min": 1000, "max": null},
       "expressions": [{"name": "arrival_after_departure", "expr": "arr_time >= 0",
@@ -16,6 +17,12 @@ A schema is a JSON object a user can edit and keep in git::
 
 Types are Arrow type names (``int64``, ``double``, ``string``, ``bool``, ``date32``,
 ``timestamp[s, tz=UTC]`` ...). Column keys other than ``type`` are optional.
+
+``pii`` marks a column that holds personal data, with what the ``pseudonymize`` step does to it:
+``pseudonymize`` (keyed HMAC-SHA256), ``drop``, ``mask`` (all but the last ``keep`` characters, default 4)
+or ``generalize`` (numbers down to a multiple of ``step``, default 10; times to the ``unit``, default
+``month``; text to its first ``keep`` characters, default 3); options go in an object:
+``{"action": "mask", "keep": 2}``. Reports and examples never show the values of a ``pii`` column.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from dmlops.data.errors import SchemaError
 
 COLUMN_KEYS = {
     "type", "nullable", "required", "max_null_fraction", "min", "max",
-    "allowed_values", "unique", "severity",
+    "allowed_values", "unique", "severity", "pii",
 }
+PII_ACTIONS = ("pseudonymize", "drop", "mask", "generalize")
+REDACTED = "<pii>"
 TOP_LEVEL_KEYS = {"columns", "row_count", "expressions"}
 
 _SIMPLE_TYPES = {
@@ -85,6 +94,8 @@ def check_schema(schema: dict[str, Any], origin: str = "schema") -> dict[str, An
             raise SchemaError(
                 f"{origin}: column {column!r} has unknown keys {sorted(bad)}; allowed: {sorted(COLUMN_KEYS)}"
             )
+        if "pii" in rules:
+            pii_rule(rules["pii"], f"{origin}: column {column!r}")
         if "type" in rules:
             try:
                 arrow_type(rules["type"])
@@ -94,6 +105,20 @@ def check_schema(schema: dict[str, Any], origin: str = "schema") -> dict[str, An
         if not isinstance(expression, dict) or "expr" not in expression:
             raise SchemaError(f"{origin}: expressions[{index}] needs an 'expr' (a SQL boolean expression)")
     return schema
+
+
+def pii_rule(mark: Any, where: str = "schema") -> dict[str, Any]:
+    """A column's ``pii`` mark as ``{"action": ..., options}``; a SchemaError for an unknown action."""
+    rule = {"action": mark} if isinstance(mark, str) else mark
+    if not isinstance(rule, dict) or rule.get("action") not in PII_ACTIONS:
+        raise SchemaError(f"{where}: pii must be one of {list(PII_ACTIONS)} or {{\"action\": ..., options}}, got {mark!r}")
+    return dict(rule)
+
+
+def pii_columns(schema: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The columns a schema marks ``pii``, each with its rule."""
+    return {name: pii_rule(rules["pii"], f"column {name!r}")
+            for name, rules in ((schema or {}).get("columns") or {}).items() if "pii" in rules}
 
 
 def arrow_schema(schema: dict[str, Any]) -> pa.Schema:

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from dmlops.data.errors import SchemaError, ValidationFailed
-from dmlops.data.schema import arrow_type, load_schema, type_name
+from dmlops.data.schema import REDACTED, arrow_type, load_schema, pii_columns, type_name
 from dmlops.data.statistics import (
     NUMERIC, ROW_NUMBER, ColumnStatistics, compute_statistics, connect, jsonable,
     open_parquet, quote_identifier, quote_literal,
@@ -311,7 +311,8 @@ def validate(
     the row count and each SQL expression (a row breaks it when the expression is false; NULL passes, as
     in a SQL CHECK constraint). Columns not in the schema give a warning. ``statistics=False`` leaves
     out the distribution statistics (min/max, mean, quantiles, histograms, top values) of the report
-    and computes only what the checks need.
+    and computes only what the checks need. The values of columns marked ``pii`` never appear in the
+    report: examples show them as ``<pii>`` and their min/max and top values are left out.
     """
     document = load_schema(schema)
     if document is None:
@@ -370,12 +371,20 @@ def validate(
     example_rows = _example_rows(connection, source.sql, {
         number for check in failed if check.examples == "rows"
         for number in stats.aggregates[f"{check.label} (example rows)"]})
+    pii = set(pii_columns(document))
+    for row in example_rows.values():
+        row.update({name: REDACTED for name in pii if name in row})
+    for name in pii & set(stats.columns):
+        stats.columns[name].min = stats.columns[name].max = None
+        stats.columns[name].top_values = []
     for check in failed:
         count = stats.aggregates[check.label]
         if check.examples == "rows":
             examples = [example_rows[number] for number in stats.aggregates[f"{check.label} (example rows)"]]
         else:
             examples = _example_values(connection, source.sql, check)
+            if check.column in pii:
+                examples = [[REDACTED, n] for _, n in examples]
         findings.append(Finding(check.check, check.column, check.severity, check.expected, count, count,
                                 _describe(check, count, rows), examples))
     bounds = document.get("row_count") or {}
