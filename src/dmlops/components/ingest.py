@@ -1,4 +1,5 @@
-"""Component that ingests CSV, Parquet or JSON Lines from a file, glob or folder into one Parquet dataset."""
+"""Component that ingests CSV, Parquet or JSON Lines from a file, glob or folder, or a Kafka topic, into one Parquet
+dataset."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
@@ -19,8 +20,9 @@ def ingest(
     null_values: list = ["", "NA", "N/A", "NULL", "null"],
     batch_size_bytes: int = 1048576,
 ):
-    """Ingest ``source`` (local path, file://, gs://, s3://, http(s)://, pkg://<package>/<path>; one file,
-    a glob or a folder of CSV, Parquet or JSON Lines) into a Parquet ``dataset``. Rows that cannot be
+    """Ingest ``source`` (local path, file://, gs://, s3://, http(s)://, pkg://<package>/<path>,
+    dvc://<repo>/<path>@<rev>; one file, a glob or a folder of CSV, Parquet or JSON Lines; or a Kafka topic,
+    kafka://host:port/topic?group=<group>) into a Parquet ``dataset``. Rows that cannot be
     parsed or break ``schema_json`` (a dmlops schema document) go to ``quarantine`` with a reason; the
     step fails when more than ``max_bad_fraction`` of the rows are bad. ``delimiter`` "" sniffs it. Every
     physical CSV line is one record (a quote left open on its line quarantines that line only), so rows
@@ -29,11 +31,15 @@ def ingest(
 
     Args:
         source: What to read: a path or URI (local, file://, gs://, s3://, http(s)://,
-            ``pkg://<package>/<path>``) naming one file, a glob or a folder; .gz, .bz2, .zst and .zip files
-            are decompressed.
+            ``pkg://<package>/<path>``, ``dvc://<repo path or git URL>/<path>@<rev>``) naming one file, a
+            glob or a folder; .gz, .bz2, .zst and .zip files are decompressed. Or
+            ``kafka://host:port/topic?group=<consumer group>``: the JSON messages from the group's
+            committed offsets to the end offsets at the step's start, committed once the dataset is
+            written (a retried step reads each message exactly once).
         dataset: The rows that conform, as one Parquet file. Metadata: rows, rows_in, rows_quarantined,
-            quarantine_reasons, bytes, bytes_in, schema, source_uris, sources (uri, bytes, rows, sha256 each)
-            and warnings.
+            quarantine_reasons, bytes, bytes_in, schema, source_uris, sources (uri, bytes, rows, sha256 each;
+            dvc_md5 and git_rev for dvc://, partition and offsets for kafka://), warnings, and kafka
+            (brokers, topic, group, partitions with their start and end offsets).
         quarantine: The bad rows as Parquet: raw values as strings plus _source, _line, _row, _reason and
             _raw. Metadata: rows, reasons (reason -> rows) and source_uris.
         report: A Markdown summary: rows in = rows out + quarantined, each source with its sha256, the

@@ -1,6 +1,6 @@
 """Finding and opening source files: local paths, ``file://``, ``gs://``, ``s3://``, KFP's ``minio://``,
-``http(s)://`` and ``pkg://<package>/<path>``; one file, a glob or a folder; the format and compression from
-the name. Object-store URIs are opened by :mod:`dmlops.platform.storage`.
+``http(s)://``, ``pkg://<package>/<path>`` and ``dvc://<repo>/<path>@<rev>`` (see
+:mod:`dmlops.data.dvc_source`); one file, a glob or a folder; the format and compression from the name. Object-store URIs are opened by :mod:`dmlops.platform.storage`.
 
 Every byte read goes through a :class:`HashingReader`, so the result can state the size and SHA-256 of
 each source file as read.
@@ -21,6 +21,7 @@ from typing import IO
 
 import fsspec
 
+from dmlops.data.dvc_source import dvc_filesystem, dvc_versions
 from dmlops.data.errors import IngestError
 from dmlops.platform import storage
 
@@ -76,7 +77,7 @@ def _filesystem(source: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
         return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(path)), ""
     raise IngestError(
         f"source {source!r}: unsupported scheme {scheme!r}; use a local path, file://, gs://, s3://, "
-        "minio://, http(s):// or pkg://<package>/<path>"
+        "minio://, http(s)://, pkg://<package>/<path>, dvc://<repo>/<path>@<rev> or kafka://host:port/topic?group=<g>"
     )
 
 
@@ -135,7 +136,12 @@ def resolve_sources(source: str, file_format: str = "auto") -> list[SourceFile]:
         raise IngestError(
             "source is empty; pass a path or URI (local, file://, gs://, s3://, minio://, http(s)://, pkg://)"
         )
-    fs, path, prefix = _filesystem(source.strip())
+    dvc = None
+    if source.strip().startswith("dvc://"):
+        fs, path, dvc = dvc_filesystem(source.strip())
+        prefix = ""
+    else:
+        fs, path, prefix = _filesystem(source.strip())
     remote_http = "http" in _protocols(fs)
     try:
         if remote_http:
@@ -163,14 +169,15 @@ def resolve_sources(source: str, file_format: str = "auto") -> list[SourceFile]:
                 )
             continue  # a folder or glob may hold other files (README, checksums); only data files count
         named_as_given = remote_http or (source.startswith("pkg://") and len(paths) == 1)
-        uri = source if named_as_given else prefix + item
+        uri = dvc.uri(item) if dvc else source if named_as_given else prefix + item
         size = None
         if not remote_http:
             try:
                 size = fs.size(item)
             except Exception as error:  # noqa: BLE001
                 raise _io_error(uri, error) from None
-        files.append(SourceFile(uri, fs, item, size, item_format, compression))
+        extra = dvc_versions(fs, item) if dvc else {}
+        files.append(SourceFile(uri, fs, item, size, item_format, compression, extra))
     if not files:
         raise IngestError(
             f"source {source}: no data files found (looked for {sorted(FORMAT_EXTENSIONS)} with optional "
