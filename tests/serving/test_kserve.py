@@ -37,7 +37,7 @@ from dmlops.serving.rollout import FIRST_DEPLOY, PROMOTE, ROLLBACK, RolloutPolic
 from serving_models import ConstantOutput, broken_copy  # noqa: E402
 
 NAME, NAMESPACE = "flights-delay", "ml"
-POLICY = RolloutPolicy(smoke_requests=4, window_requests=40, concurrency=2)
+POLICY = RolloutPolicy(smoke_requests=4, window_requests=40, concurrency=2, min_labelled_rows=40)
 
 
 # -- InferenceService dicts and storage layouts -------------------------------------------------------
@@ -298,7 +298,7 @@ def launcher(fake_kube):  # noqa: F811
 
 def _rollout(launcher, storage_uri: str, eval_uri: str, features: list[str], **options):
     service = inference_service(NAME, NAMESPACE, storage_uri, **options)
-    return deploy_kubernetes(launcher, service, eval_uri, features, POLICY, timeout_s=30)
+    return deploy_kubernetes(launcher, service, eval_uri, features, POLICY, label="label", timeout_s=30)
 
 
 def test_first_deploy_then_promote_then_rollback(fake_kube, kserve, cluster_network, launcher, model_dir,  # noqa: F811
@@ -325,7 +325,8 @@ def test_first_deploy_then_promote_then_rollback(fake_kube, kserve, cluster_netw
 
     third = _rollout(launcher, "gs://models/broken", eval_uri, features)
     assert third.decision.action == ROLLBACK
-    assert any(reason.startswith("prediction_shift_psi") for reason in third.decision.reasons)
+    assert [reason.split(" = ")[0] for reason in third.decision.reasons] in (["auc", "log_loss"], ["log_loss"])
+    assert third.details["stable model"] == "gs://models/v2" and third.details["canary model"] == "gs://models/broken"
     live = fake_kube.get("inferenceservices", NAMESPACE, NAME)
     assert live["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert live["status"]["components"]["predictor"]["traffic"][1] == {

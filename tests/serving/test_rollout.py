@@ -42,7 +42,8 @@ def test_gates():
     stable = stats(4.0, rng.beta(2, 5, 500).tolist())
     smoke = stats(4.0, [0.5] * 5)
     healthy = judge(policy, smoke, stable, stats(5.0, rng.beta(2, 5, 500).tolist()))
-    assert healthy.action == PROMOTE and [gate.passed for gate in healthy.gates] == [True, True, True]
+    assert healthy.action == PROMOTE and [gate.passed for gate in healthy.gates] == [True, True]
+    assert healthy.warnings == ["quality not judged: the replayed rows have no label column"]
     slow = judge(policy, smoke, stable, stats(12.0, rng.beta(2, 5, 500).tolist()))
     assert slow.action == ROLLBACK and slow.reasons == ["p99_ms = 12 exceeds 9"]
     failing = judge(policy, smoke, stable, stats(4.0, rng.beta(2, 5, 490).tolist(), errors=10))
@@ -52,11 +53,76 @@ def test_gates():
         RolloutPolicy(canary_percent=100)
 
 
+def labelled(predictions: dict[int, float], latency_ms: float = 4.0) -> TrafficStats:
+    return TrafficStats(requests=len(predictions), latencies_ms=[latency_ms] * len(predictions),
+                        predictions=list(predictions.values()), row_predictions=predictions)
+
+
+def test_a_better_canary_with_shifted_predictions_is_promoted_with_a_warning():
+    """119 labelled rows: the stable model is right on 118 (accuracy 0.99) with soft probabilities, the
+    canary on all (1.0) with confident ones, so its predictions shift (PSI > 3) although it is better."""
+    labels = np.array([1.0] * 60 + [0.0] * 59)
+    stable = labelled({row: (0.6 if label else 0.4) for row, label in enumerate(labels)} | {0: 0.35})
+    canary = labelled({row: (0.97 if label else 0.03) for row, label in enumerate(labels)})
+    decision = judge(RolloutPolicy(), stats(4.0, [0.5] * 5), stable, canary, labels)
+    assert decision.action == PROMOTE, decision.reasons
+    assert [gate.name for gate in decision.gates] == ["error_rate", "p99_ms", "auc", "log_loss"]
+    assert decision.quality["canary"]["auc"] == 1.0 and decision.quality["stable"]["auc"] < 1.0
+    assert decision.prediction_shift > 3.0
+    assert decision.warnings[0].startswith("prediction shift: PSI") and "not a gate" in decision.warnings[0]
+    assert "## Warnings" in decision.markdown("t", {}) and decision.metrics()["canary_auc"] == 1.0
+    # the shift gates only when asked to, from a stated number of predictions
+    assert judge(RolloutPolicy(prediction_shift_min_rows=100), stats(4.0, [0.5]), stable, canary,
+                 labels).reasons == [f"prediction_shift_psi = {decision.prediction_shift:.4g} exceeds 0.25"]
+    assert judge(RolloutPolicy(prediction_shift_min_rows=500), stats(4.0, [0.5]), stable, canary,
+                 labels).action == PROMOTE
+
+
+def test_a_worse_canary_is_rolled_back_on_quality_and_few_labels_are_not_judged():
+    rng = np.random.default_rng(3)
+    labels = (rng.random(300) < 0.4).astype(np.float64)
+    good = np.clip(labels * 0.6 + rng.random(300) * 0.4, 0, 1)
+    stable = labelled(dict(enumerate(good)))
+    worse = labelled(dict(enumerate(np.clip(good + rng.normal(0, 0.3, 300), 0.01, 0.99))))
+    decision = judge(RolloutPolicy(), stats(4.0, [0.5]), stable, worse, labels)
+    assert decision.action == ROLLBACK
+    assert [reason.split(" = ")[0] for reason in decision.reasons] == ["auc", "log_loss"]
+    assert "auc = " in decision.reasons[0] and " below " in decision.reasons[0]
+    # a margin wide enough lets it through; a relative margin is a share of the stable's value
+    wide = RolloutPolicy(quality_gates="auc:0.5,log_loss:500%")
+    assert judge(wide, stats(4.0, [0.5]), stable, worse, labels).action == PROMOTE
+    # labels for only some rows: below the minimum sample size, quality is a warning, not a verdict
+    sparse = np.full(300, np.nan)
+    sparse[:50] = labels[:50]
+    few = judge(RolloutPolicy(min_labelled_rows=100), stats(4.0, [0.5]), stable, worse, sparse)
+    assert few.action == PROMOTE and few.warnings[0].startswith("quality not judged: 50 labelled rows")
+
+
+def test_quality_gate_specs():
+    from dmlops.serving.quality import parse_quality_gates
+
+    gates = parse_quality_gates("", "regression")
+    assert [(gate.metric.name, gate.margin, gate.relative) for gate in gates] == [("rmse", 0.02, True)]
+    assert gates[0].limit(10.0) == pytest.approx(10.2) and gates[0].passes(10.1, 10.0)
+    assert parse_quality_gates("auc:0.01")[0].limit(0.8) == pytest.approx(0.79)
+    with pytest.raises(ValueError, match="unknown metric 'f1'"):
+        RolloutPolicy(quality_gates="f1:0.1")
+    with pytest.raises(ValueError, match="give a margin"):
+        parse_quality_gates("auc")
+    with pytest.raises(ValueError, match="no default quality gates for task 'ranking'"):
+        parse_quality_gates("", "ranking")
+
+
 def test_replay_requests_keep_only_features_and_cycle(data_dir):
-    batches = replay_requests(str(data_dir / "eval.parquet"), ["distance", "origin"], count=130, rows_per_request=2)
+    replayed = replay_requests(str(data_dir / "eval.parquet"), ["distance", "origin"], count=130, rows_per_request=2,
+                               label="label")
+    batches = replayed.batches
     assert len(batches) == 130 and all(len(batch) == 2 for batch in batches)
     assert set(batches[0][0]) == {"distance", "origin"}
     assert batches[60][0] == batches[0][0]  # 120 eval rows, then from the start again
+    assert replayed.row_ids[60] == [0, 1] and len(replayed.labels) == 120
+    assert set(replayed.labels) == {0.0, 1.0}
+    assert replay_requests(str(data_dir / "eval.parquet"), ["distance"], 1, 1, label="absent").labels is None
     with pytest.raises(Exception, match="lacks the model's feature columns \\['nope'\\]"):
         replay_requests(str(data_dir / "eval.parquet"), ["nope"], 1, 1)
 

@@ -4,6 +4,7 @@ rollback, while the stable server answers concurrent traffic."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -11,7 +12,7 @@ import requests
 from dmlops.serving.deploy import RolloutFailed, deploy_local
 from dmlops.serving.local import EndpointState, list_endpoints, stop_endpoints
 from dmlops.serving.rollout import FIRST_DEPLOY, PROMOTE, ROLLBACK, RolloutPolicy
-from serving_models import ConstantOutput, FailsOnFirstCategory, broken_copy
+from serving_models import ConstantOutput, FailsOnFirstCategory, broken_copy, late_departure_copy
 
 ENDPOINT = "flights-delay"
 POLICY = RolloutPolicy(smoke_requests=5, window_requests=60, rows_per_request=2, concurrency=2)
@@ -85,20 +86,42 @@ def test_healthy_canary_is_promoted(first_deploy, model_dir, eval_uri):
     # the same model again: a new version that behaves the same passes every gate
     result = deploy_local(str(model_dir), ENDPOINT, eval_uri, POLICY)
     assert result.decision.action == PROMOTE, result.decision.reasons
-    assert [gate.passed for gate in result.decision.gates] == [True, True, True]
+    assert [gate.name for gate in result.decision.gates] == ["error_rate", "p99_ms", "auc", "log_loss"]
+    assert all(gate.passed for gate in result.decision.gates)
+    assert result.decision.quality["canary"]["labelled_rows"] == 120
     assert result.decision.canary.requests == POLICY.window_requests
     state = EndpointState.load(ENDPOINT)
     assert state.canary is None and state.stable.port != old.port and not old.alive()
     assert result.predict_url == state.stable.predict_url
     assert requests.post(result.predict_url, json={"instances": []}).status_code == 400
     markdown = result.markdown()
-    assert "**Decision: promote**" in markdown and "prediction_shift_psi" in markdown
+    assert "**Decision: promote**" in markdown and "| auc |" in markdown
     assert result.decision.metrics()["promoted"] == 1.0
+
+
+def test_a_better_model_that_predicts_differently_is_promoted_and_the_report_names_both_models(
+    first_deploy, eval_uri, tmp_path
+):
+    """A canary better on the labelled rows but with a very different prediction distribution (PSI far
+    over 0.25) is promoted, the shift reported as a warning; the report names the stable model it was
+    judged against and the canary."""
+    stable = EndpointState.load(ENDPOINT).stable
+    better = late_departure_copy(Path(stable.model_uri), tmp_path / "better")
+    result = deploy_local(str(better), ENDPOINT, eval_uri, POLICY)
+    assert result.decision.action == PROMOTE, result.decision.reasons
+    quality = result.decision.quality
+    assert quality["canary"]["auc"] > quality["stable"]["auc"] and quality["canary"]["log_loss"] < quality["stable"]["log_loss"]
+    assert result.decision.prediction_shift > POLICY.max_prediction_shift
+    assert any(warning.startswith("prediction shift: PSI") for warning in result.decision.warnings)
+    assert result.details["stable model"] == stable.model_uri != str(better)
+    assert result.details["canary model"] == result.details["serving model"] == str(better)
+    markdown = result.markdown()
+    assert f"| stable model | {stable.model_uri} |" in markdown and f"| canary model | {better} |" in markdown
 
 
 @pytest.mark.parametrize(
     "wrapper, reason",
-    [(ConstantOutput, "prediction_shift_psi = "), (FailsOnFirstCategory, "smoke test: ")],
+    [(ConstantOutput, "auc = "), (FailsOnFirstCategory, "smoke test: ")],
 )
 def test_broken_canary_is_rolled_back_while_stable_serves_every_request(
     first_deploy, model_dir, eval_uri, eval_rows, tmp_path, wrapper, reason
@@ -108,12 +131,14 @@ def test_broken_canary_is_rolled_back_while_stable_serves_every_request(
     with SteadyTraffic(stable.predict_url, {"instances": eval_rows[:2]}) as traffic:
         result = deploy_local(str(broken), ENDPOINT, eval_uri, POLICY)
     assert result.decision.action == ROLLBACK
+    markdown = result.markdown()
+    assert f"| stable model | {stable.model_uri} |" in markdown and f"| canary model | {broken} |" in markdown
     assert any(line.startswith(reason) for line in result.decision.reasons), result.decision.reasons
     assert traffic.failures == [] and traffic.ok > 20
     state = EndpointState.load(ENDPOINT)
     assert state.stable == stable and state.stable.alive() and state.canary is None
     assert result.predict_url == stable.predict_url
-    assert "**Decision: rollback**" in result.markdown()
+    assert "**Decision: rollback**" in markdown
     assert result.decision.metrics()["promoted"] == 0.0
 
 

@@ -25,6 +25,9 @@ def deploy(
     max_p99_ms: float = 500.0,
     max_p99_ratio: float = 3.0,
     max_prediction_shift: float = 0.25,
+    prediction_shift_min_rows: int = 0,
+    quality_gates: str = "",
+    min_labelled_rows: int = 100,
     storage_uri: str = "",
     runtime: str = "dmlops",
     model_format: str = "",
@@ -41,8 +44,10 @@ def deploy(
                                    ("canary_revision", str), ("decision", str)]):
     """Roll ``model`` out to ``endpoint``: a first deploy goes to 100% after a smoke test; otherwise the
     model goes out as a canary at ``canary_percent``%, smoke requests run, then rows of ``eval_data`` are
-    replayed to the stable and the canary and gates on error rate, p99 latency and prediction shift (PSI)
-    promote it to 100% or roll it back (the stable keeps 100%).
+    replayed to the stable and the canary and gates on error rate, p99 latency and quality on the labelled
+    rows (AUC and log loss by default, not worse than the stable's by more than a margin) promote it to
+    100% or roll it back (the stable keeps 100%). The shift of its predictions from the stable's (PSI) is
+    a warning, a gate only from ``prediction_shift_min_rows`` predictions.
 
     ``backend``: ``local`` (two local model servers that outlive the step; ``dmlops serve --stop`` stops
     them), ``kubernetes`` (a KServe InferenceService named ``endpoint``, Knative mode with a canary or
@@ -52,14 +57,17 @@ def deploy(
 
     Args:
         model: The exported model (the train step's model artifact: model files and metadata.json).
-        eval_data: Parquet rows replayed as requests (the model's feature columns only), e.g. the evaluation set.
+        eval_data: Parquet rows replayed as requests (the model's feature columns), e.g. the evaluation set;
+            its label column, when present, feeds the quality gates.
         endpoint: The endpoint's name: the local model servers' name, or the InferenceService's (a
             DNS-1035 label: lower case, starting with a letter).
-        metrics: The evidence: promoted (1 or 0), smoke_error_rate, and for a judged canary gate_error_rate,
-            gate_p99_ms, gate_prediction_shift_psi and, for each model (``stable_*``, ``canary_*``), requests,
-            errors, error_rate, p50_ms, p99_ms and mean_prediction. Metadata: decision, endpoint and backend.
-        report: A Markdown report: the decision and its reasons, the endpoint and revisions, each gate's
-            value and limit, both models' traffic and example errors.
+        metrics: The evidence: promoted (1 or 0), smoke_error_rate, and for a judged canary
+            prediction_shift_psi, ``gate_<name>`` for each gate (error_rate, p99_ms, the quality metrics,
+            prediction_shift_psi when it gates) and, for each model (``stable_*``, ``canary_*``), requests,
+            errors, error_rate, p50_ms, p99_ms, mean_prediction, labelled_rows and the quality metrics.
+            Metadata: decision, endpoint and backend.
+        report: A Markdown report: the decision and its reasons, warnings, the endpoint, the stable and the
+            canary model, each gate's value and limit, both models' quality and traffic and example errors.
         backend: "local", "kubernetes" or "auto" (kubernetes inside a Kubernetes pod, else local).
         canary_percent: The share of traffic (1 to 99) the new model gets while it is judged (Knative mode).
         smoke_requests: Requests sent to the new model before the window; any failure rolls it back (a
@@ -71,8 +79,16 @@ def deploy(
             0.0 rolls back on any failure.
         max_p99_ms: The canary's p99 latency limit in milliseconds.
         max_p99_ratio: The canary's p99 latency may be at most this many times the stable's (plus 5 ms).
-        max_prediction_shift: The largest population stability index of the canary's predictions
-            against the stable's (0 means the same distribution; 0.25 is a major shift).
+        max_prediction_shift: The population stability index of the canary's predictions against the
+            stable's (0 means the same distribution; 0.25 is a major shift) above which a warning is
+            reported, or the canary rolled back when the shift gates.
+        prediction_shift_min_rows: 0: the prediction shift is a warning only; N: a gate once both models
+            answered at least N rows.
+        quality_gates: Metrics by name with the margin the canary may be worse than the stable by,
+            absolute or relative with %, e.g. "auc:0.01,log_loss:0.02" (the default for a binary model)
+            or "rmse:2%" (the default for regression); metrics: auc, accuracy, log_loss, rmse, mae.
+        min_labelled_rows: The fewest labelled rows answered by both models for the quality gates to
+            judge; with fewer the report warns and quality is not judged.
         storage_uri: Kubernetes: gs://, s3:// or pvc:// location to package the model at for runtime;
             "" serves the model artifact where it is (dmlops runtime only; on KFP's minio:// store as
             s3:// with the ServiceAccount of manifests/base/kserve-storage.yaml). Unused locally.
@@ -115,6 +131,8 @@ def deploy(
         canary_percent=canary_percent, smoke_requests=smoke_requests, window_requests=window_requests,
         rows_per_request=rows_per_request, concurrency=concurrency, max_error_rate=max_error_rate,
         max_p99_ms=max_p99_ms, max_p99_ratio=max_p99_ratio, max_prediction_shift=max_prediction_shift,
+        prediction_shift_min_rows=prediction_shift_min_rows, quality_gates=quality_gates,
+        min_labelled_rows=min_labelled_rows,
     )
     backend = resolve_backend(backend)
     result = roll_out(

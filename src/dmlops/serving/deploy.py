@@ -40,6 +40,7 @@ from dmlops.serving.rollout import (
     PROMOTE,
     ROLLBACK,
     Decision,
+    ReplayRows,
     RequestFormat,
     RolloutPolicy,
     TrafficStats,
@@ -106,6 +107,16 @@ def model_features(model_uri: str) -> list[str]:
     return features_of(model_metadata(model_uri))
 
 
+def label_of(metadata: dict[str, Any]) -> str:
+    """The label column an exported model was trained on."""
+    return metadata["preprocessing"]["label"]
+
+
+def task_of(metadata: dict[str, Any]) -> str:
+    """The task kind of an exported model (``binary`` for exports that do not say)."""
+    return metadata.get("task", "binary")
+
+
 Batches = list[list[dict[str, Any]]]
 
 
@@ -115,11 +126,19 @@ def _smoke(url: str, batches: Batches, policy: RolloutPolicy, request: RequestFo
                   request=request, headers=headers)["canary"]
 
 
-def _window(stable_url: str, canary_url: str, batches: Batches, policy: RolloutPolicy,
-            request: RequestFormat = DMLOPS_V1, headers: dict[str, str] | None = None) -> dict[str, TrafficStats]:
-    return replay({"stable": stable_url, "canary": canary_url}, batches,
-                  concurrency=policy.concurrency, timeout_s=policy.request_timeout_s, request=request,
-                  headers=headers)
+def _split(rows: ReplayRows, policy: RolloutPolicy) -> tuple[Batches, ReplayRows]:
+    """The smoke requests and the judged window."""
+    cut = policy.smoke_requests
+    return rows.batches[:cut], ReplayRows(rows.batches[cut:], rows.row_ids[cut:], rows.labels)
+
+
+def _judged(stable_url: str, canary_url: str, smoke: TrafficStats, window: ReplayRows, policy: RolloutPolicy,
+            task: str, request: RequestFormat = DMLOPS_V1, headers: dict[str, str] | None = None) -> Decision:
+    """Replay the window to the stable and the canary and judge the canary."""
+    stats = replay({"stable": stable_url, "canary": canary_url}, window.batches,
+                   concurrency=policy.concurrency, timeout_s=policy.request_timeout_s, request=request,
+                   headers=headers, row_ids=window.row_ids)
+    return judge(policy, smoke, stats["stable"], stats["canary"], window.labels, task)
 
 
 def service_account_headers(service_account_dir: Path = SERVICE_ACCOUNT_DIR) -> dict[str, str]:
@@ -149,9 +168,10 @@ def deploy_local(
     if state.canary is not None:  # left by an interrupted rollout
         stop_server(state.canary)
         state.canary = None
-    batches = replay_requests(eval_uri, model_features(model_uri), policy.smoke_requests + policy.window_requests,
-                              policy.rows_per_request)
-    smoke_batches, window_batches = batches[: policy.smoke_requests], batches[policy.smoke_requests :]
+    metadata = model_metadata(model_uri)
+    smoke_batches, window = _split(replay_requests(
+        eval_uri, features_of(metadata), policy.smoke_requests + policy.window_requests, policy.rows_per_request,
+        label_of(metadata)), policy)
     canary = start_server(model_uri, endpoint, log_dir=state_dir() / "logs", model_format=model_format,
                           feast_config=feast_config)
     state.canary = canary
@@ -164,8 +184,7 @@ def deploy_local(
     elif smoke_failed(smoke):
         decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)
     else:
-        window = _window(stable.predict_url, canary.predict_url, window_batches, policy)
-        decision = judge(policy, smoke, window["stable"], window["canary"])
+        decision = _judged(stable.predict_url, canary.predict_url, smoke, window, policy, task_of(metadata))
     if decision.promoted:
         state.stable, state.canary = canary, None
         state.save()
@@ -182,7 +201,8 @@ def deploy_local(
         "local", endpoint, serving.url, serving.predict_url,
         stable_revision=f"{endpoint}-{serving.port}", canary_revision=f"{endpoint}-{canary.port}",
         decision=decision,
-        details={"model": model_uri, "canary model": canary.model_uri, "state file": str(state.path)},
+        details={"stable model": stable.model_uri if stable else "-", "canary model": canary.model_uri,
+                 "serving model": serving.model_uri, "state file": str(state.path)},
     )
 
 
@@ -271,20 +291,26 @@ def deploy_kubernetes(
     features: list[str],
     policy: RolloutPolicy,
     *,
+    label: str = "",
+    task: str = "binary",
     request: RequestFormat = DMLOPS_V1,
     headers: dict[str, str] | None = None,
     timeout_s: float = 900.0,
 ) -> RolloutResult:
     """Roll the InferenceService dict ``service`` (see :func:`dmlops.serving.packaging.inference_service`)
     out through the platform launcher, judged by ``policy`` on replayed ``eval_uri`` rows sent in the
-    runtime's ``request`` format with ``headers``."""
+    runtime's ``request`` format with ``headers``; the ``label`` column of those rows (when given and
+    present) feeds the quality gates of ``task``."""
     name = service["metadata"]["name"]
-    batches = replay_requests(eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request)
-    smoke_batches, window_batches = batches[: policy.smoke_requests], batches[policy.smoke_requests :]
+    smoke_batches, window = _split(replay_requests(
+        eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request, label), policy)
     existing = _read_service(launcher, service)
     knative = deployment_mode_name(service["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION]) == KNATIVE
+    previous_uri = ((existing["spec"]["predictor"].get("model") or {}).get("storageUri", "-") if existing
+                    else "-")
     details = {"InferenceService": f"{service['metadata']['namespace']}/{name}",
-               "storage URI": service["spec"]["predictor"]["model"]["storageUri"]}
+               "stable model": previous_uri,
+               "canary model": service["spec"]["predictor"]["model"]["storageUri"]}
 
     if existing is None or not knative:
         result = launcher.apply(_with_canary(service, None), timeout_s=timeout_s)
@@ -315,9 +341,8 @@ def deploy_kubernetes(
     if smoke_failed(smoke):
         decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)
     else:
-        window = _window(request.url(tags["prev"]["url"], name), request.url(tags["latest"]["url"], name),
-                         window_batches, policy, request, headers)
-        decision = judge(policy, smoke, window["stable"], window["canary"])
+        decision = _judged(request.url(tags["prev"]["url"], name), request.url(tags["latest"]["url"], name), smoke,
+                           window, policy, task, request, headers)
     final = launcher.apply(_with_canary(service, 100 if decision.promoted else 0), timeout_s=timeout_s)
     url, internal = final.status.get("url", ""), cluster_url(final.status)
     serving_revision = tags["latest" if decision.promoted else "prev"]["revision"]
@@ -387,4 +412,5 @@ def deploy(
         memory=memory, model_args=model_args,
     )
     return deploy_kubernetes(KubernetesLauncher(), service, eval_uri, features_of(metadata), policy,
-                             request=request, headers=service_account_headers(), timeout_s=timeout_s)
+                             label=label_of(metadata), task=task_of(metadata), request=request,
+                             headers=service_account_headers(), timeout_s=timeout_s)

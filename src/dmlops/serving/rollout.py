@@ -2,9 +2,13 @@
 
 A new model goes out as a canary next to the stable one. Smoke requests check that it answers at all;
 then the same window of replayed evaluation requests goes to both (interleaved, same concurrency) and
-three gates compare them: the canary's error rate, its p99 latency (absolute and against the stable
-one's), and the shift of its prediction distribution from the stable one's (population stability
-index). All gates pass -> promote; any fails -> roll back. The evidence is kept for the KFP UI.
+gates compare them: the canary's error rate, its p99 latency (absolute and against the stable one's),
+and its quality on the labelled rows both answered (AUC, log loss, RMSE, ... by name, see
+:mod:`dmlops.serving.quality`), not worse than the stable's by more than a stated margin once there are
+at least ``min_labelled_rows``. The shift of its prediction distribution from the stable one's
+(population stability index) is a warning, since a better model predicts differently; it is a gate only
+from ``prediction_shift_min_rows`` predictions on. All gates pass -> promote; any fails -> roll back.
+The evidence is kept for the KFP UI.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import requests
 from dmlops.data.errors import DataError
 from dmlops.platform import storage
 from dmlops.serving.features import FeatureContract
+from dmlops.serving.quality import parse_quality_gates
 
 PROMOTE, ROLLBACK, FIRST_DEPLOY = "promote", "rollback", "first-deploy"
 _MAX_ERROR_SAMPLES = 5
@@ -42,6 +47,9 @@ class RolloutPolicy:
     max_p99_ratio: float = 3.0
     p99_slack_ms: float = 5.0
     max_prediction_shift: float = 0.25
+    prediction_shift_min_rows: int = 0
+    quality_gates: str = ""
+    min_labelled_rows: int = 100
     request_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -49,6 +57,9 @@ class RolloutPolicy:
             raise ValueError(f"canary_percent must be between 1 and 99, got {self.canary_percent}")
         if min(self.smoke_requests, self.window_requests, self.rows_per_request, self.concurrency) < 1:
             raise ValueError("smoke_requests, window_requests, rows_per_request and concurrency must be at least 1")
+        if self.min_labelled_rows < 1 or self.prediction_shift_min_rows < 0:
+            raise ValueError("min_labelled_rows must be at least 1 and prediction_shift_min_rows at least 0")
+        parse_quality_gates(self.quality_gates)  # a bad spec fails here, before any server starts
 
 
 @dataclass
@@ -60,6 +71,7 @@ class TrafficStats:
     latencies_ms: list[float] = field(default_factory=list)
     predictions: list[float] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
+    row_predictions: dict[int, float] = field(default_factory=dict)
 
     @property
     def error_rate(self) -> float:
@@ -76,9 +88,22 @@ class TrafficStats:
         }
 
 
-def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_request: int) -> list[list[dict[str, Any]]]:
+@dataclass
+class ReplayRows:
+    """Requests cut from an evaluation set: each request's rows (feature columns only), the evaluation-set
+    index of each row, and the label of each evaluation row by index (NaN where null; None when the
+    set has no label column)."""
+
+    batches: list[list[dict[str, Any]]]
+    row_ids: list[list[int]]
+    labels: np.ndarray | None = None
+
+
+def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_request: int,
+                    label: str = "") -> ReplayRows:
     """``count`` requests of ``rows_per_request`` rows each from an evaluation Parquet dataset, cycling
-    through its rows; only the model's feature columns are kept."""
+    through its rows; only the model's feature columns are kept, and the ``label`` column when the set
+    has it."""
     filesystem, path = storage.filesystem(eval_uri)
     if not filesystem.exists(path):
         raise DataError(f"replay data {eval_uri} does not exist; pass the evaluation dataset")
@@ -87,12 +112,20 @@ def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_req
     if missing:
         raise DataError(f"replay data {eval_uri} lacks the model's feature columns {missing}")
     needed = count * rows_per_request
-    table = pq.read_table(path, filesystem=filesystem, columns=features)
-    rows = table.slice(0, needed).to_pylist()
-    if not rows:
+    labelled = bool(label) and label in schema.names
+    table = pq.read_table(path, filesystem=filesystem, columns=[*features, *([label] if labelled else [])])
+    table = table.slice(0, needed)
+    if not table.num_rows:
         raise DataError(f"replay data {eval_uri} has no rows")
-    rows = [rows[index % len(rows)] for index in range(needed)]
-    return [rows[start : start + rows_per_request] for start in range(0, needed, rows_per_request)]
+    labels = None
+    if labelled:
+        labels = np.asarray(table[label].cast("float64").to_numpy(zero_copy_only=False), np.float64)
+        table = table.drop_columns([label])
+    rows = table.to_pylist()
+    ids = [index % len(rows) for index in range(needed)]
+    starts = range(0, needed, rows_per_request)
+    return ReplayRows([[rows[i] for i in ids[start : start + rows_per_request]] for start in starts],
+                      [ids[start : start + rows_per_request] for start in starts], labels)
 
 
 def _sigmoid(values: list[float]) -> list[float]:
@@ -174,16 +207,19 @@ def replay(
     timeout_s: float,
     request: RequestFormat = DMLOPS_V1,
     headers: dict[str, str] | None = None,
+    row_ids: list[list[int]] | None = None,
 ) -> dict[str, TrafficStats]:
     """Send every batch of rows to every target URL, interleaved, ``concurrency`` at a time, with
-    ``headers`` (e.g. ``Authorization``) on each request."""
+    ``headers`` (e.g. ``Authorization``) on each request. With ``row_ids`` (one id per row) each
+    target's answers are also kept by row id."""
     stats = {name: TrafficStats() for name in targets}
     lock = threading.Lock()
     local = threading.local()
 
-    def send(name: str, rows: list[dict[str, Any]]) -> None:
+    def send(name: str, index: int) -> None:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
+        rows = batches[index]
         body = request.encode(rows)
         started = time.perf_counter()
         try:
@@ -203,9 +239,11 @@ def replay(
             else:
                 record.latencies_ms.append(elapsed_ms)
                 record.predictions.extend(values)
+                if row_ids is not None:
+                    record.row_predictions.update(zip(row_ids[index], values))
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for future in [pool.submit(send, name, rows) for rows in batches for name in targets]:
+        for future in [pool.submit(send, name, index) for index in range(len(batches)) for name in targets]:
             future.result()
     return stats
 
@@ -225,12 +263,17 @@ def population_stability_index(reference: list[float], current: list[float], bin
 
 @dataclass
 class Gate:
-    """One check of the canary: its measured value, the limit, and whether it passed."""
+    """One check of the canary: its measured value, the limit (an upper bound, or a lower bound when
+    ``higher_is_better``), and whether it passed."""
 
     name: str
     value: float
     limit: float
     passed: bool
+    higher_is_better: bool = False
+
+    def failure(self) -> str:
+        return f"{self.name} = {self.value:.4g} {'below' if self.higher_is_better else 'exceeds'} {self.limit:.4g}"
 
 
 @dataclass
@@ -243,6 +286,9 @@ class Decision:
     smoke: TrafficStats
     stable: TrafficStats | None = None
     canary: TrafficStats | None = None
+    warnings: list[str] = field(default_factory=list)
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)
+    prediction_shift: float = math.nan
 
     @property
     def promoted(self) -> bool:
@@ -250,8 +296,11 @@ class Decision:
 
     def metrics(self) -> dict[str, float]:
         """Scalar evidence for a KFP ``Metrics`` artifact."""
-        values = {"promoted": float(self.promoted), "smoke_error_rate": self.smoke.error_rate}
+        values = {"promoted": float(self.promoted), "smoke_error_rate": self.smoke.error_rate,
+                  "prediction_shift_psi": self.prediction_shift}
         values.update({f"gate_{gate.name}": gate.value for gate in self.gates})
+        for role, figures in self.quality.items():
+            values.update({f"{role}_{name}": value for name, value in figures.items()})
         for role, stats in (("stable", self.stable), ("canary", self.canary)):
             if stats is not None:
                 values.update({f"{role}_{key}": float(value) for key, value in stats.summary().items()})
@@ -261,11 +310,20 @@ class Decision:
         """A report for the KFP UI: the decision, the gates and both endpoints' traffic."""
         lines = [f"# {title}", "", f"**Decision: {self.action}**", ""]
         lines += [f"- {reason}" for reason in self.reasons] + [""]
+        if self.warnings:
+            lines += ["## Warnings", "", *[f"- {warning}" for warning in self.warnings], ""]
         lines += ["| | |", "|---|---|", *[f"| {key} | {value} |" for key, value in details.items()], ""]
         if self.gates:
             lines += ["## Gates", "", "| gate | value | limit | result |", "|---|---:|---:|---|"]
-            lines += [f"| {gate.name} | {gate.value:.4g} | {gate.limit:.4g} | {'pass' if gate.passed else 'FAIL'} |"
-                      for gate in self.gates]
+            lines += [f"| {gate.name} | {gate.value:.4g} | {'≥' if gate.higher_is_better else '≤'} {gate.limit:.4g} | "
+                      f"{'pass' if gate.passed else 'FAIL'} |" for gate in self.gates]
+            lines.append("")
+        if self.quality:
+            names = sorted({name for figures in self.quality.values() for name in figures})
+            lines += ["## Quality on the labelled rows both answered", "", "| | " + " | ".join(names) + " |",
+                      "|---|" + "---:|" * len(names)]
+            lines += [f"| {role} | " + " | ".join(f"{figures.get(name, math.nan):.4g}" for name in names) + " |"
+                      for role, figures in self.quality.items()]
             lines.append("")
         lines += ["## Traffic", "", "| | requests | errors | error rate | p50 ms | p99 ms | mean prediction |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
@@ -289,18 +347,56 @@ def smoke_failed(smoke: TrafficStats) -> str:
     return ""
 
 
-def judge(policy: RolloutPolicy, smoke: TrafficStats, stable: TrafficStats, canary: TrafficStats) -> Decision:
-    """Apply the gates to a canary's window next to the stable model's."""
+def _quality_gates(policy: RolloutPolicy, stable: TrafficStats, canary: TrafficStats, labels: np.ndarray | None,
+                   task: str) -> tuple[list[Gate], list[str], dict[str, dict[str, float]]]:
+    """The quality gates on the labelled rows both models answered, the warnings when they cannot be
+    judged, and both models' figures."""
+    if labels is None:
+        return [], ["quality not judged: the replayed rows have no label column"], {}
+    rows = sorted(row for row in stable.row_predictions.keys() & canary.row_predictions.keys()
+                  if not math.isnan(labels[row]))
+    if len(rows) < policy.min_labelled_rows:
+        return [], [f"quality not judged: {len(rows)} labelled rows answered by both models, fewer than "
+                    f"min_labelled_rows = {policy.min_labelled_rows}"], {}
+    truth = labels[rows]
+    answers = {role: np.array([stats.row_predictions[row] for row in rows])
+               for role, stats in (("stable", stable), ("canary", canary))}
+    gates, warnings = [], []
+    quality: dict[str, dict[str, float]] = {role: {"labelled_rows": float(len(rows))} for role in ("stable", "canary")}
+    for gate in parse_quality_gates(policy.quality_gates, task):
+        name = gate.metric.name
+        stable_value, canary_value = (gate.metric.compute(truth, answers[role]) for role in ("stable", "canary"))
+        quality["stable"][name], quality["canary"][name] = stable_value, canary_value
+        if not math.isfinite(stable_value):
+            warnings.append(f"{name} not judged: undefined on these {len(rows)} rows (e.g. a single class)")
+            continue
+        gates.append(Gate(name, canary_value, gate.limit(stable_value), gate.passes(canary_value, stable_value),
+                          gate.metric.higher_is_better))
+    return gates, warnings, quality
+
+
+def judge(policy: RolloutPolicy, smoke: TrafficStats, stable: TrafficStats, canary: TrafficStats,
+          labels: np.ndarray | None = None, task: str = "binary") -> Decision:
+    """Apply the gates to a canary's window next to the stable model's; ``labels`` are the replayed
+    evaluation rows' labels by row id (see :class:`ReplayRows`), ``task`` picks the default quality gates."""
     p99_limit = min(policy.max_p99_ms, policy.max_p99_ratio * stable.percentile_ms(99) + policy.p99_slack_ms)
-    shift = population_stability_index(stable.predictions, canary.predictions)
     canary_p99 = canary.percentile_ms(99)
     gates = [
         Gate("error_rate", canary.error_rate, policy.max_error_rate, canary.error_rate <= policy.max_error_rate),
         Gate("p99_ms", canary_p99, p99_limit, math.isfinite(canary_p99) and canary_p99 <= p99_limit),
-        Gate("prediction_shift_psi", shift, policy.max_prediction_shift, shift <= policy.max_prediction_shift),
     ]
+    quality_gates, warnings, quality = _quality_gates(policy, stable, canary, labels, task)
+    gates += quality_gates
+    shift = population_stability_index(stable.predictions, canary.predictions)
+    shift_rows = min(len(stable.predictions), len(canary.predictions))
+    if policy.prediction_shift_min_rows and shift_rows >= policy.prediction_shift_min_rows:
+        gates.append(Gate("prediction_shift_psi", shift, policy.max_prediction_shift,
+                          shift <= policy.max_prediction_shift))
+    elif shift > policy.max_prediction_shift:
+        warnings.append(f"prediction shift: PSI of the canary's predictions against the stable's = {shift:.4g} "
+                        f"(over {policy.max_prediction_shift:.4g}); a warning, not a gate")
     failed = [gate for gate in gates if not gate.passed]
-    reasons = [f"{gate.name} = {gate.value:.4g} exceeds {gate.limit:.4g}" for gate in failed] or [
+    reasons = [gate.failure() for gate in failed] or [
         f"all {len(gates)} gates passed over {canary.requests} replayed requests"
     ]
-    return Decision(ROLLBACK if failed else PROMOTE, reasons, gates, smoke, stable, canary)
+    return Decision(ROLLBACK if failed else PROMOTE, reasons, gates, smoke, stable, canary, warnings, quality, shift)
