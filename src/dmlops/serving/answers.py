@@ -4,8 +4,8 @@ reading answers back.
 V1 answers one entry per row in ``predictions``: the positive class's probability (``binary``),
 ``{"label": class, "probabilities": {class: probability, ...}}`` (``multiclass``, classes in the model's
 order) or the predicted value (``regression``). A user's export answers its output row: a list of class
-scores (probabilities, or logits) for a classifier, a number otherwise. :func:`gate_metrics` is the quality each task's canary
-is judged on; :func:`quality_figures` computes them from labels and answers.
+scores (probabilities, or logits) for a classifier, a number otherwise. The metrics each task's canary
+is judged on are :data:`dmlops.serving.quality.DEFAULT_QUALITY_GATES`.
 """
 
 from __future__ import annotations
@@ -15,17 +15,6 @@ from typing import Any
 import numpy as np
 
 from dmlops.training.data import Target
-from dmlops.training.metrics import task_metrics
-
-# the metrics a canary is compared on, by task, first the main one (lower is better for log_loss and rmse)
-GATE_METRICS = {"binary": ("auc", "log_loss"), "multiclass": ("log_loss", "accuracy"), "regression": ("rmse",)}
-
-
-def gate_metrics(task: str) -> tuple[str, ...]:
-    """The metrics that judge a canary of ``task`` against the stable model on labelled rows."""
-    if task not in GATE_METRICS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(GATE_METRICS)}")
-    return GATE_METRICS[task]
 
 
 def target_of(metadata: dict[str, Any]) -> Target:
@@ -46,9 +35,18 @@ def v1_predictions(target: Target, predictions: np.ndarray) -> list[Any]:
             for label, row in zip(labels.tolist(), np.asarray(predictions, dtype=np.float64).tolist())]
 
 
+def answer_scores(target: Target, predictions: np.ndarray) -> np.ndarray:
+    """One number per row of a model's predictions, whose distribution is watched: the probability of the
+    positive class (binary) or of the predicted class (multiclass), the value (regression)."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    return predictions.max(axis=1) if target.task == "multiclass" else predictions.reshape(-1)
+
+
 def answer_value(target: Target, entry: Any) -> float | list[float]:
     """One row's answer as a number (binary probability, regression value) or the class probabilities
     in the model's class order (multiclass); ValueError when the entry is not a valid answer."""
+    if isinstance(entry, list) and len(entry) == 1:  # a user's one-output model: its row of one number
+        entry = entry[0]
     if isinstance(entry, list):  # a user's model: its output row of class scores
         scores = np.asarray(entry, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(scores)):
@@ -69,23 +67,3 @@ def answer_value(target: Target, entry: Any) -> float | list[float]:
     if not np.isfinite(value):
         raise ValueError(f"a prediction that is not a finite number: {value}")
     return value
-
-
-def answer_score(target: Target, entry: Any) -> float:
-    """One number per row whose distribution the rollout compares between models: the probability of
-    the positive class (binary) or of the predicted class (multiclass), the value (regression)."""
-    value = answer_value(target, entry)
-    return max(value) if isinstance(value, list) else value
-
-
-def quality_figures(target: Target, labels: list[Any], answers: list[float | list[float]]) -> dict[str, float]:
-    """The task's scalar metrics of ``answers`` (:func:`answer_value` of each row) against the rows'
-    ``labels`` as the data holds them (0/1, a class, a number)."""
-    if target.task == "multiclass":
-        index = {name: position for position, name in enumerate(target.classes)}
-        encoded = np.array([index[label] for label in labels], dtype=np.int64)
-        metrics = task_metrics("multiclass", encoded, np.asarray(answers, dtype=np.float64), target.classes)
-    else:
-        metrics = task_metrics(target.task, np.asarray(labels, dtype=np.float64), np.asarray(answers, dtype=np.float64))
-    return {name: float(value) for name, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)}
