@@ -27,6 +27,7 @@ annotations on the Secret).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -54,6 +55,7 @@ KFP_ARTIFACT_READER = "dmlops-kfp-artifact-reader"  # ServiceAccount with KFP's 
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TRITON_BACKEND = ("onnx", "onnxruntime_onnx", "model.onnx")  # KServe model format, Triton platform, file name
+LOG_SINK_URL_ENV = "DMLOPS_PREDICTION_LOG_SINK_URL"  # where InferenceServices send their CloudEvents
 
 
 def serving_runtime_container() -> dict[str, Any]:
@@ -159,6 +161,7 @@ def inference_service(
     memory: str = "1Gi",
     labels: dict[str, str] | None = None,
     model_args: list[str] | None = None,
+    logger_url: str | None = None,
 ) -> dict[str, Any]:
     """An InferenceService (serving.kserve.io/v1beta1) as a plain dict.
 
@@ -166,7 +169,10 @@ def inference_service(
     canary gates can call; ``canary_traffic_percent`` sends that share to the latest revision.
     Standard (raw Deployment) has no traffic split: it must not be given a canary percentage.
     ``deployment_mode`` may be given by its deprecated name (``Serverless``, ``RawDeployment``); the
-    annotation always carries the current one.
+    annotation always carries the current one. ``logger_url``: KServe's agent sends every request and
+    response to this URL as CloudEvents (``spec.predictor.logger``, mode ``all``), e.g. to the prediction
+    log sink (:mod:`dmlops.serving.log_sink`); None takes ``$DMLOPS_PREDICTION_LOG_SINK_URL`` (so a deploy
+    step whose pod has it set logs), "" or unset: no logger.
     """
     if not is_dns1035_label(name):
         raise ValueError(f"InferenceService name {name!r} must be a DNS-1035 label (lower case, starts with a letter)")
@@ -193,6 +199,9 @@ def inference_service(
         predictor["serviceAccountName"] = service_account
     if canary_traffic_percent is not None:
         predictor["canaryTrafficPercent"] = canary_traffic_percent
+    logger_url = os.environ.get(LOG_SINK_URL_ENV, "") if logger_url is None else logger_url
+    if logger_url:
+        predictor["logger"] = {"mode": "all", "url": logger_url}
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
