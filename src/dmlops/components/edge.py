@@ -20,21 +20,25 @@ def export_edge(
     on_gate_failure: str = "fail",
 ):
     """Convert a model exported by ``train`` for devices: ONNX float32 and int8 (onnxruntime) for torch
-    models, TFLite float32 and int8 (LiteRT) for TensorFlow models. Each variant predicts the eval rows, one
-    row per call, in its own runtime and is gated against the served model: float32 max |Δp| ≤ 1e-5; int8 AUC drop ≤ 0.002
-    and predictions changing class ≤ 0.1 %.
+    models, TFLite float32 and int8 (LiteRT) for torch and TensorFlow models. Every variant takes raw feature
+    values, the model's preprocessing (standardization, category lookup) folded into its graph; its inputs
+    are described in its metadata. Each variant predicts the eval rows, one row per call, in its own runtime
+    and is gated against the served model answering the same rows: float32 max |Δp| ≤ 1e-5; int8 AUC drop
+    ≤ 0.002 and predictions changing class ≤ 0.1 %.
 
     Args:
         model: A model exported by ``train`` (torch.export program + ONNX, or SavedModel, with metadata.json).
         eval_data: Parquet dataset with the model's feature columns and its label column; every variant
             predicts each row alone and is gated on the results.
-        train_data: Parquet training rows; the int8 ONNX variant's activation ranges are calibrated on a
-            sample of them.
-        onnx_float32: The ONNX model as exported; metadata: sha256, size, gate figures, latency.
+        train_data: Parquet training rows; the int8 variants' activation ranges are calibrated on a sample
+            of them.
+        onnx_float32: The ONNX model as exported; metadata: sha256, size, gate figures, latency, inputs.
         onnx_int8: The ONNX model with int8 weights and activations (static QDQ quantization); metadata as
             above.
-        tflite_float32: The TFLite model (TensorFlow models); metadata as above.
-        tflite_int8: The TFLite model with int8 weights (dynamic range); metadata as above.
+        tflite_float32: The TFLite model (the ``torch.export`` program translated to TensorFlow, or the
+            SavedModel); metadata as above.
+        tflite_int8: The TFLite model with int8 weights and activations (post-training full-integer
+            quantization); metadata as above.
         report: Markdown table of every variant beside the served model: size, single-row latency p50/p99,
             gate figures, and the variants left out with the reason.
         on_gate_failure: fail (a variant past its gate fails the step, naming the figure) or omit (the

@@ -1,22 +1,22 @@
 """Edge export: the served model converted for devices, each variant run in its own runtime and gated
 against the served model before it may ship.
 
-Variants: ONNX float32 (the ONNX file ``train`` exports beside a torch model) and int8 (onnxruntime's
-static quantization: QDQ, int8 weights per channel, int8 activations with ranges calibrated on training
-rows), run with onnxruntime; for TensorFlow models, TFLite float32 and int8 (TFLiteConverter,
-dynamic-range quantization), run with LiteRT's interpreter (``ai-edge-litert``). Every variant predicts
-the eval rows one row per call, as a device runs it (a variant that quantizes activations at run time
-answers a row differently inside a batch), and is compared with the served model (torch.export or
-SavedModel, as :class:`dmlops.serving.model.ServedModel` loads it):
+Variants: for torch models, ONNX float32 (the ONNX file ``train`` exports beside the program) and int8
+(onnxruntime's static quantization: QDQ, int8 weights per channel, int8 activations with ranges calibrated
+on training rows), run with onnxruntime; for torch and TensorFlow models, TFLite float32 and int8
+(TFLiteConverter from the ``torch.export`` program translated to TensorFlow, or from the SavedModel; int8
+weights and activations with ai-edge-quantizer, calibrated on training rows), run with LiteRT's interpreter
+(``ai-edge-litert``). Every variant takes raw feature values, the served model's preprocessing folded into
+its graph (:mod:`dmlops.serving.edge_graphs` says how a device feeds it), predicts the eval rows one row
+per call, as a device runs it, and is compared with the served model answering the same rows as requests
+(:meth:`dmlops.serving.model.ServedModel.predict_rows`):
 
 - float32 must give the same probabilities: max |Δp| ≤ 1e-5;
 - int8 may lose a little: AUC drop ≤ 0.002 and predictions changing class ≤ 0.1 %.
 
 A converter that silently reorders inputs or mangles a layer still produces a model that runs; these
 figures are what tells (the question converter users keep asking, e.g. onnx/tensorflow-onnx#2339,
-microsoft/onnxruntime#12924). Inputs of every variant are the model's encoded inputs (``numeric``
-float32 [n, k] standardised, ``categorical`` int64 [n, c] vocabulary indices), as for the served model;
-the encoding is in the model's metadata.json (``preprocessing``).
+microsoft/onnxruntime#12924).
 """
 
 from __future__ import annotations
@@ -24,19 +24,23 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 
-from dmlops.training.data import EncodedData, Preprocessing, load_encoded
+from dmlops.serving.edge_graphs import (
+    EdgeConversionError, RawRows, input_description, onnx_with_preprocessing, raw_rows, saved_model_network,
+    text_array, tflite_models, torch_network,
+)
+from dmlops.training.data import Preprocessing, binary_labels, read_table
 from dmlops.training.export import METADATA_FILE, fetch
 from dmlops.training.metrics import binary_metrics
 
-Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # raw numeric, categorical text → probabilities
 
 MAX_FLOAT32_DELTA = 1e-5
 MAX_INT8_AUC_DROP = 0.002
@@ -64,6 +68,7 @@ class EdgeVariant:
     figures: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -75,6 +80,7 @@ class EdgeVariant:
             "file": self.path.name, "sha256": self.sha256, "size_bytes": self.size_bytes, "runtime": self.runtime,
             "precision": self.precision, **self.figures, "gate": "passed" if self.passed else "; ".join(self.failures),
             **{f"latency_{name}_ms": value for name, value in self.latency_ms.items()},
+            **{f"input_{name}": description for name, description in self.inputs.items()},
         }
 
 
@@ -87,13 +93,18 @@ class EdgeReport:
     reference: dict[str, float]
     rows: int
     served_format: str
+    inputs: dict[str, str]
 
     def markdown(self) -> str:
         """The variants beside the served model: size, single-row latency p50/p99 and the gate figures."""
         lines = [
             f"# Edge variants\n\nGated on {self.rows:,} eval rows against the served model ({self.served_format}): "
             f"float32 max |Δp| ≤ {MAX_FLOAT32_DELTA:g}; int8 AUC drop ≤ {MAX_INT8_AUC_DROP:g} and class flips ≤ "
-            f"{MAX_INT8_CLASS_FLIPS:.1%}, every row predicted alone. Latency: one row per call, one thread.\n",
+            f"{MAX_INT8_CLASS_FLIPS:.1%}, every row predicted alone from its raw feature values (the served model "
+            f"answering them as requests). Latency: one row per call, one thread.\n",
+            "Every variant takes raw feature values, the preprocessing in its graph:\n",
+            *(f"- `{name}`: {description}" for name, description in self.inputs.items()),
+            "",
             "| variant | runtime | size | p50 ms | p99 ms | max \\|Δp\\| | AUC drop | class flips | gate |",
             "|---|---|---:|---:|---:|---:|---:|---:|---|",
             f"| served ({self.served_format}) | native | {_size(self.reference['size_bytes'])} | "
@@ -139,7 +150,8 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def onnx_predictor(path: Path, threads: int = 1) -> Predictor:
-    """Probabilities from an ONNX model (inputs ``numeric``, ``categorical``; one logit output) in onnxruntime."""
+    """Probabilities from an edge ONNX model (raw inputs ``numeric``, ``categorical``; one logit output) in
+    onnxruntime."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -154,50 +166,46 @@ def onnx_predictor(path: Path, threads: int = 1) -> Predictor:
 
 
 def tflite_predictor(path: Path, threads: int = 1) -> Predictor:
-    """Probabilities from a TFLite model's serving signature (``numeric``, ``categorical``) in LiteRT."""
+    """Probabilities from an edge TFLite model's serving signature (raw inputs ``numeric``, ``categorical``)
+    in LiteRT."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     runner = interpreter.get_signature_runner()
 
     def predict(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        outputs = runner(numeric=numeric, categorical=categorical.astype(_tflite_int_type(runner)))
-        return _sigmoid(next(iter(outputs.values())))
+        return _sigmoid(next(iter(runner(numeric=numeric, categorical=text_array(categorical)).values())))
 
     return predict
-
-
-def _tflite_int_type(runner) -> type:
-    return runner.get_input_details()["categorical"]["dtype"]
 
 
 class _CalibrationRows:
     """onnxruntime's CalibrationDataReader protocol over encoded training rows, in batches."""
 
-    def __init__(self, rows: EncodedData):
+    def __init__(self, numeric: np.ndarray, categorical: np.ndarray):
         self._batches = iter([
-            {"numeric": rows.numeric[start : start + CALIBRATION_BATCH],
-             "categorical": rows.categorical[start : start + CALIBRATION_BATCH]}
-            for start in range(0, len(rows), CALIBRATION_BATCH)
+            {"numeric": numeric[start : start + CALIBRATION_BATCH],
+             "categorical": categorical[start : start + CALIBRATION_BATCH]}
+            for start in range(0, len(numeric), CALIBRATION_BATCH)
         ])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
 
-def calibration_sample(rows: EncodedData, count: int = CALIBRATION_ROWS, seed: int = 0) -> EncodedData:
+def calibration_sample(table: pa.Table, count: int = CALIBRATION_ROWS, seed: int = 0) -> pa.Table:
     """Up to ``count`` rows drawn without replacement (seeded) for calibration."""
-    if len(rows) <= count:
-        return rows
-    index = np.sort(np.random.default_rng(seed).choice(len(rows), count, replace=False))
-    return EncodedData(rows.numeric[index], rows.categorical[index], rows.labels[index])
+    if table.num_rows <= count:
+        return table
+    return table.take(np.sort(np.random.default_rng(seed).choice(table.num_rows, count, replace=False)))
 
 
-def convert_onnx(model_dir: Path, metadata: dict, destinations: dict[str, Path],
-                 calibration: EncodedData) -> dict[str, Path]:
+def convert_onnx(model_dir: Path, metadata: dict, preprocessing: Preprocessing, destinations: dict[str, Path],
+                 calibration: pa.Table) -> dict[str, Path]:
     """ONNX float32 (the exported file) and int8 (shape inference and graph optimization as onnxruntime's
-    ``quant_pre_process`` does them, then static QDQ quantization calibrated on ``calibration`` rows with
-    the percentile method), each in its destination folder."""
+    ``quant_pre_process`` does them, then static QDQ quantization calibrated on the ``calibration`` rows with
+    the percentile method), each behind the preprocessing front end, in its destination folder."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -205,27 +213,30 @@ def convert_onnx(model_dir: Path, metadata: dict, destinations: dict[str, Path],
     float32 = destinations["onnx_float32"] / "model.onnx"
     int8 = destinations["onnx_int8"] / "model.int8.onnx"
     prepared = destinations["onnx_int8"] / "prepared.onnx"
-    shutil.copyfile(source, float32)
     quant_pre_process(str(source), str(prepared))
-    quantize_static(str(prepared), str(int8), _CalibrationRows(calibration_sample(calibration)),
+    quantize_static(str(prepared), str(int8), _CalibrationRows(*preprocessing.encode(calibration, "calibration rows")),
                     quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                     activation_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile)
     prepared.unlink()
+    for network, path in ((source, float32), (int8, int8)):
+        onnx.save(onnx_with_preprocessing(onnx.load(str(network)), preprocessing), str(path))
     return {"onnx_float32": float32, "onnx_int8": int8}
 
 
-def convert_tflite(model_dir: Path, metadata: dict, destinations: dict[str, Path]) -> dict[str, Path]:
-    """TFLite float32 and int8 (dynamic-range quantization) from the SavedModel, each in its destination."""
-    import tensorflow as tf
-
+def convert_tflite(model_dir: Path, metadata: dict, preprocessing: Preprocessing, destinations: dict[str, Path],
+                   calibration: pa.Table) -> dict[str, Path]:
+    """TFLite float32 and int8 (static int8 quantization calibrated on the ``calibration`` rows) from the
+    ``torch.export`` program (translated op by op) or the SavedModel, behind the preprocessing front end."""
+    files = metadata["model_files"]
+    if metadata["framework"] == "torch":
+        network, keep_alive = torch_network(model_dir / files["torch_export"]), None
+    else:
+        network, keep_alive = saved_model_network(model_dir / files["saved_model"])
+    models = tflite_models(network, keep_alive, preprocessing, raw_rows(calibration, preprocessing), CALIBRATION_BATCH)
     paths = {}
-    for name, optimize in (("tflite_float32", False), ("tflite_int8", True)):
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(model_dir / metadata["model_files"]["saved_model"]))
-        if optimize:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        path = destinations[name] / f"model.{name.split('_')[1]}.tflite"
-        path.write_bytes(converter.convert())
-        paths[name] = path
+    for name, content in models.items():
+        paths[name] = destinations[name] / f"model.{name.split('_')[1]}.tflite"
+        paths[name].write_bytes(content)
     return paths
 
 
@@ -234,79 +245,93 @@ def _latency(seconds: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(measured, 50)), "p99": float(np.percentile(measured, 99))}
 
 
-def predict_row_by_row(predict: Predictor, data: EncodedData) -> tuple[np.ndarray, list[float]]:
-    """Probabilities of every row predicted alone, as a device predicts, and each call's seconds."""
-    probabilities = np.empty(len(data), dtype=np.float64)
+def predict_row_by_row(predict_row: Callable[[int], float], rows: int) -> tuple[np.ndarray, list[float]]:
+    """The probability of every row predicted alone (``predict_row(index)``), as a device predicts, and
+    each call's seconds, after a few calls that warm the runtime up (its first calls allocate)."""
+    for _ in range(LATENCY_WARMUP):
+        predict_row(0)
+    probabilities = np.empty(rows, dtype=np.float64)
     seconds = []
-    for row in range(len(data)):
+    for row in range(rows):
         started = time.perf_counter()
-        probabilities[row] = predict(data.numeric[row : row + 1], data.categorical[row : row + 1])[0]
+        probabilities[row] = predict_row(row)
         seconds.append(time.perf_counter() - started)
     return probabilities, seconds
-
-
-def _warm_up(predict: Predictor, data: EncodedData) -> None:
-    for _ in range(LATENCY_WARMUP):  # a runtime's first calls allocate
-        predict(data.numeric[:1], data.categorical[:1])
 
 
 RUNTIMES = {"onnx": ("onnxruntime", onnx_predictor), "tflite": ("litert", tflite_predictor)}
 
 
-def check_variant(name: str, path: Path, reference: np.ndarray, data: EncodedData, threads: int = 1) -> EdgeVariant:
-    """Run the variant file at ``path`` on every row of ``data``, one row per call, in its runtime; gate it
-    against ``reference`` and take the calls' latency."""
+def check_variant(name: str, path: Path, reference: np.ndarray, rows: RawRows, labels: np.ndarray,
+                  threads: int = 1) -> EdgeVariant:
+    """Run the variant file at ``path`` on every raw row, one row per call, in its runtime; gate it against
+    the served model's ``reference`` probabilities of the same rows and take the calls' latency."""
     family, precision = name.split("_")
     runtime, load = RUNTIMES[family]
     predict = load(path, threads)
     variant = EdgeVariant(name=name, runtime=runtime, precision=precision, path=path, size_bytes=path.stat().st_size,
                           sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-    _warm_up(predict, data)
-    probabilities, seconds = predict_row_by_row(predict, data)
-    variant.figures, variant.failures = gate(precision, reference, probabilities, data.labels)
+    probabilities, seconds = predict_row_by_row(lambda row: predict(*rows.row(row))[0], len(rows))
+    variant.figures, variant.failures = gate(precision, reference, probabilities, labels)
     variant.latency_ms = _latency(seconds)
     return variant
 
 
-CONVERTERS = {"torch": ("onnxruntime", "onnx"), "tensorflow": ("tensorflow", "ai_edge_litert")}
+ONNX_MODULES, ONNX_EXTRAS = ("onnxruntime", "onnx"), "serve,torch"
+TFLITE_MODULES, TFLITE_EXTRAS = ("tensorflow", "ai_edge_litert", "ai_edge_quantizer"), "tf"
 
 
-def _require_converters(framework: str) -> None:
-    missing = [module for module in CONVERTERS[framework] if importlib.util.find_spec(module) is None]
-    if missing:
-        extra = "tf" if framework == "tensorflow" else "serve,torch"
-        raise RuntimeError(f"edge export of a {framework} model needs {', '.join(missing)} in this image: "
-                           f"pip install 'dmlops[{extra}]'")
+def _missing(modules: tuple[str, ...], extras: str) -> str:
+    """Why a converter cannot run in this image (its modules missing), or empty."""
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    return f"needs {', '.join(missing)} in this image: pip install 'dmlops[{extras}]'" if missing else ""
 
 
 def export_edge(model_uri: str, eval_uri: str, train_uri: str, destinations: dict[str, Path], *,
                 on_gate_failure: str = "fail", threads: int = 1) -> EdgeReport:
     """Convert the model at ``model_uri`` into every edge variant its framework allows (each written in
-    ``destinations[variant]``, one folder per name in :data:`VARIANTS`; int8 ONNX calibrated on rows of
+    ``destinations[variant]``, one folder per name in :data:`VARIANTS`; int8 variants calibrated on rows of
     ``train_uri``), run each on the eval rows against the served model and gate it.
     ``on_gate_failure``: ``fail`` raises :class:`EdgeGateError` naming the variant and the figure; ``omit``
-    leaves the variant out with the reason. ``threads``: of every runtime."""
+    leaves the variant out with the reason. A torch model the TFLite converter cannot translate, or an
+    image without TensorFlow, gets no TFLite variants, with the reason. ``threads``: of every runtime."""
     from dmlops.serving.model import ServedModel
 
     if on_gate_failure not in ("fail", "omit"):
         raise ValueError(f"on_gate_failure {on_gate_failure!r}: choose fail or omit")
     model_dir = fetch(model_uri)
     framework = json.loads((model_dir / METADATA_FILE).read_text())["framework"]
-    _require_converters(framework)
+    onnx_missing = _missing(ONNX_MODULES, ONNX_EXTRAS) if framework == "torch" else ""
+    tflite_missing = _missing(TFLITE_MODULES, TFLITE_EXTRAS)
+    if onnx_missing or (framework != "torch" and tflite_missing):
+        raise RuntimeError(f"edge export of a {framework} model {onnx_missing or tflite_missing}")
     served = ServedModel(model_uri, threads=threads)
     preprocessing = Preprocessing.from_dict(served.metadata["preprocessing"])
-    data = load_encoded(eval_uri, preprocessing)
-    reference = served.predict_encoded(data.numeric, data.categorical)
-    left_out: dict[str, str] = {}
+    features = [*preprocessing.numeric, *preprocessing.categorical]
+    table = read_table(eval_uri, [*features, preprocessing.label])
+    labels = binary_labels(table, preprocessing.label, eval_uri)
+    requests = table.select(features).to_pylist()
+    reference = served.predict_rows(requests)
+    rows = raw_rows(table, preprocessing)
+    calibration = calibration_sample(read_table(train_uri, features))
     for folder in destinations.values():
         folder.mkdir(parents=True, exist_ok=True)
+    left_out: dict[str, str] = {}
+    files: dict[str, Path] = {}
     if framework == "torch":
-        files = convert_onnx(model_dir, served.metadata, destinations, load_encoded(train_uri, preprocessing))
-        left_out.update({name: "TFLite needs a TensorFlow model; this one is torch" for name in VARIANTS[2:]})
+        files.update(convert_onnx(model_dir, served.metadata, preprocessing, destinations, calibration))
     else:
-        files = convert_tflite(model_dir, served.metadata, destinations)
         left_out.update({name: "the TensorFlow export has no ONNX file" for name in VARIANTS[:2]})
-    variants = [check_variant(name, path, reference, data, threads) for name, path in files.items()]
+    try:
+        if tflite_missing:
+            raise EdgeConversionError(f"TFLite {tflite_missing}")
+        files.update(convert_tflite(model_dir, served.metadata, preprocessing, destinations, calibration))
+    except EdgeConversionError as error:
+        left_out.update({name: f"not converted: {error}" for name in VARIANTS[2:]})
+    variants = [check_variant(name, path, reference, rows, labels, threads) for name, path in files.items()]
+    inputs = input_description(preprocessing)
+    for variant in variants:
+        variant.inputs = inputs
     failed = [variant for variant in variants if not variant.passed]
     if failed and on_gate_failure == "fail":
         raise EdgeGateError("; ".join(f"{variant.name} fails its gate: {', '.join(variant.failures)}"
@@ -314,11 +339,10 @@ def export_edge(model_uri: str, eval_uri: str, train_uri: str, destinations: dic
     for variant in failed:
         left_out[variant.name] = f"gate failed: {', '.join(variant.failures)}"
         variant.path.unlink()
-    _warm_up(served.predict_encoded, data)
-    _, served_seconds = predict_row_by_row(served.predict_encoded, data)
+    _, served_seconds = predict_row_by_row(lambda row: served.predict_rows(requests[row : row + 1])[0], len(requests))
     served_latency = _latency(served_seconds)
     return EdgeReport(
-        variants=variants, left_out=left_out, rows=len(data),
+        variants=variants, left_out=left_out, rows=len(rows), inputs=inputs,
         served_format="torch.export" if framework == "torch" else "SavedModel",
         reference={"latency_p50_ms": served_latency["p50"], "latency_p99_ms": served_latency["p99"],
                    "size_bytes": _served_size(model_dir, served.metadata)},
