@@ -10,6 +10,7 @@ from dmlops.components.features import (feast_apply, feast_materialize, feast_on
 from dmlops.components.ingest import ingest
 from dmlops.components.monitoring import feedback, monitor
 from dmlops.components.privacy import erase_subject, pii_scan, pseudonymize
+from dmlops.components.robustness import robustness
 from dmlops.components.serving import deploy
 from dmlops.components.training import evaluate, train
 from dmlops.components.transform import derive_columns, split_by_time
@@ -20,7 +21,7 @@ COMPONENTS = {
     "data": [ingest, derive_columns, split_by_time, infer_schema, validate, compare],
     "features": [feast_store, feast_source, feast_apply, feast_materialize, feast_training_set,
                  feast_online_features, running_means],
-    "training": [train, evaluate],
+    "training": [train, evaluate, robustness],
     "tuning": [tune],
     "serving": [deploy, export_edge],
     "monitoring": [feedback, monitor],
@@ -31,5 +32,5 @@ __all__ = [
     "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "export_edge", "feast_apply", "feast_materialize",
     "feast_online_features", "feast_source", "feast_store", "feast_training_set", "feedback", "infer_schema", "ingest",
     "monitor", "running_means", "split_by_time", "train", "tune", "validate",
-    "erase_subject", "pii_scan", "pseudonymize",
+    "erase_subject", "pii_scan", "pseudonymize", "robustness",
 ]
