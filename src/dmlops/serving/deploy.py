@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dmlops.platform.backend import SERVICE_ACCOUNT_DIR
+from dmlops.serving.answers import target_of
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.local import EndpointState, start_server, state_dir, stop_server
 from dmlops.serving.packaging import (
@@ -50,6 +51,7 @@ from dmlops.serving.rollout import (
     request_format,
     smoke_failed,
 )
+from dmlops.training.evaluate import tensor_inputs
 from dmlops.training.export import METADATA_FILE, fetch
 
 
@@ -97,7 +99,9 @@ def model_metadata(model_uri: str) -> dict[str, Any]:
 
 
 def features_of(metadata: dict[str, Any]) -> list[str]:
-    """The feature names of an exported model, in request order."""
+    """The feature names of an exported model, in request order; a user's export: its input tensors."""
+    if "preprocessing" not in metadata:
+        return list(tensor_inputs(metadata))
     inputs = metadata["inputs"]
     return [*inputs["numeric"]["columns"], *inputs["categorical"]["columns"]]
 
@@ -108,13 +112,19 @@ def model_features(model_uri: str) -> list[str]:
 
 
 def label_of(metadata: dict[str, Any]) -> str:
-    """The label column an exported model was trained on."""
-    return metadata["preprocessing"]["label"]
+    """The label column an exported model was trained on ("" when a user's export does not say)."""
+    return metadata["preprocessing"]["label"] if "preprocessing" in metadata else metadata.get("label", "")
 
 
 def task_of(metadata: dict[str, Any]) -> str:
-    """The task kind of an exported model (``binary`` for exports that do not say)."""
-    return metadata.get("task", "binary")
+    """The task kind of an exported model (:func:`dmlops.serving.answers.target_of`)."""
+    return target_of(metadata).task
+
+
+def classes_of(metadata: dict[str, Any]) -> list[Any] | None:
+    """A classifier's classes, by which replayed labels become class indices (None: the labels are
+    the indices, or numbers)."""
+    return target_of(metadata).classes or None
 
 
 Batches = list[list[dict[str, Any]]]
@@ -171,20 +181,21 @@ def deploy_local(
     metadata = model_metadata(model_uri)
     smoke_batches, window = _split(replay_requests(
         eval_uri, features_of(metadata), policy.smoke_requests + policy.window_requests, policy.rows_per_request,
-        label_of(metadata)), policy)
+        label_of(metadata), classes_of(metadata)), policy)
+    request = request_format(DMLOPS_RUNTIME, target=target_of(metadata))
     canary = start_server(model_uri, endpoint, log_dir=state_dir() / "logs", model_format=model_format,
                           feast_config=feast_config)
     state.canary = canary
     state.example = {"instances": smoke_batches[0][:1]}
     state.save()
-    smoke = _smoke(canary.predict_url, smoke_batches, policy)
+    smoke = _smoke(canary.predict_url, smoke_batches, policy, request)
     stable = state.stable
     if stable is None:
         decision = _first_deploy_decision(smoke, f"first deploy: smoke test passed ({smoke.requests} requests); 100% to it")
     elif smoke_failed(smoke):
         decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)
     else:
-        decision = _judged(stable.predict_url, canary.predict_url, smoke, window, policy, task_of(metadata))
+        decision = _judged(stable.predict_url, canary.predict_url, smoke, window, policy, task_of(metadata), request)
     if decision.promoted:
         state.stable, state.canary = canary, None
         state.save()
@@ -293,6 +304,7 @@ def deploy_kubernetes(
     *,
     label: str = "",
     task: str = "binary",
+    classes: list[Any] | None = None,
     request: RequestFormat = DMLOPS_V1,
     headers: dict[str, str] | None = None,
     timeout_s: float = 900.0,
@@ -300,10 +312,11 @@ def deploy_kubernetes(
     """Roll the InferenceService dict ``service`` (see :func:`dmlops.serving.packaging.inference_service`)
     out through the platform launcher, judged by ``policy`` on replayed ``eval_uri`` rows sent in the
     runtime's ``request`` format with ``headers``; the ``label`` column of those rows (when given and
-    present) feeds the quality gates of ``task``."""
+    present; class indices by ``classes``) feeds the quality gates of ``task``."""
     name = service["metadata"]["name"]
     smoke_batches, window = _split(replay_requests(
-        eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request, label), policy)
+        eval_uri, features, policy.smoke_requests + policy.window_requests, policy.rows_per_request, label, classes),
+        policy)
     existing = _read_service(launcher, service)
     knative = deployment_mode_name(service["metadata"]["annotations"][DEPLOYMENT_MODE_ANNOTATION]) == KNATIVE
     previous_uri = ((existing["spec"]["predictor"].get("model") or {}).get("storageUri", "-") if existing
@@ -397,7 +410,8 @@ def deploy(
         served = {"storage_uri": model_uri, "format": "dmlops", "runtime": DMLOPS_RUNTIME, "protocol": "v1"}
     storage, service_account = kserve_storage(served["storage_uri"], service_account)
     metadata = model_metadata(local_copy)
-    request = request_format(runtime, FeatureContract.from_metadata(metadata))
+    contract = FeatureContract.from_metadata(metadata) if runtime != DMLOPS_RUNTIME else None
+    request = request_format(runtime, contract, target_of(metadata))
     model_args = []
     if runtime == DMLOPS_RUNTIME and model_format:
         model_args = ["--model_format", model_format]
@@ -412,5 +426,6 @@ def deploy(
         memory=memory, model_args=model_args,
     )
     return deploy_kubernetes(KubernetesLauncher(), service, eval_uri, features_of(metadata), policy,
-                             label=label_of(metadata), task=task_of(metadata), request=request,
+                             label=label_of(metadata), task=task_of(metadata), classes=classes_of(metadata),
+                             request=request,
                              headers=service_account_headers(), timeout_s=timeout_s)

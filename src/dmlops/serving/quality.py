@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from dmlops.training.metrics import binary_metrics
+from dmlops.training.metrics import binary_metrics, multiclass_metrics
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,15 @@ class QualityMetric:
     compute: Callable[[np.ndarray, np.ndarray], float]
 
 
+def _classification(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """Binary metrics of probabilities [n], or multiclass metrics of class probabilities [n, classes]
+    against class indices (AUC one-vs-rest)."""
+    if predictions.ndim == 1:
+        return binary_metrics(labels, predictions)
+    metrics = multiclass_metrics(labels.astype(np.int64), predictions, list(range(predictions.shape[1])))
+    return {**metrics, "auc": metrics["auc_ovr"]}
+
+
 def _rmse(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(np.sqrt(np.mean((predictions - labels) ** 2)))
 
@@ -34,14 +43,16 @@ def _mae(labels: np.ndarray, predictions: np.ndarray) -> float:
 
 
 QUALITY_METRICS: dict[str, QualityMetric] = {metric.name: metric for metric in [
-    QualityMetric("auc", True, lambda labels, predictions: binary_metrics(labels, predictions)["auc"]),
-    QualityMetric("accuracy", True, lambda labels, predictions: binary_metrics(labels, predictions)["accuracy"]),
-    QualityMetric("log_loss", False, lambda labels, predictions: binary_metrics(labels, predictions)["log_loss"]),
+    QualityMetric("auc", True, lambda labels, predictions: _classification(labels, predictions)["auc"]),
+    QualityMetric("accuracy", True, lambda labels, predictions: _classification(labels, predictions)["accuracy"]),
+    QualityMetric("log_loss", False, lambda labels, predictions: _classification(labels, predictions)["log_loss"]),
     QualityMetric("rmse", False, _rmse),
     QualityMetric("mae", False, _mae),
 ]}
 
-DEFAULT_QUALITY_GATES = {"binary": "auc:0.01,log_loss:0.02", "regression": "rmse:2%"}
+# the metrics each task's canary is compared on by default, the main one first
+DEFAULT_QUALITY_GATES = {"binary": "auc:0.01,log_loss:0.02", "multiclass": "log_loss:0.02,accuracy:0.01",
+                         "regression": "rmse:2%"}
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,10 @@ import requests
 
 from dmlops.data.errors import DataError
 from dmlops.platform import storage
+from dmlops.serving.answers import answer_value
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.quality import parse_quality_gates
+from dmlops.training.data import Target
 
 PROMOTE, ROLLBACK, FIRST_DEPLOY = "promote", "rollback", "first-deploy"
 _MAX_ERROR_SAMPLES = 5
@@ -71,7 +73,7 @@ class TrafficStats:
     latencies_ms: list[float] = field(default_factory=list)
     predictions: list[float] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
-    row_predictions: dict[int, float] = field(default_factory=dict)
+    row_predictions: dict[int, Any] = field(default_factory=dict)  # a number, or class probabilities
 
     @property
     def error_rate(self) -> float:
@@ -100,10 +102,11 @@ class ReplayRows:
 
 
 def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_request: int,
-                    label: str = "") -> ReplayRows:
+                    label: str = "", classes: list[Any] | None = None) -> ReplayRows:
     """``count`` requests of ``rows_per_request`` rows each from an evaluation Parquet dataset, cycling
     through its rows; only the model's feature columns are kept, and the ``label`` column when the set
-    has it."""
+    has it (a number per row, or with ``classes`` the index of the row's class; NaN for a null or
+    unknown class)."""
     filesystem, path = storage.filesystem(eval_uri)
     if not filesystem.exists(path):
         raise DataError(f"replay data {eval_uri} does not exist; pass the evaluation dataset")
@@ -119,7 +122,11 @@ def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_req
         raise DataError(f"replay data {eval_uri} has no rows")
     labels = None
     if labelled:
-        labels = np.asarray(table[label].cast("float64").to_numpy(zero_copy_only=False), np.float64)
+        if classes:
+            index = {name: position for position, name in enumerate(classes)}
+            labels = np.array([index.get(value, math.nan) for value in table[label].to_pylist()], np.float64)
+        else:
+            labels = np.asarray(table[label].cast("float64").to_numpy(zero_copy_only=False), np.float64)
         table = table.drop_columns([label])
     rows = table.to_pylist()
     ids = [index % len(rows) for index in range(needed)]
@@ -138,29 +145,35 @@ def _flat(values: Any) -> list[float]:
 
 @dataclass(frozen=True)
 class RequestFormat:
-    """How replayed rows are sent to a serving runtime and its answer read back as probabilities:
-    ``path`` (after the base URL, ``{name}`` = model name), ``encode(rows) -> body``,
-    ``decode(document) -> probabilities``."""
+    """How replayed rows are sent to a serving runtime and its answer read back: ``path`` (after the base
+    URL, ``{name}`` = model name), ``encode(rows) -> body``, ``decode(document) -> one answer per row`` (a
+    probability or a value, or a classifier's class probabilities; ValueError for an invalid answer)."""
 
     path: str
     encode: Callable[[list[dict[str, Any]]], dict[str, Any]]
-    decode: Callable[[dict[str, Any]], list[float]]
+    decode: Callable[[dict[str, Any]], list[Any]]
 
     def url(self, base_url: str, model_name: str) -> str:
         return base_url.rstrip("/") + self.path.format(name=model_name)
 
 
-DMLOPS_V1 = RequestFormat(
-    "/v1/models/{name}:predict", lambda rows: {"instances": rows}, lambda document: _flat(document["predictions"]),
-)
+def dmlops_v1(target: Target | None = None) -> RequestFormat:
+    """The dmlops runtime's V1 format for a model of ``target``'s task (default binary): each answer row
+    read by :func:`dmlops.serving.answers.answer_value`."""
+    target = target or Target()
+    return RequestFormat("/v1/models/{name}:predict", lambda rows: {"instances": rows},
+                         lambda document: [answer_value(target, entry) for entry in document["predictions"]])
 
 
-def request_format(runtime: str, contract: FeatureContract | None = None) -> RequestFormat:
-    """The request format of a runtime: ``dmlops`` takes feature rows; ``triton`` (V2) and ``tfserving``
-    (V1) take the encoded ``numeric``/``categorical`` tensors, encoded here with ``contract``, and answer
-    logits."""
+DMLOPS_V1 = dmlops_v1()
+
+
+def request_format(runtime: str, contract: FeatureContract | None = None, target: Target | None = None) -> RequestFormat:
+    """The request format of a runtime: ``dmlops`` takes feature rows (or a user's export's inputs) and
+    answers by ``target``'s task; ``triton`` (V2) and ``tfserving`` (V1) take the encoded
+    ``numeric``/``categorical`` tensors, encoded here with ``contract``, and answer logits."""
     if runtime == "dmlops":
-        return DMLOPS_V1
+        return dmlops_v1(target)
     if contract is None:
         raise ValueError(f"runtime {runtime!r} takes encoded tensors: pass the model's feature contract")
     if runtime == "triton":
@@ -184,8 +197,8 @@ def request_format(runtime: str, contract: FeatureContract | None = None) -> Req
     raise ValueError(f"runtime {runtime!r}: choose dmlops, triton or tfserving")
 
 
-def _answer(response: requests.Response, rows: int, request: RequestFormat) -> list[float]:
-    """The probabilities in a response; ValueError for an error status or a malformed answer."""
+def _answer(response: requests.Response, rows: int, request: RequestFormat) -> list[Any]:
+    """The answers in a response, one per row; ValueError for an error status or a malformed answer."""
     if response.status_code != 200:
         raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
     try:
@@ -194,8 +207,6 @@ def _answer(response: requests.Response, rows: int, request: RequestFormat) -> l
         raise ValueError(f"malformed answer ({error}): {response.text[:100]}") from None
     if len(values) != rows:
         raise ValueError(f"expected {rows} predictions, got {len(values)}: {values[:5]}")
-    if not all(0.0 <= value <= 1.0 for value in values):
-        raise ValueError(f"predictions outside [0, 1]: {values[:5]}")
     return values
 
 
@@ -238,7 +249,8 @@ def replay(
                     record.error_samples.append(error)
             else:
                 record.latencies_ms.append(elapsed_ms)
-                record.predictions.extend(values)
+                # the distribution compared: the answer, or a classifier's highest class probability
+                record.predictions.extend(max(value) if isinstance(value, list) else value for value in values)
                 if row_ids is not None:
                     record.row_predictions.update(zip(row_ids[index], values))
 
