@@ -8,6 +8,10 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lock_reader import read_lock
+
+REPO = Path(__file__).resolve().parents[2]
+
 
 @dataclass
 class Instruction:
@@ -37,13 +41,22 @@ class PipInstall:
 
     @property
     def extras(self) -> set[str]:
-        """Extras of the local project (``.[a,b]``)."""
+        """Extras of the local project (``.[a,b]``), directly or through a lock (``-r <lock>``) that
+        scripts/lock_images.sh wrote for them."""
         found: set[str] = set()
         for argument in self.arguments:
             match = re.fullmatch(r"\.\[([\w,\-]+)\]", argument)
             if match:
                 found.update(match.group(1).split(","))
+        for lock in self.locks:
+            found.update(read_lock(REPO / lock).extras)
         return found
+
+    @property
+    def locks(self) -> list[str]:
+        """Requirement files (``-r``) named by their path from the repository root: each Dockerfile
+        copies a lock to the same path under its WORKDIR."""
+        return [self.arguments[i + 1] for i, a in enumerate(self.arguments[:-1]) if a in ("-r", "--requirement")]
 
     @property
     def constraints(self) -> list[str]:

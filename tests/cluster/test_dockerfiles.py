@@ -54,6 +54,10 @@ NOT_IN_IMAGE = {
 }
 # The horovod package is built by scripts/build_horovod.sh, not installed from an extra.
 HOROVOD = "horovod"
+# Dockerfiles that install dmlops' extras with constraints.txt instead of a hashed lock, and why.
+UNLOCKED = {
+    "torch-horovod/Dockerfile.cuda": "the CUDA torch wheels and their nvidia-* dependencies are not locked yet",
+}
 
 
 def all_components():
@@ -171,7 +175,8 @@ def test_dockerfile_installs_the_extras_its_code_imports(family, path, image_nee
     missing = {name: sorted(options) for name, options in extras_needed.items() if not options & installed}
     assert not missing, (
         f"{path.relative_to(REPO)} installs extras {sorted(installed)} into {environment}, but code that runs in "
-        f"the {family} image imports packages from other extras (import: extras that provide it): {missing}"
+        f"the {family} image imports packages from other extras (import: extras that provide it): {missing}; "
+        f"a lock's extras are set in scripts/lock_images.sh"
     )
     if horovod_needed:
         stage = next(s for s in stage_list if s.name == build_stage)
@@ -224,12 +229,27 @@ def test_dockerfile_conventions(family, path):
     )
     labels = " ".join(i.arguments for i in final.all("LABEL"))
     assert 'org.opencontainers.image.version="${VERSION}"' in labels, "the image is labelled with its version"
-    for install in (i for stage in stage_list for i in pip_installs(stage)):
-        if install.extras:
-            assert install.constraints == ["constraints.txt"], (
-                f"{path.relative_to(REPO)}:{install.line}: pip install of dmlops without --constraint constraints.txt"
-            )
-            assert "--no-cache-dir" in install.arguments, f"{path.relative_to(REPO)}:{install.line}: pip cache kept"
+    for stage in stage_list:
+        for install in pip_installs(stage):
+            where = f"{path.relative_to(REPO)}:{install.line}"
+            if install.locks:
+                # A complete lock: every file checked against its hash, nothing resolved beyond it.
+                assert {"--require-hashes", "--no-deps"} <= set(install.arguments), (
+                    f"{where}: a lock is installed without --require-hashes --no-deps"
+                )
+                for lock in install.locks:
+                    copied = [c for c in stage.all("COPY") if lock in c.arguments.split()
+                              and c.arguments.split()[-1].strip("./") == str(Path(lock).parent)]
+                    assert copied, f"{where}: {lock} is not copied to ./{Path(lock).parent}/ (its path here)"
+            elif install.extras:
+                assert str(path.relative_to(CONTAINERS)) in UNLOCKED, (
+                    f"{where}: dmlops extras installed from pyproject.toml, not from a hashed lock"
+                )
+                assert install.constraints == ["constraints.txt"], (
+                    f"{where}: pip install of dmlops without --constraint constraints.txt"
+                )
+            if install.locks or install.extras:
+                assert "--no-cache-dir" in install.arguments, f"{where}: pip cache kept"
     # The package version must equal the tag: the build refuses a VERSION that differs.
     assert any("dmlops.__version__ == '${VERSION}'" in run.arguments for s in stage_list for run in s.all("RUN"))
 

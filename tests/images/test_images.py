@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from dmlops.images import IMAGE_FAMILIES
 
 from dockerfile_reader import stages
+from lock_reader import read_lock
 from test_dockerfiles import (CONTAINERS, DOCKERFILES, NOT_IN_IMAGE, closures_by_image, final_environment,
                               installs_into)
 from image_imports import REPO, pyproject
@@ -48,6 +50,14 @@ def pinned_requirements_of(family: str) -> set[str]:
     names = {canonicalize_name(re.split(r"[\[<>=!~;]", requirement)[0]) for extra in extras
              for requirement in optional[extra]}
     return names & set(pins())
+
+
+def locked_versions_of(family: str) -> dict[str, Version]:
+    """The versions the lock(s) installed into the image's environment pin (scripts/lock_images.sh)."""
+    stage_list = stages(CONTAINERS / DOCKERFILES[family][0])
+    build_stage, environment = final_environment(stage_list)
+    return {name: pin.version for install in installs_into(stage_list, build_stage, environment)
+            for lock in install.locks for name, pin in read_lock(REPO / lock).pins.items()}
 
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES)
@@ -95,6 +105,9 @@ def test_installed_packages_are_the_pinned_versions(family, built, run_in):
     assert not wrong, f"{reference} installs versions other than containers/constraints.txt pins: {wrong}"
     if "torch" in installed:
         assert installed["torch"].endswith("+cpu"), "the CPU images take torch's CPU wheel"
+    differing = {name: (str(version), installed.get(name)) for name, version in locked_versions_of(family).items()
+                 if name not in installed or Version(installed[name]) != version}
+    assert not differing, f"{reference} differs from its lock (lock, installed): {differing}; rebuild: make images"
 
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES)
