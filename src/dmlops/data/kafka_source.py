@@ -15,6 +15,7 @@ bounded Spark/Flink Kafka source does with ``endingOffsets=latest``.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import time
@@ -116,44 +117,62 @@ class _Batches:
         self.source, self.declared, self.publisher = source, declared, publisher
         self.partitions, self.batch_size_bytes = partitions, batch_size_bytes
         self.sink: _Sink | None = None
-        self.pending: dict[int, list[tuple[int, bytes | None]]] = {}
+        self.pending: dict[int, tuple[list[int], list[bytes | None]]] = {}
         self.pending_bytes = 0
 
-    def add(self, partition: int, offset: int, value: bytes | None) -> None:
-        self.pending.setdefault(partition, []).append((offset, value))
-        self.pending_bytes += len(value or b"")
+    def add(self, partition: int, offsets: list[int], values: list[bytes | None]) -> None:
+        """Messages of one partition, in offset order."""
+        held_offsets, held_values = self.pending.setdefault(partition, ([], []))
+        held_offsets += offsets
+        held_values += values
+        self.pending_bytes += sum(map(len, filter(None, values)))
         if self.pending_bytes >= self.batch_size_bytes:
             self.flush()
 
     def flush(self) -> None:
-        for number, messages in self.pending.items():
-            self._conform(self.partitions[number], messages)
+        for number, (offsets, values) in self.pending.items():
+            self._conform(self.partitions[number], offsets, values)
         self.pending, self.pending_bytes = {}, 0
 
-    def _conform(self, partition: _Partition, messages: list[tuple[int, bytes | None]]) -> None:
-        offsets = [offset for offset, _ in messages]
-        empty = [(offset, "empty message (no JSON value)", "") for offset, value in messages
-                 if value is None or not value.strip()]
-        lines = [(offset, value) for offset, value in messages if value is not None and value.strip()]
-        for _, value in messages:
-            partition.digest.update(value or b"")
-            partition.count.bytes += len(value or b"")
-        # JSON allows line breaks only between tokens, so one message becomes one JSON line
-        block = b"".join(value.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n" for _, value in lines)
-        unparsed, table = list(empty), pa.table({})
-        if block:
+    def _conform(self, partition: _Partition, offsets: list[int], values: list[bytes | None]) -> None:
+        raw = b"".join(filter(None, values))
+        partition.digest.update(raw)
+        partition.count.bytes += len(raw)
+        block = b"\n".join(value or b"" for value in values) + b"\n"
+        clean = None not in values and block.count(b"\n") == len(values) and b"\n\n" not in block \
+            and not block.startswith(b"\n")
+        table = None
+        if clean:
             try:
                 table = _parse_json_block(block)
             except pa.ArrowInvalid:
-                table, bad = _json_lines_one_by_one(block, 0)
-                unparsed += [(lines[index][0], reason, raw) for index, reason, raw in bad]
+                table = None
+            if table is not None and table.num_rows != len(values):  # a blank message, skipped by the reader
+                table = None
+        unparsed = []
+        good = offsets
+        if table is None:
+            table, unparsed = self._one_by_one(offsets, values)
+            refused = {offset for offset, _, _ in unparsed}
+            good = [offset for offset in offsets if offset not in refused]
         sink = self._sink(table)
         if unparsed:
-            numbers, reasons, raw = zip(*unparsed)
-            sink.add_unparsed(partition.count, list(numbers), list(reasons), list(raw))
-        refused = {offset for offset, _, _ in unparsed}
-        good = pa.array([offset for offset in offsets if offset not in refused], pa.int64())
-        sink.add(table, partition.count, partition.count.rows_in - len(unparsed), good)
+            numbers, reasons, texts = zip(*unparsed)
+            sink.add_unparsed(partition.count, list(numbers), list(reasons), list(texts))
+        sink.add(table, partition.count, partition.count.rows_in - len(unparsed), pa.array(good, pa.int64()))
+
+    @staticmethod
+    def _one_by_one(offsets: list[int], values: list[bytes | None]) -> tuple[pa.Table, list[tuple[int, str, str]]]:
+        """Messages the fast path refused: empty ones and bad JSON as (offset, reason, text), the rest parsed."""
+        unparsed = [(offset, "empty message (no JSON value)", "") for offset, value in zip(offsets, values)
+                    if value is None or not value.strip()]
+        lines = [(offset, value) for offset, value in zip(offsets, values) if value is not None and value.strip()]
+        # JSON allows line breaks only between tokens, so one message becomes one JSON line
+        block = b"".join(value.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n" for _, value in lines)
+        if not block:
+            return pa.table({}), unparsed
+        table, bad = _json_lines_one_by_one(block, 0)
+        return table, unparsed + [(lines[index][0], reason, text) for index, reason, text in bad]
 
     def _sink(self, first: pa.Table) -> _Sink:
         """The sink, opened on the first batch: the declared schema, else the first batch's types."""
@@ -230,15 +249,29 @@ def _read_range(consumer, source: KafkaSource, partitions: dict[int, _Partition]
     last_progress = time.monotonic()
     while waiting:
         messages = consumer.consume(CONSUME_BATCH, timeout=1.0)
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise IngestError(f"source {source.uri}: reading failed ({error.str()})")
-            number, offset = message.partition(), message.offset()
-            if number in waiting and offset < waiting[number].end:
-                batches.add(number, offset, message.value())
+        errors = [message.error() for message in messages]
+        if any(error is not None for error in errors):
+            for error in errors:
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    raise IngestError(f"source {source.uri}: reading failed ({error.str()})")
+            messages = [message for message, error in zip(messages, errors) if error is None]
+        numbers = [message.partition() for message in messages]
+        all_offsets = [message.offset() for message in messages]
+        all_values = [message.value() for message in messages]
+        by_partition = {}
+        for number in set(numbers):
+            if len(by_partition) == 0 and numbers.count(number) == len(numbers):
+                by_partition[number] = (all_offsets, all_values)
+            else:
+                picked = [index for index, each in enumerate(numbers) if each == number]
+                by_partition[number] = ([all_offsets[i] for i in picked], [all_values[i] for i in picked])
+        for number, (offsets, values) in by_partition.items():
+            end = partitions[number].end
+            if offsets[-1] >= end:  # past the range fixed at the start: left for the next run
+                kept = bisect.bisect_left(offsets, end)
+                offsets, values = offsets[:kept], values[:kept]
+            if offsets:
+                batches.add(number, offsets, values)
         if messages:
             advance(len(messages))
             last_progress = time.monotonic()
