@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -81,8 +82,12 @@ class _Entry:
     count: int
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, default=lambda item: item.tolist() if isinstance(item, np.generic | np.ndarray) else str(item))
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _json(value: Any) -> bytes:
+    """UTF-8 JSON (pyarrow takes it for a string column as it is)."""
+    return orjson.dumps(value, default=str, option=_JSON_OPTIONS)
 
 
 def _feature_rows(entry: _Entry) -> list[dict[str, Any]]:
@@ -91,10 +96,17 @@ def _feature_rows(entry: _Entry) -> list[dict[str, Any]]:
     return entry.rows
 
 
-def _scalar(output: Any) -> float | None:
-    while isinstance(output, list | np.ndarray) and len(output) == 1:
-        output = output[0]
-    return float(output) if isinstance(output, int | float | np.number) and not isinstance(output, bool) else None
+def _predictions(outputs: Any) -> tuple[list[float | None], list[bytes]]:
+    """Each row's prediction (its output when that is one number, else None) and its output as JSON."""
+    try:
+        array = np.asarray(outputs)
+    except ValueError:  # ragged rows
+        array = np.asarray([None])
+    if array.dtype.kind in "fiu" and (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
+        values = array.reshape(-1).astype(np.float64).tolist()
+        return values, [orjson.dumps(value) for value in values]
+    rows = outputs.tolist() if isinstance(outputs, np.ndarray) else list(outputs)
+    return [None] * len(rows), [_json(row) for row in rows]
 
 
 class PredictionLog:
@@ -193,14 +205,14 @@ class PredictionLog:
     def _write_file(self, hour: str, entries: list[_Entry]) -> None:
         columns: dict[str, list[Any]] = {name: [] for name in LOG_SCHEMA.names}
         for entry in entries:
-            outputs = entry.outputs.tolist() if isinstance(entry.outputs, np.ndarray) else list(entry.outputs)
-            for index, (features, output) in enumerate(zip(_feature_rows(entry), outputs)):
-                columns["request_id"].append(entry.request_id)
-                columns["row"].append(index)
-                columns["time"].append(entry.time)
-                columns["features"].append(_json(features))
-                columns["prediction"].append(_scalar(output))
-                columns["output"].append(_json(output))
+            predictions, outputs = _predictions(entry.outputs)
+            columns["request_id"] += [entry.request_id] * entry.count
+            columns["row"] += range(entry.count)
+            columns["time"] += [entry.time] * entry.count
+            columns["features"] += [orjson.dumps(features, default=str, option=_JSON_OPTIONS)
+                                    for features in _feature_rows(entry)]
+            columns["prediction"] += predictions
+            columns["output"] += outputs
         rows = len(columns["row"])
         columns["model_name"] = [self.model_name] * rows
         columns["model_version"] = [self.model_version] * rows
