@@ -4,7 +4,8 @@ Numeric features are attacked in the model's standardised input space, so ``epsi
 feature's training standard deviation: FGSM (one step along the sign of the loss gradient; Goodfellow et
 al., 2015) and PGD (``pgd_steps`` steps of ``2.5 * epsilon / pgd_steps``, projected back into the
 L-infinity ball; Madry et al., 2018). With the export's ``feature_domain``, perturbed values are also
-kept inside the training range (what the predictor's ``clip`` policy would serve). Categorical features
+kept inside the training range (what the predictor's ``clip`` policy would serve). ``random`` moves each
+numeric feature by ``epsilon`` in a random direction: the yardstick an attack is compared with. Categorical features
 are swapped one column at a time for another known category, drawn at random. The report compares the
 accuracy and AUC on the clean rows with each attack's; ``accuracy_drop`` (clean minus the worst attack)
 is what a gate reads.
@@ -43,6 +44,7 @@ class RobustnessReport:
     epsilon: float
     pgd_steps: int
     clean: dict[str, float]
+    random: dict[str, float]
     fgsm: dict[str, float]
     pgd: dict[str, float]
     category_swaps: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -58,7 +60,7 @@ class RobustnessReport:
 
     def metrics(self) -> dict[str, float]:
         """Flat figures for a KFP Metrics artifact."""
-        figures = {f"{attack}_{name}": value for attack in ("clean", "fgsm", "pgd")
+        figures = {f"{attack}_{name}": value for attack in ("clean", "random", "fgsm", "pgd")
                    for name, value in getattr(self, attack).items()}
         figures.update({f"swap_{column}_accuracy": value["accuracy"] for column, value in self.category_swaps.items()})
         return {**figures, "accuracy_drop": self.accuracy_drop}
@@ -71,7 +73,7 @@ class RobustnessReport:
                  f"Numeric features within ±{self.epsilon} training std (PGD: {self.pgd_steps} steps); "
                  f"categories swapped one column at a time. Worst: **{self.worst[0]}**, accuracy "
                  f"{self.accuracy_drop:+.4f} below clean.", "", "| inputs | accuracy | AUC |", "| --- | ---: | ---: |"]
-        rows = [("clean", self.clean), ("FGSM", self.fgsm), ("PGD", self.pgd),
+        rows = [("clean", self.clean), ("random ±epsilon", self.random), ("FGSM", self.fgsm), ("PGD", self.pgd),
                 *((f"swap {name}", value) for name, value in self.category_swaps.items())]
         lines += [f"| {name} | {value['accuracy']:.4f} | {value['auc']:.4f} |" for name, value in rows]
         return "\n".join(lines) + "\n"
@@ -114,6 +116,8 @@ def assess(
         x = torch.max(torch.min(x, numeric + epsilon), numeric - epsilon)
         return torch.max(torch.min(x, upper), lower)
 
+    signs = torch.from_numpy(rng.choice([-1.0, 1.0], size=tuple(numeric.shape)).astype(np.float32))
+    noise = project(numeric + epsilon * signs)
     fgsm = project(numeric + epsilon * gradient_sign(numeric))
     pgd, step = numeric.clone(), 2.5 * epsilon / max(pgd_steps, 1)
     for _ in range(pgd_steps):
@@ -128,7 +132,7 @@ def assess(
         known = swapped[:, index].clamp(min=1)
         swapped[:, index] = (known - 1 + shift) % len(vocabulary) + 1
         swaps[name] = figures(numeric, swapped)
-    return RobustnessReport(len(chosen), epsilon, pgd_steps, figures(numeric, categorical),
+    return RobustnessReport(len(chosen), epsilon, pgd_steps, figures(numeric, categorical), figures(noise, categorical),
                             figures(fgsm, categorical), figures(pgd, categorical), swaps)
 
 
