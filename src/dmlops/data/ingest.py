@@ -522,7 +522,7 @@ def shown(value: str | bytes, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
-def _read_error(uri: str, error: Exception, block_size: int) -> IngestError:
+def _read_error(uri: str, error: Exception) -> IngestError:
     """A clear IngestError for an error raised while reading a file's contents."""
     message = shown(str(error))
     if "Empty CSV file" in message or "Empty file" in message:
@@ -630,7 +630,7 @@ def _csv_plan(source: SourceFile, delimiter: str | None, null_values: list[str],
     except IngestError:
         raise
     except _READ_ERRORS as error:
-        raise _read_error(source.uri, error, block_size) from None
+        raise _read_error(source.uri, error) from None
     return options, header
 
 
@@ -1035,12 +1035,12 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
             with local_copy(first) as (path, _):
                 header = pq.ParquetFile(path).schema_arrow
         except _READ_ERRORS as error:
-            raise _read_error(first.uri, error, block_size) from None
+            raise _read_error(first.uri, error) from None
     else:
         try:
             header = _json_first_schema(first, block_size)
         except _READ_ERRORS as error:
-            raise _read_error(first.uri, error, block_size) from None
+            raise _read_error(first.uri, error) from None
     target = _target(header.names, dict(zip(header.names, header.types)), declared, first.uri)
     sink = _Sink(publisher.partial["output"], publisher.partial["quarantine"], target.names)
     counts = [_SourceCount(item.uri, extra=item.extra) for item in files]
@@ -1052,7 +1052,7 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
                 staged = [os.path.join(publisher.staging, f"{index}.arrow") for index in range(len(files))]
                 rows = 0
                 for item, count, staging_path in zip(files, counts, staged):
-                    with _read_errors(item.uri, block_size):
+                    with _read_errors(item.uri):
                         rows += _stage_csv(item, csv_options, target.source_columns, staging_path, sink, count,
                                            sniffer, bar.advance)
                 rows += sum(count.rows_in for count in counts)  # the lines quarantined while staging
@@ -1065,7 +1065,7 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
             else:
                 sink.open_output(target)
                 for item, count in zip(files, counts):
-                    with _read_errors(item.uri, block_size):
+                    with _read_errors(item.uri):
                         if item.file_format == "parquet":
                             _read_parquet(item, block_size, sink, count, bar.advance)
                         else:
@@ -1090,11 +1090,11 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
 
 
 @contextmanager
-def _read_errors(uri: str, block_size: int) -> Iterator[None]:
+def _read_errors(uri: str) -> Iterator[None]:
     """Errors raised while reading a file's contents, as one clear IngestError."""
     try:
         yield
     except (IngestError, SchemaError):
         raise
     except _READ_ERRORS as error:
-        raise _read_error(uri, error, block_size) from None
+        raise _read_error(uri, error) from None
