@@ -12,6 +12,8 @@
 set -euo pipefail
 
 VERSION=0.28.1
+# The sha256 of horovod-0.28.1.tar.gz as PyPI serves it: the download is checked against it.
+SDIST_SHA256=92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${1:-$ROOT/.venv/bin/python}
 WHEELS=${DMLOPS_WHEEL_CACHE:-$HOME/.cache/dmlops/wheels}
@@ -33,7 +35,9 @@ if [ -z "$wheel" ] || [ ! -f "$marker" ]; then
   rm -f "$WHEELS"/horovod-$VERSION-*.whl "$WHEELS"/horovod-$VERSION.*.built
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  "$PYTHON" -m pip download "horovod==$VERSION" --no-binary :all: --no-deps -d "$work"
+  echo "horovod==$VERSION --hash=sha256:$SDIST_SHA256" > "$work/horovod.txt"
+  "$PYTHON" -m pip download --require-hashes --no-build-isolation --no-binary :all: --no-deps -d "$work" \
+    -r "$work/horovod.txt"
   tar -xzf "$work"/horovod-$VERSION.tar.gz -C "$work"
   src=$work/horovod-$VERSION
   for cmakelists in "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt" \

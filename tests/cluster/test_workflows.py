@@ -16,7 +16,8 @@ import yaml
 
 from dmlops.images import DEFAULT_REGISTRY, IMAGE_FAMILIES
 from image_imports import REPO
-from test_dockerfiles import DOCKERFILES
+from dockerfile_reader import instructions
+from test_dockerfiles import DOCKERFILES, dockerfile_paths
 
 WORKFLOWS = REPO / ".github" / "workflows"
 
@@ -93,7 +94,23 @@ def test_release_builds_every_image_with_the_package_version_and_pushes_it():
     assert {family for family, _ in built} == set(IMAGE_FAMILIES)
     (build,) = [s for s in steps(release, "images") if s.get("uses", "").startswith("docker/build-push-action")]
     assert build["with"]["push"] is True
-    assert build["with"]["build-args"] == "VERSION=${{ needs.version.outputs.version }}"
+    build_args = dict(line.split("=", 1) for line in build["with"]["build-args"].splitlines())
+    assert build_args.pop("VERSION") == "${{ needs.version.outputs.version }}"
+    # Every base image is pinned by digest: the Dockerfiles' default tag, at a digest the release env names.
+    defaults = {}
+    for _, path in dockerfile_paths():
+        for instruction in instructions(path):
+            if instruction.keyword == "FROM":
+                break
+            if instruction.keyword == "ARG" and "_IMAGE=" in instruction.arguments:
+                name, default = instruction.arguments.split("=", 1)
+                defaults[name] = default
+    assert set(build_args) == set(defaults)
+    for name, default in defaults.items():
+        assert build_args[name] == f"${{{{ env.{name} }}}}"
+        assert re.fullmatch(re.escape(default) + r"@sha256:[0-9a-f]{64}", release["env"][name]), (
+            f"release.yml: {name} {release['env'][name]} is not {default} pinned by digest"
+        )
     assert build["with"]["tags"] == (
         "${{ env.REGISTRY }}/${{ matrix.family }}:${{ needs.version.outputs.version }}${{ matrix.suffix }}"
     )
