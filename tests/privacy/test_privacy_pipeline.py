@@ -1,5 +1,6 @@
 """A flights data set with a passenger e-mail: scanned and pseudonymized by the components loaded from their
-YAML, trained on, served with a prediction log, then one passenger erased from every store with the
+YAML, trained on, served with a prediction log, a Feast store keyed by the pseudonym, then one passenger
+erased from every store (datasets, quarantine, offline source, prediction log, online store) with the
 receipt checked."""
 
 import asyncio
@@ -13,6 +14,8 @@ import pyarrow.parquet as pq
 from kfp import dsl, local
 
 from component_yaml import load_yaml_component
+from dmlops.features import apply, local_store_spec, materialize
+from dmlops.features.config import open_store
 from dmlops.privacy.pseudonymize import pseudonym
 from dmlops.serving.prediction_log import PredictionLog, read_log
 from dmlops.serving.predictor import DmlopsModel
@@ -81,6 +84,15 @@ def test_pii_flights_pseudonymized_trained_served_and_one_passenger_erased(tmp_p
         "flights": [40] * len(PASSENGERS),
         "event_timestamp": pa.array([datetime(2013, 1, 1, tzinfo=timezone.utc)] * len(PASSENGERS), pa.timestamp("us", "UTC")),
     }), features)
+    store = local_store_spec(tmp_path / "store", project="privacy_test")
+    apply(store, "privacy_feast_repo:definitions", {"passengers": str(features)})
+    materialize(store, start="2012-12-31", end="2013-01-02", incremental=False)
+
+    def online_flights() -> list:
+        rows = [{"passenger_email": pseudonym(email, KEY.encode())} for email in (SUBJECT, PASSENGERS[4])]
+        return open_store(store).get_online_features(["passenger_stats:flights"], rows).to_dict()["flights"]
+
+    assert online_flights() == [40, 40]
 
     model_dir = tmp_path / "model"
     train(TrainConfig(train_uri=prepared, label="label", export_uri=str(model_dir), epochs=1, batch_size=64,
@@ -103,20 +115,24 @@ def test_pii_flights_pseudonymized_trained_served_and_one_passenger_erased(tmp_p
     monkeypatch.setenv("DMLOPS_ERASURE_SUBJECT", SUBJECT)  # a Secret made for the request, never a parameter
 
     @dsl.pipeline(name="privacy-erase")
-    def erase_everywhere(locations: list):
-        erase(column="passenger_email", locations=locations)
+    def erase_everywhere(locations: list, feast_store: dict):
+        erase(column="passenger_email", locations=locations, feast_store=feast_store)
 
-    erase_everywhere(locations=[str(store) for store in stores])
+    erase_everywhere(locations=[str(location) for location in stores], feast_store=store)
     receipt_artifact = outputs(root, "erase-subject")["receipt"]
     receipt = json.loads(Path(local_path(receipt_artifact)).read_text())
-    assert receipt_artifact["artifacts"][0]["metadata"]["rows_removed"] == 86
+    assert receipt_artifact["artifacts"][0]["metadata"]["rows_removed"] == 87
     assert receipt["remaining"] == 0 and SUBJECT not in json.dumps(receipt)
+    online = receipt["stores"][-1]
+    assert online["store"] == "feast online sqlite: privacy_test/passenger_stats" and online["rows_removed"] == 1
     removed: dict[str, int] = {}
-    for store in receipt["stores"]:
-        owner = next(str(location) for location in stores if store["store"].startswith(str(location)))
-        removed[owner] = removed.get(owner, 0) + store["rows_removed"]
-        assert (store["sha256_before"] != store["sha256_after"]) == (store["rows_removed"] > 0)
+    for entry in receipt["stores"][:-1]:
+        owner = next(str(location) for location in stores if entry["store"].startswith(str(location)))
+        removed[owner] = removed.get(owner, 0) + entry["rows_removed"]
+    for entry in receipt["stores"]:
+        assert (entry["sha256_before"] != entry["sha256_after"]) == (entry["rows_removed"] > 0)
     assert removed == before
-    for store in stores:
-        for path in [store] if store.is_file() else store.rglob("*.parquet"):
+    for location in stores:
+        for path in [location] if location.is_file() else location.rglob("*.parquet"):
             assert matches(pq.read_table(path)) == 0, path
+    assert online_flights() == [None, 40]  # the other passengers keep their online features

@@ -71,10 +71,12 @@ def erase_subject(
     locations: list,
     receipt: Output[Artifact],
     markdown: Output[Markdown],
+    feast_store: dict = {},
 ):
     """Erase one data subject: remove every row whose ``column`` holds the subject's value or its pseudonym
-    (also inside the prediction log's JSON ``features``) from the Parquet files at ``locations``, and write
-    a receipt. The step fails if any matching row remains.
+    (also inside the prediction log's JSON ``features``) from the Parquet files at ``locations`` and, with
+    ``feast_store``, the subject's entity rows from its online store (SQLite or Redis), and write a
+    receipt. The step fails if any matching row remains.
 
     The subject's value is read from the environment variable DMLOPS_ERASURE_SUBJECT (a Secret made for
     the request), never a parameter, so the run's metadata never holds it; the pseudonym key from
@@ -87,13 +89,16 @@ def erase_subject(
         receipt: JSON: per file the rows before, removed and remaining and the sha256 before and after;
             a sha256 of the subject, not its value. Metadata: rows_removed, files, remaining.
         markdown: The receipt as a table.
+        feast_store: The Feast store spec (feast_store's output) whose online store holds entities keyed
+            by ``column``; {} for none. Its offline sources go in ``locations``.
     """
     import json
     import os
 
     from dmlops.privacy.erasure import erase_subject as erase
 
-    result = erase(os.environ.get("DMLOPS_ERASURE_SUBJECT", ""), column, [str(location) for location in locations])
+    result = erase(os.environ.get("DMLOPS_ERASURE_SUBJECT", ""), column, [str(location) for location in locations],
+                   feast_store or None)
     with open(receipt.path, "w", encoding="utf-8") as file:
         json.dump(result.to_dict(), file, indent=2)
     with open(markdown.path, "w", encoding="utf-8") as file:

@@ -8,7 +8,8 @@ column's name. Each store is a Parquet file or a folder of them (datasets of a r
 offline sources, prediction logs, quarantine files), local or on an object store
 (:mod:`dmlops.platform.storage`). Every file that holds the subject is rewritten without those rows; the
 receipt lists, per file, the rows removed, the rows that still match afterwards (0) and the sha256 before
-and after. The receipt holds a digest of the subject's value, never the value.
+and after. With a Feast store, the subject's entity rows also leave its online store
+(:func:`dmlops.features.erase.delete_entities`; digests there are of the subject's online values). The receipt holds a digest of the subject's value, never the value.
 """
 
 from __future__ import annotations
@@ -109,9 +110,12 @@ def _matches(table: pa.Table, column: str, values: list[str]) -> np.ndarray:
     return found
 
 
-def erase_subject(subject: str, column: str, locations: list[str]) -> ErasureReceipt:
+def erase_subject(subject: str, column: str, locations: list[str],
+                  feast_store: dict[str, Any] | None = None) -> ErasureReceipt:
     """Remove every row of the subject whose ``column`` is ``subject`` (or its pseudonym) from the Parquet
-    files at ``locations``, rewriting only the files that held it; the receipt accounts for every file."""
+    files at ``locations``, rewriting only the files that held it, and from the online store of
+    ``feast_store`` (a store spec) for the feature views keyed by ``column``; the receipt accounts for
+    every file and view."""
     if not subject:
         raise DataError("erase_subject needs the subject's value")
     key = pseudonym_key(required=False)
@@ -134,4 +138,10 @@ def erase_subject(subject: str, column: str, locations: list[str]) -> ErasureRec
                 after = pq.read_table(handle)
             receipt.stores.append(StoreErasure(uri, table.num_rows, removed, int(_matches(after, column, values).sum()),
                                                before, _sha256(fs, path)))
+    if feast_store:
+        from dmlops.features.erase import delete_entities
+
+        for erased in delete_entities(feast_store, column, values):
+            receipt.stores.append(StoreErasure(erased.store, erased.rows_removed + erased.remaining, erased.rows_removed,
+                                               erased.remaining, erased.sha256_before, erased.sha256_after))
     return receipt
