@@ -1,9 +1,11 @@
 """Edge variants of the flights model: each variant's size and single-row latency as a ratio to the served
-model (TorchScript), and its gate figures, measured in the same run.
+model (the ``torch.export`` program behind the served model's request encoding), and its gate figures,
+measured in the same run.
 
 Reads the newest local run of the flights pipeline (``make demo`` writes it under ``local_outputs/``) or
 the run folder given as the first argument: the model of its ``train`` step, its training set (int8
-calibration) and its eval set (the gate). Every variant predicts each eval row alone, as a device does.
+calibration) and its eval set (the gate). Every variant takes each eval row's raw feature values alone,
+as a device does; the served model answers the same row as a request.
 
 Run: ``.venv/bin/python bench/edge.py [RUN_FOLDER]``.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from dmlops.serving.edge import VARIANTS, export_edge
@@ -33,6 +36,7 @@ def main() -> int:
         print("edge: no local flights run with a trained model under local_outputs/; run `make demo` first")
         return 0
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantization tips
+    warnings.simplefilter("ignore", UserWarning)  # TensorFlow's and LiteRT's notices while converting
     with tempfile.TemporaryDirectory() as folder:
         report = export_edge(str(run / MODEL), str(run / EVAL_SET), str(run / TRAIN_SET),
                              {name: Path(folder) / name for name in VARIANTS}, on_gate_failure="omit")

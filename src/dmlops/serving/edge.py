@@ -306,6 +306,9 @@ def export_edge(model_uri: str, eval_uri: str, train_uri: str, destinations: dic
     if onnx_missing or (framework != "torch" and tflite_missing):
         raise RuntimeError(f"edge export of a {framework} model {onnx_missing or tflite_missing}")
     served = ServedModel(model_uri, threads=threads)
+    if served.target.task != "binary":
+        raise ValueError(f"{model_uri}: the edge gates measure binary classifiers; this model's task is "
+                         f"{served.target.task}")
     preprocessing = Preprocessing.from_dict(served.metadata["preprocessing"])
     features = [*preprocessing.numeric, *preprocessing.categorical]
     table = read_table(eval_uri, [*features, preprocessing.label])
