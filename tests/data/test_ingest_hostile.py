@@ -72,6 +72,19 @@ def test_an_integer_overflow_is_quarantined_wherever_it_sits(tmp_path, position)
         run(tmp_path, source, batch_size_bytes=64 * 1024)
 
 
+@pytest.mark.parametrize("position", [0, 5_000])
+def test_a_json_integer_beyond_int64_is_quarantined_wherever_it_sits(tmp_path, position):
+    lines = [b'{"id": %d, "score": %d.5}' % (i, i) for i in range(5_000)]
+    lines.insert(position, b'{"id": 12345678901234567890123456, "score": 1.5}')
+    source = tmp_path / "ids.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    result, table, quarantine = run(tmp_path, source, max_bad_fraction=0.001, batch_size_bytes=4096)
+    assert table.schema.field("id").type == pa.int64() and table.schema.field("score").type == pa.float64()
+    assert table.num_rows == 5_000 and table.column("id").to_pylist()[:2] == [0, 1]
+    assert quarantine.column("id").to_pylist() == ["12345678901234567890123456"]
+    assert quarantine.column("_reason")[0].as_py().startswith("id: integer out of the int64 range")
+
+
 def test_types_are_inferred_from_every_value_not_the_first_block(tmp_path):
     source = tmp_path / "late_float.csv"
     source.write_bytes(b"id,value\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20_000)) + b"20000,0.5\n")

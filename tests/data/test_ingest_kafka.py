@@ -58,19 +58,22 @@ def run(tmp_path, uri, **options):
 def test_reads_the_range_decodes_against_the_schema_and_commits_after(kafka, tmp_path):
     producer, bootstrap = kafka
     topic, group = f"events-{uuid.uuid4().hex[:8]}", "nightly"
-    produce(producer, topic, range(1000), raw=[b"not json", b"[1]", None, b'{"id": "x"}'])
+    produce(producer, topic, range(1000), raw=[b"not json", b"[1]", None, b'{"id": "x"}',
+                                               b'{"id": 12345678901234567890123456}'])
     uri = f"kafka://{bootstrap}/{topic}?group={group}"
     result = run(tmp_path, uri, schema=SCHEMA, max_bad_fraction=0.01)
     table = pq.read_table(tmp_path / "out.parquet")
     assert sorted(table.column("id").to_pylist()) == list(range(1000))
     assert table.schema.field("value").type == "double"
-    assert (result.rows_in, result.rows_out, result.rows_quarantined) == (1004, 1000, 4)
+    assert (result.rows_in, result.rows_out, result.rows_quarantined) == (1005, 1000, 5)
     quarantine = pq.read_table(tmp_path / "quarantine.parquet")
     assert sorted(quarantine.column("_reason").to_pylist()) == [
-        "empty message (no JSON value)", "id: not a valid int64", "invalid JSON (Expecting value)", "not a JSON object"]
+        "empty message (no JSON value)",
+        "id: integer out of the int64 range (not widened; declare the column as string or double to keep it)",
+        "id: not a valid int64", "invalid JSON (Expecting value)", "not a JSON object"]
     assert all(source.startswith(f"kafka://{bootstrap}/{topic}/") for source in quarantine.column("_source").to_pylist())
     partitions = result.metadata()["kafka"]["partitions"]
-    assert sum(p["messages"] for p in partitions) == 1004 and all(p["start_offset"] == 0 for p in partitions)
+    assert sum(p["messages"] for p in partitions) == 1005 and all(p["start_offset"] == 0 for p in partitions)
     assert committed(bootstrap, topic, group) == {p["partition"]: p["end_offset"] for p in partitions}
 
     produce(producer, topic, range(1000, 1100))

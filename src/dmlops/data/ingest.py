@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -47,6 +48,9 @@ from dmlops.data.schema import arrow_type, load_schema, type_name
 from dmlops.data.sources import HashingReader, SourceFile, local_copy, open_stream, resolve_sources
 
 LOG = logging.getLogger(__name__)
+_INTEGER_COLUMNS = b"dmlops.integer_columns"  # JSON columns of integers held as text (beyond int64)
+_LONG_INTEGER = re.compile(rb"(?<![0-9.eE+-])-?[0-9]{19,}(?![0-9.eE])")
+_CAST_PREFIX = "\x00cast:"  # staging columns holding a column's values already cast by the type sniffer
 DEFAULT_NULL_VALUES = ("", "NA", "N/A", "NULL", "null")
 DEFAULT_BATCH_SIZE_BYTES = 1024 * 1024
 ROW_GROUP_ROWS = 128 * 1024
@@ -271,17 +275,17 @@ class _TypeSniffer:
         self.counts: dict[str, Counter[str]] = {name: Counter() for name in names}
         self.strict = max_bad_fraction == 0  # one misfit rules a candidate out: stop looking at it
 
-    def update(self, table: pa.Table) -> None:
+    def update(self, table: pa.Table) -> dict[str, pa.Array]:
+        """Count one batch of text columns; returns the columns that cast whole to a candidate type (int64,
+        double or timestamp[s, UTC]), cast, so the second pass need not cast them again."""
+        casted = {}
         for name, counts in self.counts.items():
             candidates = [candidate for candidate in _INFERRED
                           if not (self.strict and counts[f"misfit:{candidate}"])]
             if not candidates:
                 continue
-            text, bad = cast_with_failures(_column(table, name), pa.string())
-            if bad is not None:  # not UTF-8: quarantined by the cast, not evidence of a type
-                text = pc.filter(text, pc.invert(bad))
-            text = text.drop_null()
-            total = len(text)
+            text = _column(table, name)
+            total = len(text) - text.null_count
             if not total:
                 continue
             counts["values"] += total
@@ -292,32 +296,33 @@ class _TypeSniffer:
                 elif candidate in ("bool", "date32", "timestamp") and fits.get("double") == total:
                     fits[candidate] = 0
                 else:
-                    fits[candidate] = self._fitting(text, candidate)
-            if fits.get("timestamp") == -1:  # every value cast to timestamp[s, tz=UTC]
-                fits["timestamp"] = total
-                counts["zoned"] += total
+                    fits[candidate], whole = self._fitting(text, candidate, total)
+                    if whole is not None and name not in casted:
+                        casted[name] = whole
+            if fits.get("timestamp") == total and pa.types.is_timestamp(getattr(casted.get(name), "type", None)):
+                counts["zoned"] += total  # cast whole to timestamp[s, UTC]: every value zoned, whole seconds
             elif fits.get("timestamp"):
-                stamps = pc.filter(text, pc.match_substring_regex(text, _INFERRED["timestamp"]))
+                stamps = pc.filter(text, pc.fill_null(pc.match_substring_regex(text, _INFERRED["timestamp"]), False))
                 counts["zoned"] += self._count(stamps, r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
                 counts["fractional"] += self._count(stamps, r"\.[0-9]")
             for candidate in candidates:
                 counts[f"misfit:{candidate}"] += total - fits[candidate]
+        return casted
 
     @staticmethod
     def _count(text: pa.Array, pattern: str) -> int:
         return pc.sum(pc.match_substring_regex(text, pattern)).as_py() or 0
 
-    def _fitting(self, text: pa.Array, candidate: str) -> int:
-        """How many values fit a candidate type: a cast when all do (fast), else a pattern count; -1 when all
-        values are zoned timestamps with whole seconds."""
+    def _fitting(self, text: pa.Array, candidate: str, total: int) -> tuple[int, pa.Array | None]:
+        """How many values fit a candidate type, and the column cast when all do: a cast first (fast), else a
+        pattern count."""
         quick = {"int64": pa.int64(), "double": pa.float64(), "timestamp": pa.timestamp("s", tz="UTC")}
         if candidate in quick:
             try:
-                pc.cast(text, quick[candidate])
-                return -1 if candidate == "timestamp" else len(text)
+                return total, pc.cast(text, quick[candidate])
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
-        return self._count(text, _INFERRED[candidate])
+        return self._count(text, _INFERRED[candidate]), None
 
     def types(self, rows: int, max_bad_fraction: float) -> dict[str, pa.DataType]:
         """Each column's type: the narrowest candidate every value fits; else the one with the fewest misfits
@@ -750,10 +755,13 @@ def _quarantine_undecodable(table: pa.Table, lines: np.ndarray, uri: str, first_
 
 
 def _stage_csv(source: SourceFile, options: _CsvOptions, names: list[str], staging_path: str, sink: _Sink,
-               counts: _SourceCount, sniffer: _TypeSniffer, on_bytes: Callable[[int], None] | None) -> int:
+               counts: _SourceCount, sniffer: _TypeSniffer,
+               on_bytes: Callable[[int], None] | None) -> tuple[int, list[set[str]]]:
     """First pass over a CSV file: records to a staging Arrow file of raw values (and their line),
-    unparsed lines to the quarantine, values to the type sniffer. Returns the records staged."""
-    writer, staged = None, 0
+    unparsed lines to the quarantine, values to the type sniffer. The columns the sniffer cast whole in the
+    first batch are staged cast as well, where their batch cast whole. Returns the records staged and, per
+    staged batch, the columns staged cast."""
+    writer, staged, cast_per_batch = None, 0, []
     try:
         with _decoded(source, on_bytes) as (stream, digest):
             blocks = _line_blocks(stream, options.block_size)
@@ -773,31 +781,47 @@ def _stage_csv(source: SourceFile, options: _CsvOptions, names: list[str], stagi
                     sink.add_unparsed(counts, list(numbers), list(reasons), list(raw))
                 if any(pa.types.is_binary(column.type) for column in table.schema):
                     table, lines = _quarantine_undecodable(table, lines, source.uri, staged, sink, counts)
-                table = table.append_column("_line", pa.array(lines, pa.int64()))
-                if writer is None:
-                    writer = pa.ipc.new_file(staging_path, table.schema)
-                if table.num_rows:
-                    sniffer.update(table)
-                    writer.write_table(table)
-                    staged += table.num_rows
+                if not table.num_rows:
+                    continue
+                casted = sniffer.update(table)
+                if writer is None:  # the columns cast whole in the first block keep their cast values too
+                    cache = {name: array.type for name, array in casted.items()}
+                    schema = table.schema.append(pa.field("_line", pa.int64()))
+                    for name, data_type in cache.items():
+                        schema = schema.append(pa.field(_CAST_PREFIX + name, data_type))
+                    writer = pa.ipc.new_file(staging_path, schema)
+                kept = {name for name, data_type in cache.items() if getattr(casted.get(name), "type", None) == data_type}
+                arrays = [_column(table, name) for name in table.column_names] + [pa.array(lines, pa.int64())]
+                arrays += [casted[name] if name in kept else pa.nulls(table.num_rows, data_type)
+                           for name, data_type in cache.items()]
+                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                cast_per_batch.append(kept)
+                staged += table.num_rows
             digest.drain()
         counts.bytes, counts.sha256 = digest.bytes_read, digest.sha256.hexdigest()
     finally:
         if writer is not None:
             writer.close()
-    return staged
+    return staged, cast_per_batch
 
 
-def _load_staged(staging_path: str, sink: _Sink, counts: _SourceCount) -> None:
-    """Second pass: the staged records conformed to the target schema."""
+def _load_staged(staging_path: str, sink: _Sink, counts: _SourceCount, cast_per_batch: list[set[str]]) -> None:
+    """Second pass: the staged records conformed to the target schema (cast values used where staged)."""
     if not os.path.exists(staging_path):
         return
     parsed = 0
-    with pa.memory_map(staging_path) as mapped:
-        staged = pa.ipc.open_file(mapped)
+    with pa.OSFile(staging_path) as handle:  # read, not mapped: memory stays one batch whatever the size
+        staged = pa.ipc.open_file(handle)
         for index in range(staged.num_record_batches):
             batch = staged.get_batch(index)
-            sink.add(batch.drop_columns(["_line"]), counts, parsed, batch.column("_line"))
+            names = [name for name in batch.schema.names if name != "_line" and not name.startswith(_CAST_PREFIX)]
+            arrays = []
+            for name in names:
+                cast_name = _CAST_PREFIX + name
+                use_cast = name in cast_per_batch[index] and \
+                    batch.schema.field(cast_name).type == sink.target.schema.field(name).type
+                arrays.append(batch.column(cast_name if use_cast else name))
+            sink.add(pa.RecordBatch.from_arrays(arrays, names=names), counts, parsed, batch.column("_line"))
             parsed += batch.num_rows
 
 
@@ -831,13 +855,45 @@ def _read_parquet(source: SourceFile, block_size: int, sink: _Sink, counts: _Sou
 
 
 def _parse_json_block(block: bytes) -> pa.Table:
+    """Arrow's JSON reader on whole lines; it refuses (ArrowInvalid) a block with an integer of 19 or more
+    digits, which it would turn into a double, losing digits."""
+    if _LONG_INTEGER.search(block):
+        raise pa.ArrowInvalid("an integer that may not fit int64")
     return pa_json.read_json(io.BytesIO(block), read_options=pa_json.ReadOptions(block_size=len(block) + 1))
+
+
+def _records_table(records: list[dict]) -> pa.Table:
+    """JSON records as a table, column by column: a column of integers beyond int64 as their text (marked in
+    the schema metadata as integers, so the cast to int64 quarantines them), a column of clashing types
+    as text."""
+    names = list(dict.fromkeys(key for record in records for key in record))
+    columns, integers = {}, []
+    for name in names:
+        values = [record.get(name) for record in records]
+        present = [value for value in values if value is not None]
+        if present and all(type(value) is int for value in present) and \
+                any(not -2 ** 63 <= value < 2 ** 63 for value in present):
+            integers.append(name)
+            columns[name] = pa.array([None if value is None else str(value) for value in values], pa.string())
+            continue
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            columns[name] = pa.array([_python_text(value) for value in values], pa.string())
+    table = pa.table(columns)
+    return table.replace_schema_metadata({_INTEGER_COLUMNS: json.dumps(integers)}) if integers else table
+
+
+def json_types(table: pa.Table) -> dict[str, pa.DataType]:
+    """The column types a JSON table stands for: its own, int64 for integer columns held as text."""
+    integers = json.loads((table.schema.metadata or {}).get(_INTEGER_COLUMNS, b"[]"))
+    return {field.name: pa.int64() if field.name in integers else field.type for field in table.schema}
 
 
 def _json_lines_one_by_one(block: bytes, first_line: int) -> tuple[pa.Table, list[tuple[int, str, str]]]:
     """A block the fast reader refused, line by line: bad lines are returned as (line, reason, raw text);
-    the good lines are parsed together again, or kept as text (checked by the schema cast) when their
-    types clash."""
+    the good lines are parsed together again, or column by column (text where types clash or integers
+    exceed int64, checked by the schema cast)."""
     good, bad = [], []
     for offset, raw in enumerate(block.split(b"\n")[:-1]):
         if not raw.strip():
@@ -857,19 +913,17 @@ def _json_lines_one_by_one(block: bytes, first_line: int) -> tuple[pa.Table, lis
     try:
         return _parse_json_block(b"\n".join(raw for raw, _ in good) + b"\n"), bad
     except pa.ArrowInvalid:
-        records = [{key: _python_text(value) for key, value in record.items()} for _, record in good]
-        names = list(dict.fromkeys(key for record in records for key in record))
-        return pa.table({name: pa.array([record.get(name) for record in records], pa.string())
-                         for name in names}), bad
+        return _records_table([record for _, record in good]), bad
 
 
 def _json_first_schema(source: SourceFile, block_size: int) -> pa.Schema:
     with _decoded(source, None) as (stream, _):
         for block in _line_blocks(stream, block_size):
             try:
-                return _parse_json_block(block).schema
+                table = _parse_json_block(block)
             except pa.ArrowInvalid:
-                return _json_lines_one_by_one(block, 1)[0].schema
+                table = _json_lines_one_by_one(block, 1)[0]
+            return pa.schema(list(json_types(table).items()))
     raise IngestError(f"{source.uri}: the file is empty (no JSON records); fix the export or remove the file")
 
 
@@ -1050,16 +1104,18 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
             if csv_options is not None:
                 sniffer = _TypeSniffer(sorted(target.inferred), max_bad_fraction)
                 staged = [os.path.join(publisher.staging, f"{index}.arrow") for index in range(len(files))]
-                rows = 0
+                rows, casts = 0, []
                 for item, count, staging_path in zip(files, counts, staged):
                     with _read_errors(item.uri):
-                        rows += _stage_csv(item, csv_options, target.source_columns, staging_path, sink, count,
-                                           sniffer, bar.advance)
+                        staged_rows, cast_per_batch = _stage_csv(item, csv_options, target.source_columns,
+                                                                 staging_path, sink, count, sniffer, bar.advance)
+                    rows += staged_rows
+                    casts.append(cast_per_batch)
                 rows += sum(count.rows_in for count in counts)  # the lines quarantined while staging
                 target = _target(names, sniffer.types(rows, max_bad_fraction), declared, first.uri)
                 sink.open_output(target)
-                for count, staging_path in zip(counts, staged):
-                    _load_staged(staging_path, sink, count)
+                for count, staging_path, cast_per_batch in zip(counts, staged, casts):
+                    _load_staged(staging_path, sink, count, cast_per_batch)
                     if os.path.exists(staging_path):
                         os.remove(staging_path)
             else:

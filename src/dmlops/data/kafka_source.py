@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from dmlops.data.errors import IngestError
 from dmlops.data.ingest import (IngestResult, _json_lines_one_by_one, _parse_json_block, _Progress, _Publisher,
-                                _Sink, _SourceCount, _target)
+                                _Sink, _SourceCount, _target, json_types)
 from dmlops.data.schema import load_schema, type_name
 
 OFFSET_UNSET = -1001  # librdkafka's OFFSET_INVALID: the group has no committed offset for the partition
@@ -179,8 +179,7 @@ class _Batches:
         if self.sink is None:
             declared_names = list((self.declared or {}).get("columns", {}))
             names = first.column_names or declared_names
-            target = _target(names, dict(zip(first.column_names, first.schema.types)), self.declared,
-                             self.source.uri)
+            target = _target(names, json_types(first), self.declared, self.source.uri)
             self.sink = _Sink(self.publisher.partial["output"], self.publisher.partial["quarantine"], target.names)
             self.sink.open_output(target)
         return self.sink
