@@ -106,3 +106,28 @@ def test_erase_subject_from_datasets_and_json_prediction_logs(people, tmp_path, 
     assert changed == {"people.parquet": True, "pseudonymized.parquet": True, "part-1.parquet": True, "other.parquet": False}
     assert pq.read_table(people).num_rows == 6 and EMAILS[0] not in pq.read_table(people)["email"].to_pylist()
     assert pq.read_table(log / "part-1.parquet")["request_id"].to_pylist() == ["r2", "r3"]
+
+
+def test_a_sensitive_dataset_is_written_encrypted_and_read_back(people, tmp_path, monkeypatch):
+    import base64
+    import os
+
+    from dmlops.privacy.encryption import KEYS_VARIABLE, is_encrypted, read_table
+
+    monkeypatch.setenv(KEY_VARIABLE, "k")
+    schema = {"columns": {"email": {"pii": "pseudonymize"}}, "sensitive": {"key_id": "datasets", "columns": ["email", "phone"]}}
+    with pytest.raises(DataError, match=KEYS_VARIABLE):
+        pseudonymize(str(people), str(tmp_path / "out.parquet"), schema)
+    keys = tmp_path / "keys.json"  # a Secret mounted as a file
+    keys.write_text(json.dumps({"datasets": base64.b64encode(os.urandom(32)).decode()}))
+    monkeypatch.setenv(KEYS_VARIABLE, str(keys))
+    assert pseudonymize(str(people), str(tmp_path / "out.parquet"), schema).encrypted
+    out = str(tmp_path / "out.parquet")
+    assert is_encrypted(out) and b"+1 212" not in (tmp_path / "out.parquet").read_bytes()
+    with pytest.raises(OSError, match="encrypted"):
+        pq.read_table(out)  # without the key file nothing, not even the schema, can be read
+    assert read_table(out)["phone"].to_pylist() == pq.read_table(people)["phone"].to_pylist()
+    assert {"email", "phone"} <= {finding.column for finding in scan(out).findings}  # the scan reads encrypted data
+    keys.write_text(json.dumps({"datasets": base64.b64encode(os.urandom(32)).decode()}))
+    with pytest.raises(DataError, match="does not open this file"):
+        read_table(out)

@@ -50,14 +50,17 @@ def pseudonymize(
     so joins and Feast entity keys keep working), drop, mask or generalize each marked column.
 
     The key comes from the environment variable DMLOPS_PSEUDONYM_KEY (or the file DMLOPS_PSEUDONYM_KEY_FILE
-    names), set from a Kubernetes Secret; it is never a parameter.
+    names), set from a Kubernetes Secret; it is never a parameter. When the schema marks the dataset
+    "sensitive" ({"key_id": ..., "columns": [...]}), the output is written with Parquet modular encryption
+    under that master key of the key file DMLOPS_PARQUET_KEYS_FILE (a Secret mounted as a file); an
+    encrypted input is read the same way.
 
     Args:
         dataset: The Parquet dataset (a dataset or quarantine file) holding personal data.
         schema: The schema JSON whose columns carry "pii": "pseudonymize" | "drop" | "mask" | "generalize"
             (or {"action": ..., "keep" | "step" | "unit": ...}).
         output: The same rows with the marks applied, as Parquet. Metadata: rows, actions (column ->
-            action) and columns_missing (marked columns the dataset lacks).
+            action), columns_missing (marked columns the dataset lacks) and encrypted.
     """
     from dmlops.privacy.pseudonymize import pseudonymize as apply
 

@@ -23,6 +23,9 @@ Types are Arrow type names (``int64``, ``double``, ``string``, ``bool``, ``date3
 or ``generalize`` (numbers down to a multiple of ``step``, default 10; times to the ``unit``, default
 ``month``; text to its first ``keep`` characters, default 3); options go in an object:
 ``{"action": "mask", "keep": 2}``. Reports and examples never show the values of a ``pii`` column.
+A top-level ``"sensitive": {"key_id": "<master key>", "columns": [...]}`` asks the ``pseudonymize`` step
+to write its output with Parquet modular encryption (:mod:`dmlops.privacy.encryption`; ``columns``
+defaults to every column).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ COLUMN_KEYS = {
 }
 PII_ACTIONS = ("pseudonymize", "drop", "mask", "generalize")
 REDACTED = "<pii>"
-TOP_LEVEL_KEYS = {"columns", "row_count", "expressions"}
+TOP_LEVEL_KEYS = {"columns", "row_count", "expressions", "sensitive"}
 
 _SIMPLE_TYPES = {
     "bool": pa.bool_(), "boolean": pa.bool_(),
@@ -101,6 +104,9 @@ def check_schema(schema: dict[str, Any], origin: str = "schema") -> dict[str, An
                 arrow_type(rules["type"])
             except SchemaError as error:
                 raise SchemaError(f"{origin}: column {column!r}: {error}") from None
+    sensitive = schema.get("sensitive")
+    if sensitive is not None and (not isinstance(sensitive, dict) or not isinstance(sensitive.get("key_id"), str)):
+        raise SchemaError(f"{origin}: sensitive must be {{\"key_id\": \"<master key id>\", \"columns\": [...]}}")
     for index, expression in enumerate(schema.get("expressions", [])):
         if not isinstance(expression, dict) or "expr" not in expression:
             raise SchemaError(f"{origin}: expressions[{index}] needs an 'expr' (a SQL boolean expression)")

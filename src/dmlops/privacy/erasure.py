@@ -126,6 +126,10 @@ def erase_subject(subject: str, column: str, locations: list[str],
         for fs, path, uri in _files(location):
             before = _sha256(fs, path)
             with fs.open(path, "rb") as handle:
+                handle.seek(-4, 2)
+                if handle.read(4) == b"PARE":
+                    raise DataError(f"{uri} is an encrypted Parquet file; erasure rewrites plaintext files only")
+            with fs.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
                 table = parquet.read()
             found = _matches(table, column, values)

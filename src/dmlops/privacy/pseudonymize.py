@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError, SchemaError
 from dmlops.data.schema import load_schema, pii_columns
+from dmlops.privacy import encryption
 
 KEY_VARIABLE = "DMLOPS_PSEUDONYM_KEY"
 
@@ -106,6 +107,7 @@ class PseudonymizeResult:
     rows: int
     actions: dict[str, str] = field(default_factory=dict)
     columns_missing: list[str] = field(default_factory=list)
+    encrypted: bool = False
 
     def metadata(self) -> dict[str, Any]:
         """Flat metadata for a KFP artifact."""
@@ -113,18 +115,26 @@ class PseudonymizeResult:
 
 
 def pseudonymize(input_path: str, output_path: str, schema: dict[str, Any] | str | Path) -> PseudonymizeResult:
-    """Write ``input_path`` to ``output_path`` with the ``pii`` marks of ``schema`` applied (the key, when a
-    column is marked pseudonymize, from :func:`pseudonym_key`)."""
-    rules = pii_columns(load_schema(schema))
+    """Write ``input_path`` (encrypted or not) to ``output_path`` with the ``pii`` marks of ``schema`` applied
+    (the key, when a column is marked pseudonymize, from :func:`pseudonym_key`), encrypted when the schema
+    marks the dataset ``sensitive``."""
+    document = load_schema(schema)
+    rules = pii_columns(document)
     if not rules:
         raise SchemaError("the schema marks no column pii; add \"pii\": \"pseudonymize\" (or drop, mask, "
                           "generalize) to the columns that hold personal data")
-    table = pq.read_table(input_path)
+    table = encryption.read_table(input_path)
     needs_key = any(rule["action"] == "pseudonymize" for rule in rules.values())
     written = apply_pii_rules(table, rules, pseudonym_key() if needs_key else None)
-    pq.write_table(written, output_path)
+    sensitive = document.get("sensitive")
+    if sensitive:
+        columns = [name for name in sensitive.get("columns") or written.column_names if name in written.column_names]
+        encryption.write_encrypted(written, output_path, key_id=sensitive["key_id"], columns=columns)
+    else:
+        pq.write_table(written, output_path)
     return PseudonymizeResult(
         rows=written.num_rows,
         actions={name: rule["action"] for name, rule in rules.items() if name in table.column_names},
         columns_missing=sorted(name for name in rules if name not in table.column_names),
+        encrypted=bool(sensitive),
     )

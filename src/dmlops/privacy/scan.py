@@ -17,7 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from dmlops.privacy import encryption
 
 # column-name words that say what a column holds (compared with the name's words, lower case)
 NAME_HINTS = {
@@ -105,7 +106,7 @@ class ScanReport:
 def scan(dataset_path: str, *, sample_values: int = 200, min_share: float = 0.5) -> ScanReport:
     """Columns of a Parquet dataset that look like personal data: by name, or because at least ``min_share``
     of up to ``sample_values`` distinct sampled text values hold an entity Presidio recognizes."""
-    table = pq.read_table(dataset_path)
+    table = encryption.read_table(dataset_path)
     findings, sampled = [], {}
     for name in table.column_names:
         column = table[name]
