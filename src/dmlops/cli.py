@@ -53,6 +53,7 @@ def run_local(pipeline, params: dict[str, object], output_dir: Path, *, verbose:
 
     root = output_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    os.environ["DMLOPS_OUTPUT_DIR"] = str(root)  # the steps' default model registry lives here
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     step_names = pipeline_step_names(pipeline.pipeline_spec)
     run_console = RunConsole(console, root, step_names, verbose=verbose)

@@ -9,6 +9,7 @@ from dmlops.components.features import (feast_apply, feast_materialize, feast_on
                                         feast_store, feast_training_set, running_means)
 from dmlops.components.ingest import ingest
 from dmlops.components.monitoring import feedback, monitor
+from dmlops.components.registry import register_model, registered_model
 from dmlops.components.privacy import erase_subject, pii_scan, pseudonymize
 from dmlops.components.robustness import robustness
 from dmlops.components.serving import deploy
@@ -25,6 +26,7 @@ COMPONENTS = {
     "tuning": [tune],
     "serving": [deploy, export_edge],
     "monitoring": [feedback, monitor],
+    "registry": [register_model, registered_model],
     "privacy": [pii_scan, pseudonymize, erase_subject],
 }
 
@@ -32,5 +34,5 @@ __all__ = [
     "COMPONENTS", "compare", "deploy", "derive_columns", "evaluate", "export_edge", "feast_apply", "feast_materialize",
     "feast_online_features", "feast_source", "feast_store", "feast_training_set", "feedback", "infer_schema", "ingest",
     "monitor", "running_means", "split_by_time", "train", "tune", "validate",
-    "erase_subject", "pii_scan", "pseudonymize", "robustness",
+    "erase_subject", "pii_scan", "pseudonymize", "robustness", "register_model", "registered_model",
 ]

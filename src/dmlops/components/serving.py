@@ -10,11 +10,13 @@ from dmlops.images import SERVE_IMAGE
 
 @dsl.component(base_image=SERVE_IMAGE, install_kfp_package=False)
 def deploy(
-    model: Input[Model],
     eval_data: Input[Dataset],
     endpoint: str,
     metrics: Output[Metrics],
     report: Output[Markdown],
+    model: Input[Model] = None,
+    model_uri: str = "",
+    registry: str = "",
     backend: str = "auto",
     canary_percent: int = 10,
     smoke_requests: int = 10,
@@ -55,8 +57,16 @@ def deploy(
     model there for ``runtime``: ``dmlops`` (the default; without ``storage_uri`` KServe downloads the model
     artifact itself), ``triton`` or ``tfserving``. ``model_format``: ``native`` or ``onnx``.
 
+    A registered version (``model_uri``) is read from its source, its files checked against their
+    registered sha256; the rollout is recorded in the registry, and ``champion`` moves to the version
+    when it is promoted (or first deployed).
+
     Args:
-        model: The exported model (the train step's model artifact: model files and metadata.json).
+        model: The exported model (the train step's model artifact: model files and metadata.json);
+            or give model_uri.
+        model_uri: A registered version instead of model: models:/<name>@<alias> or models:/<name>/<version>.
+        registry: With model_uri: the MLflow tracking server URL; "" takes $MLFLOW_TRACKING_URI, else the
+            SQLite store under the local run's output folder.
         eval_data: Parquet rows replayed as requests (the model's feature columns), e.g. the evaluation set;
             its label column, when present, feeds the quality gates.
         endpoint: The endpoint's name: the local model servers' name, or the InferenceService's (a
@@ -121,11 +131,23 @@ def deploy(
         canary_revision: The revision the new model ran as; "" in Standard mode.
         decision: "first-deploy", "promote" or "rollback".
     """
+    import time
     from collections import namedtuple
 
     from dmlops.platform.backend import resolve_backend
     from dmlops.serving.deploy import deploy as roll_out
     from dmlops.serving.rollout import RolloutPolicy
+
+    if model_uri:
+        from dmlops.registry.mlflow_registry import record_deploy, resolve, served_at
+
+        version, directory = resolve(model_uri, registry)
+        source, local_copy = version.source, str(directory)
+        serving_before = served_at(endpoint, time.time(), registry)
+    elif model is not None:
+        source, local_copy = model.uri, model.path
+    else:
+        raise ValueError("deploy: give the model artifact or a registry model_uri")
 
     policy = RolloutPolicy(
         canary_percent=canary_percent, smoke_requests=smoke_requests, window_requests=window_requests,
@@ -136,13 +158,18 @@ def deploy(
     )
     backend = resolve_backend(backend)
     result = roll_out(
-        model.uri if backend == "kubernetes" else model.path, eval_data.path, endpoint, policy, model_dir=model.path,
+        source if backend == "kubernetes" else local_copy, eval_data.path, endpoint, policy, model_dir=local_copy,
         backend=backend, storage_uri=storage_uri, runtime=runtime, model_format=model_format,
         deployment_mode=deployment_mode,
         namespace=namespace, service_account=service_account, cpu=cpu, memory=memory,
         min_replicas=min_replicas, max_replicas=max_replicas, feast_config=feast_config,
         timeout_s=float(timeout_seconds),
     )
+    if model_uri:
+        record_deploy(version, endpoint, result.decision.action, registry=registry,
+                      stable_version=serving_before.model_version if serving_before else "")
+        print(f"{version.uri}: {result.decision.action} recorded"
+              + (f"; alias champion -> version {version.version}" if result.decision.promoted else ""))
     for name, value in result.decision.metrics().items():
         metrics.log_metric(name, value)
     metrics.metadata.update({"decision": result.decision.action, "endpoint": result.endpoint, "backend": result.backend})
