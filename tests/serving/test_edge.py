@@ -126,6 +126,24 @@ def test_a_reordered_input_conversion_fails_the_float32_gate(broken_model_dir, d
     assert variant.figures["max_abs_delta_p"] > 1e-5
 
 
+def test_the_translated_network_answers_as_the_torch_program(tmp_path):
+    import torch
+
+    from dmlops.training.torch_model import TabularMLP
+
+    torch.manual_seed(0)
+    model = TabularMLP(3, [4, 6], [2, 3], [8, 4], dropout=0.3).eval()  # eval-mode dropout stays in the program
+    numeric, categorical = torch.randn(16, 3), torch.randint(0, 4, (16, 2))
+    rows = torch.export.Dim("rows")
+    program = torch.export.export(model, (numeric, categorical), dynamic_shapes=({0: rows}, {0: rows}))
+    assert any("dropout" in str(node.target) for node in program.graph.nodes)
+    torch.export.save(program, str(tmp_path / "model.pt2"))
+    translated = torch_network(tmp_path / "model.pt2")(numeric.numpy(), categorical.numpy())
+    with torch.no_grad():
+        expected = model(numeric, categorical).numpy()
+    np.testing.assert_allclose(np.asarray(translated), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_a_program_with_an_op_the_converter_lacks_is_refused_by_name(model_dir, tmp_path):
     scaled = broken_copy(model_dir, tmp_path / "scaled", ConstantOutput)  # adds aten mul and add
     with pytest.raises(EdgeConversionError, match=r"uses aten\.add\.Tensor, aten\.mul\.Tensor, which the TFLite"):
