@@ -29,6 +29,7 @@ KUSTOMIZATIONS = {
     "cluster": MANIFESTS / "cluster",
     "standalone": MANIFESTS / "overlays" / "standalone",
     "multi-user": MANIFESTS / "overlays" / "multi-user",
+    "mlflow": MANIFESTS / "mlflow",
 }
 OVERLAY_NAMESPACE = {"standalone": "kubeflow", "multi-user": "kubeflow-user-example-com"}
 OVERLAY_SERVICE_ACCOUNT = {"standalone": "pipeline-runner", "multi-user": "default-editor"}
@@ -252,3 +253,21 @@ class TestInferenceAuth:
     def test_only_predictor_pods_of_the_namespace_are_governed(self, policies):
         assert self.decide(policies, Request(self.PREDICT), labels={"app": "feast"}) == 200
         assert self.decide(policies, Request(self.PREDICT), namespace="kubeflow") == 200
+
+
+def test_mlflow_server_reads_its_database_from_the_secret_and_is_served_on_its_port(rendered):
+    objects = {obj["kind"]: obj for obj in rendered["mlflow"]}
+    container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"{DEFAULT_REGISTRY}/base:{__version__}"
+    assert container["command"] == ["mlflow", "server"]
+    secret_ref = container["env"][0]["valueFrom"]["secretKeyRef"]
+    assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in container["args"]
+    assert container["env"][0]["name"] == "MLFLOW_BACKEND_STORE_URI"
+    assert secret_ref == {"name": objects["Secret"]["metadata"]["name"], "key": "uri"}
+    assert "uri" in objects["Secret"]["stringData"]
+    service = objects["Service"]
+    assert service["spec"]["selector"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    assert f"--port={container['ports'][0]['containerPort']}" in container["args"]
+    allowed = next(arg for arg in container["args"] if arg.startswith("--allowed-hosts="))
+    assert f"{service['metadata']['name']}.*:5000" in allowed.split("=", 1)[1].split(",")
