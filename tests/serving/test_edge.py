@@ -126,6 +126,17 @@ def test_a_reordered_input_conversion_fails_the_float32_gate(broken_model_dir, d
     assert variant.figures["max_abs_delta_p"] > 1e-5
 
 
+def test_an_image_without_the_tflite_converter_leaves_tflite_out_with_the_reason(model_dir, data_dir, tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setattr("dmlops.serving.edge.TFLITE_MODULES", ("tensorflow", "no_such_converter"))
+    report = export_edge(str(model_dir), str(data_dir / "eval.parquet"), str(data_dir / "train.parquet"),
+                         destinations(tmp_path), on_gate_failure="omit")
+    assert [variant.name for variant in report.variants] == ["onnx_float32", "onnx_int8"]
+    reason = "not converted: TFLite needs no_such_converter in this image: pip install 'dmlops[tf]'"
+    assert report.left_out["tflite_float32"] == report.left_out["tflite_int8"] == reason
+    assert f"- tflite_int8: {reason}" in report.markdown()
+
+
 def test_the_translated_network_answers_as_the_torch_program(tmp_path):
     import torch
 

@@ -327,12 +327,14 @@ def export_edge(model_uri: str, eval_uri: str, train_uri: str, destinations: dic
         files.update(convert_onnx(model_dir, served.metadata, preprocessing, destinations, calibration))
     else:
         left_out.update({name: "the TensorFlow export has no ONNX file" for name in VARIANTS[:2]})
-    try:
-        if tflite_missing:
-            raise EdgeConversionError(f"TFLite {tflite_missing}")
-        files.update(convert_tflite(model_dir, served.metadata, preprocessing, destinations, calibration))
-    except EdgeConversionError as error:
-        left_out.update({name: f"not converted: {error}" for name in VARIANTS[2:]})
+    tflite_reason = f"TFLite {tflite_missing}" if tflite_missing else ""
+    if not tflite_reason:
+        try:
+            files.update(convert_tflite(model_dir, served.metadata, preprocessing, destinations, calibration))
+        except EdgeConversionError as error:
+            tflite_reason = str(error)
+    if tflite_reason:
+        left_out.update({name: f"not converted: {tflite_reason}" for name in VARIANTS[2:]})
     variants = [check_variant(name, path, reference, rows, labels, threads) for name, path in files.items()]
     inputs = input_description(preprocessing)
     for variant in variants:
