@@ -49,7 +49,7 @@ class PipInstall:
             if match:
                 found.update(match.group(1).split(","))
         for lock in self.locks:
-            found.update(read_lock(REPO / lock).extras)
+            found.update(read_lock(REPO / lock).extras or ())
         return found
 
     @property

@@ -36,7 +36,8 @@ class Pin:
 @dataclass
 class Lock:
     path: Path
-    extras: set[str]  # dmlops extras the lock covers (its dependencies, not dmlops itself)
+    extras: set[str] | None  # dmlops extras the lock covers (its dependencies, not dmlops itself);
+    # empty for "# extras: none", a lock of build tools only; None when the header has no extras line
     requirement_files: list[str]  # further inputs, relative to the repository root
     pins: dict[str, Pin]
     unreadable: list[str]  # entries that are not name==version (an index option, an unpinned name)
@@ -44,7 +45,7 @@ class Lock:
 
 def read_lock(path: Path) -> Lock:
     """The header's ``# extras:`` and ``# requirements:`` lines and the pinned entries of a lock."""
-    extras: set[str] = set()
+    extras: set[str] | None = None
     requirement_files: list[str] = []
     pins: dict[str, Pin] = {}
     unreadable: list[str] = []
@@ -52,7 +53,7 @@ def read_lock(path: Path) -> Lock:
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         header = re.fullmatch(r"# (extras|requirements): (.*)", raw)
         if header and header.group(1) == "extras":
-            extras = set(header.group(2).split(","))
+            extras = set() if header.group(2) == "none" else set(header.group(2).split(","))
         elif header:
             requirement_files = [] if header.group(2) == "none" else header.group(2).split()
         stripped = raw.split("#", 1)[0].strip()

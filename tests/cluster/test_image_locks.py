@@ -1,7 +1,8 @@
-"""The images' dependency locks (containers/<image>/*.lock) are complete for what the images ask of them
-and fully hashed: every requirement of the lock's dmlops extras, of dmlops itself, of its build system and
-of the lock's requirement files is satisfied by a pinned entry, every entry is pinned within
-containers/constraints.txt and carries a sha256 hash. A lock that fails here is stale: run
+"""The images' dependency locks (containers/<image>/*.lock, containers/build-tools.lock) are complete for
+what the images ask of them and fully hashed: every requirement of the lock's dmlops extras, of dmlops
+itself, of its build system and of the lock's requirement files is satisfied by a pinned entry, every entry
+is pinned within containers/constraints.txt and carries a sha256 hash, and every image lock holds the build
+tools at the versions of build-tools.lock. A lock that fails here is stale: run
 scripts/lock_images.sh. (The extras of a dependency, such as feast[redis], need that package's metadata:
 the resolver in scripts/lock_images.sh and pip's --require-hashes check them, not this offline test.)"""
 
@@ -21,10 +22,12 @@ from lock_reader import Lock, read_lock, unsatisfied
 from test_dockerfiles import CONTAINERS, dockerfile_paths
 
 LOCK_SCRIPT = REPO / "scripts" / "lock_images.sh"
+BUILD_TOOLS = CONTAINERS / "build-tools.lock"
 
 
 def lock_paths() -> list[str]:
-    return sorted(str(path.relative_to(REPO)) for path in CONTAINERS.glob("*/*.lock"))
+    paths = [*CONTAINERS.glob("*.lock"), *CONTAINERS.glob("*/*.lock")]
+    return sorted(str(path.relative_to(REPO)) for path in paths)
 
 
 def requirement_lines(path) -> list[Requirement]:
@@ -38,9 +41,12 @@ def constraints() -> list[Requirement]:
 
 
 def required_by(lock: Lock) -> list[Requirement]:
-    """What the lock must satisfy: dmlops' dependencies, its build system, the lock's extras and files."""
+    """What the lock must satisfy: its build system, and for a dmlops environment dmlops' dependencies
+    and the lock's extras; the lock's requirement files."""
     project = pyproject()
-    texts = list(project["project"]["dependencies"]) + list(project["build-system"]["requires"])
+    texts = list(project["build-system"]["requires"])
+    if lock.extras:
+        texts += project["project"]["dependencies"]
     for extra in sorted(lock.extras):
         texts += project["project"]["optional-dependencies"][extra]
     requirements = [Requirement(text) for text in texts]
@@ -57,7 +63,7 @@ def test_there_are_locks():
 def test_lock_pins_and_hashes_every_entry(path):
     lock = read_lock(REPO / path)
     assert not lock.unreadable, f"{path}: entries that are not name==version: {lock.unreadable}"
-    assert lock.extras, f"{path}: the header names no dmlops extras (# extras: ...)"
+    assert lock.extras is not None, f"{path}: the header names no dmlops extras (# extras: ... or none)"
     unhashed = [f"{pin.name} (line {pin.line})" for pin in lock.pins.values() if not pin.hashes]
     assert not unhashed, f"{path}: entries without --hash=sha256: {unhashed}"
 
@@ -75,8 +81,18 @@ def test_lock_satisfies_its_extras_and_constraints(path):
         assert torch.version.local == "cpu", f"{path}: torch {torch.version} is not the CPU build"
 
 
+@pytest.mark.parametrize("path", [p for p in lock_paths() if REPO / p != BUILD_TOOLS])
+def test_image_lock_holds_the_build_tools_at_their_locked_versions(path):
+    """The Dockerfiles install build-tools.lock first and the image lock after it: the same versions."""
+    tools = read_lock(BUILD_TOOLS).pins
+    lock = read_lock(REPO / path)
+    differing = {name: (str(pin.version), str(lock.pins[name].version) if name in lock.pins else None)
+                 for name, pin in tools.items() if name not in lock.pins or lock.pins[name].version != pin.version}
+    assert not differing, f"{path}: build tools (build-tools.lock, this lock): {differing}"
+
+
 def test_a_changed_requirement_makes_a_lock_stale():
-    lock = read_lock(REPO / lock_paths()[0])
+    lock = read_lock(CONTAINERS / "base" / "requirements.lock")
     kfp = lock.pins["kfp"]
     assert not unsatisfied(lock, [Requirement(f"kfp=={kfp.version}")])
     newer = Version(f"{kfp.version.major + 1}.0")
@@ -108,4 +124,5 @@ def test_lock_headers_name_what_the_script_locks():
     for line in re.findall(r"^lock (.+)$", LOCK_SCRIPT.read_text(), re.M):
         path, extras, *files = shlex.split(line)
         lock = read_lock(REPO / path)
-        assert (lock.extras, lock.requirement_files) == (set(extras.split(",")), files), path
+        expected = set() if extras == "none" else set(extras.split(","))
+        assert (lock.extras, lock.requirement_files) == (expected, files), path
