@@ -181,6 +181,13 @@ def cast_with_failures(values: pa.Array, target: pa.DataType) -> tuple[pa.Array,
     return pa.concat_arrays(casted), mask
 
 
+def int64_array(values) -> pa.Array:
+    """An int64 Arrow array from a sequence of ints, straight from its buffer (``pa.array`` would import
+    pandas, a second of start-up in a fresh process)."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
 def _as_text(values: pa.Array) -> pa.Array:
     """Values as strings for the quarantine file (bad rows only)."""
     if pa.types.is_string(values.type):
@@ -698,12 +705,15 @@ def _parse_csv_block(block: bytes, first_line: int, names: list[str],
     """One block of whole CSV lines: (records as binary columns, the line of each record, unparsed lines as
     (line, reason, raw text)). Every non-empty physical line is one record or one unparsed line, so a
     quote that is never closed cannot swallow the lines after it."""
-    numbers = _line_numbers(block, first_line)
     try:
         block.decode("utf-8")
         table, refused = _parse_lines(block, names, options, text=True)
     except (UnicodeDecodeError, pa.ArrowInvalid):
         table, refused = None, None
+    if table is not None and table.num_rows + len(refused) == block.count(b"\n"):
+        numbers = np.arange(first_line, first_line + table.num_rows + len(refused))  # no empty line: quick
+    else:
+        numbers = _line_numbers(block, first_line)
     if table is not None and table.num_rows + len(refused) == len(numbers) and all(row.number > 0 for row in refused):
         kept = np.ones(len(numbers), dtype=bool)
         kept[[row.number - 1 for row in refused]] = False
@@ -746,7 +756,7 @@ def _quarantine_undecodable(table: pa.Table, lines: np.ndarray, uri: str, first_
     the rest as text."""
     names = table.column_names
     text = _Target(pa.schema([pa.field(name, pa.string()) for name in names]), set(), names)
-    good, bad = _conform(table, text, uri, first_row, pa.array(lines, pa.int64()))
+    good, bad = _conform(table, text, uri, first_row, int64_array(lines))
     if bad is None:
         return good, lines
     sink.write_quarantine(bad)
@@ -791,7 +801,7 @@ def _stage_csv(source: SourceFile, options: _CsvOptions, names: list[str], stagi
                         schema = schema.append(pa.field(_CAST_PREFIX + name, data_type))
                     writer = pa.ipc.new_file(staging_path, schema)
                 kept = {name for name, data_type in cache.items() if getattr(casted.get(name), "type", None) == data_type}
-                arrays = [_column(table, name) for name in table.column_names] + [pa.array(lines, pa.int64())]
+                arrays = [_column(table, name) for name in table.column_names] + [int64_array(lines)]
                 arrays += [casted[name] if name in kept else pa.nulls(table.num_rows, data_type)
                            for name, data_type in cache.items()]
                 writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))

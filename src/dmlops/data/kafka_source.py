@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from dmlops.data.errors import IngestError
 from dmlops.data.ingest import (IngestResult, _json_lines_one_by_one, _parse_json_block, _Progress, _Publisher,
-                                _Sink, _SourceCount, _target, json_types)
+                                _Sink, _SourceCount, _target, int64_array, json_types)
 from dmlops.data.schema import load_schema, type_name
 
 OFFSET_UNSET = -1001  # librdkafka's OFFSET_INVALID: the group has no committed offset for the partition
@@ -159,7 +159,7 @@ class _Batches:
         if unparsed:
             numbers, reasons, texts = zip(*unparsed)
             sink.add_unparsed(partition.count, list(numbers), list(reasons), list(texts))
-        sink.add(table, partition.count, partition.count.rows_in - len(unparsed), pa.array(good, pa.int64()))
+        sink.add(table, partition.count, partition.count.rows_in - len(unparsed), int64_array(good))
 
     @staticmethod
     def _one_by_one(offsets: list[int], values: list[bytes | None]) -> tuple[pa.Table, list[tuple[int, str, str]]]:
