@@ -39,12 +39,12 @@ def test_register_deploy_from_the_registry_and_read_the_champion_back(mlflow_ser
         model = dsl.importer(artifact_uri=str(model_dir), artifact_class=dsl.Model)
         train_data = dsl.importer(artifact_uri=str(tmp_path / "train.parquet"), artifact_class=dsl.Dataset)
         eval_data = dsl.importer(artifact_uri=str(tmp_path / "eval.parquet"), artifact_class=dsl.Dataset)
-        before = registered_model(model_uri="models:/delays@champion", registry=registry)
+        before = registered_model(name="delays", registry=registry)
         registered = register_model(model=model.output, name="delays", train_data=train_data.output,
                                     eval_data=eval_data.output, registry=registry, pipeline_run="run-7")
         deployed = deploy(model_uri=registered.outputs["model_uri"], registry=registry, eval_data=eval_data.output,
                           endpoint=ENDPOINT, backend="local", smoke_requests=3, window_requests=10).after(before)
-        registered_model(model_uri="models:/delays@champion", registry=registry).after(deployed)
+        registered_model(name="delays", registry=registry).after(deployed)
 
     root = tmp_path / "root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)

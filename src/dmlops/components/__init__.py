@@ -17,9 +17,10 @@ from dmlops.components.training import evaluate, train
 from dmlops.components.transform import derive_columns, split_by_time
 from dmlops.components.tuning import tune
 from dmlops.components.validation import compare, infer_schema, validate
+from dmlops.components.window import training_window
 
 COMPONENTS = {
-    "data": [ingest, derive_columns, split_by_time, infer_schema, validate, compare],
+    "data": [ingest, derive_columns, split_by_time, infer_schema, validate, compare, training_window],
     "features": [feast_store, feast_source, feast_apply, feast_materialize, feast_training_set,
                  feast_online_features, running_means],
     "training": [train, evaluate, robustness],
@@ -35,4 +36,5 @@ __all__ = [
     "feast_online_features", "feast_source", "feast_store", "feast_training_set", "feedback", "infer_schema", "ingest",
     "monitor", "running_means", "split_by_time", "train", "tune", "validate",
     "erase_subject", "pii_scan", "pseudonymize", "robustness", "register_model", "registered_model",
+    "training_window",
 ]

@@ -56,17 +56,22 @@ def register_model(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def registered_model(
-    model_uri: str,
+    name: str,
     model: Output[Model],
+    alias: str = "champion",
+    version: str = "",
     registry: str = "",
 ) -> NamedTuple("RegisteredVersion", [("version", str), ("found", bool)]):
-    """A registered version as a Model artifact (a copy of its files, checked against their registered
-    sha256), e.g. the champion to evaluate beside a challenger; ``found`` is False (and the artifact
-    empty) when the URI names no version yet, such as ``@champion`` before a first deploy.
+    """A registered version, ``models:/<name>@<alias>`` or ``models:/<name>/<version>``, as a Model
+    artifact (a copy of its files, checked against their registered sha256), e.g. the champion to
+    evaluate beside a challenger; ``found`` is False (and the artifact empty) when it names no version
+    yet, such as ``champion`` before a first deploy.
 
     Args:
-        model_uri: models:/<name>@<alias> or models:/<name>/<version>.
+        name: The registered model's name.
         model: The version's files. Metadata: name, version, source.
+        alias: The alias naming the version (used when version is "").
+        version: A version number; "" takes the alias.
         registry: The MLflow tracking server URL; "" takes $MLFLOW_TRACKING_URI, else the local SQLite store.
 
     Returns:
@@ -79,11 +84,12 @@ def registered_model(
     from dmlops.registry.mlflow_registry import VersionNotFound, resolve
 
     outputs = namedtuple("RegisteredVersion", ["version", "found"])
+    model_uri = f"models:/{name}/{version}" if version else f"models:/{name}@{alias}"
     try:
-        version, directory = resolve(model_uri, registry)
+        found, directory = resolve(model_uri, registry)
     except VersionNotFound as missing:
-        print(f"{model_uri}: {missing}")
+        print(missing)
         return outputs("", False)
     shutil.copytree(directory, model.path, dirs_exist_ok=True)
-    model.metadata.update({"name": version.name, "version": version.version, "source": version.source})
-    return outputs(version.version, True)
+    model.metadata.update({"name": found.name, "version": found.version, "source": found.source})
+    return outputs(found.version, True)

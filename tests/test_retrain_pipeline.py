@@ -1,0 +1,68 @@
+"""`dmlops run retrain`: drifted production traffic with delayed labels makes the pipeline train on a fresh
+window, register the new version, roll it out and make it the champion."""
+
+import json
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from monitoring.monitoring_data import START, features, probability, traffic, write_labels, write_log
+
+pytestmark = pytest.mark.slow  # trains a model and starts a model server
+
+pytest.importorskip("mlflow", reason="the registry extra (mlflow-skinny) is not installed")
+
+
+def write_reference(path, rows: int = 3000):
+    """A month of training rows before the production traffic, labels following the model's probabilities."""
+    x, carrier = features(rows, seed=0)
+    p = probability(x, carrier)
+    label = (np.random.default_rng(1).random(rows) < p).astype(np.int64)
+    times = [START - timedelta(days=30) + timedelta(minutes=15 * index) for index in range(rows)]
+    pq.write_table(pa.table({"time_hour": pa.array(times, pa.timestamp("us", "UTC")), "x": x, "carrier": carrier,
+                             "prediction": p, "label": label}), path)
+    return path
+
+
+def test_drift_retrains_registers_deploys_and_promotes(tmp_path, monkeypatch):
+    from dmlops.registry.mlflow_registry import get_version, served_at
+
+    records, labels = traffic(600, seed=5, shift=1.5)  # production moved: x is 1.5 higher
+    write_log(tmp_path / "log", records)
+    write_labels(tmp_path / "labels.parquet", labels)
+    write_reference(tmp_path / "reference.parquet")
+    window_end = (START + timedelta(minutes=600, hours=8)).isoformat()
+    monkeypatch.setenv("DMLOPS_SERVING_DIR", str(tmp_path / "serving"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "runs"
+    params = {"reference_uri": str(tmp_path / "reference.parquet"), "predictions_uri": str(tmp_path / "log"),
+              "labels_uri": str(tmp_path / "labels.parquet"), "window_end": window_end,
+              "monitor_window_hours": 24.0, "window_days": 30.0, "exclude_features": ["prediction"],
+              "model_name": "delays", "endpoint": "retrain-delays", "epochs": 2}
+    command = [sys.executable, "-m", "dmlops.cli", "run", "retrain", "--output-dir", str(out)]
+    for name, value in params.items():
+        command += ["--param", f"{name}={json.dumps(value) if not isinstance(value, str) else value}"]
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=1500)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+        steps = {path.parent.name: json.loads(path.read_text()) for path in out.rglob("executor_output.json")}
+        assert steps["monitor"]["parameterValues"]["drifted"] is True
+        window = steps["training-window"]["parameterValues"]
+        assert window["production_rows"] == 600 and window["holdout_rows"] == 120 and window["reference_rows"] > 2000
+        assert steps["registered-model"]["parameterValues"]["found"] is False  # no champion before
+        registered = steps["register-model"]["parameterValues"]["model_uri"]
+        assert steps["deploy"]["parameterValues"]["decision"] == "first-deploy"
+        registry = f"sqlite:///{out / 'registry' / 'mlflow.db'}"
+        champion = get_version("models:/delays@champion", registry)
+        assert champion.uri == registered and {"challenger", "champion"} <= set(champion.aliases)
+        assert champion.tags["dataset/train/sha256"] and champion.tags["dataset/eval/sha256"]
+        assert served_at("retrain-delays", time.time(), registry).model_version == champion.version
+        assert "evaluate-challenger" in completed.stderr or "evaluate challenger" in completed.stderr
+    finally:
+        subprocess.run([sys.executable, "-m", "dmlops.cli", "serve", "--stop"], check=False)
