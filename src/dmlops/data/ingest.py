@@ -865,11 +865,14 @@ def _read_parquet(source: SourceFile, block_size: int, sink: _Sink, counts: _Sou
 
 
 def _parse_json_block(block: bytes) -> pa.Table:
-    """Arrow's JSON reader on whole lines; it refuses (ArrowInvalid) a block with an integer of 19 or more
-    digits, which it would turn into a double, losing digits."""
-    if _LONG_INTEGER.search(block):
-        raise pa.ArrowInvalid("an integer that may not fit int64")
-    return pa_json.read_json(io.BytesIO(block), read_options=pa_json.ReadOptions(block_size=len(block) + 1))
+    """Arrow's JSON reader on whole lines; refused (ArrowInvalid) where it turned an integer beyond int64 into
+    a double, losing digits."""
+    table = pa_json.read_json(io.BytesIO(block), read_options=pa_json.ReadOptions(block_size=len(block) + 1))
+    for column in table.columns:  # a widened integer shows as a double beyond int64 (the text is searched then)
+        if pa.types.is_floating(column.type) and (pc.max(pc.abs(column)).as_py() or 0) >= 2 ** 63 \
+                and _LONG_INTEGER.search(block):
+            raise pa.ArrowInvalid("an integer beyond int64")
+    return table
 
 
 def _records_table(records: list[dict]) -> pa.Table:

@@ -246,8 +246,10 @@ def _read_range(consumer, source: KafkaSource, partitions: dict[int, _Partition]
     waiting = {number: p for number, p in partitions.items() if p.end > p.start}
     consumer.assign([TopicPartition(source.topic, number, p.start) for number, p in waiting.items()])
     last_progress = time.monotonic()
+    left = {number: p.end - p.start for number, p in waiting.items()}
     while waiting:
-        messages = consumer.consume(CONSUME_BATCH, timeout=1.0)
+        # ask for no more than is left, or the last call waits out its timeout for messages that never come
+        messages = consumer.consume(max(1, min(CONSUME_BATCH, sum(left.values()))), timeout=1.0)
         errors = [message.error() for message in messages]
         if any(error is not None for error in errors):
             for error in errors:
@@ -276,6 +278,7 @@ def _read_range(consumer, source: KafkaSource, partitions: dict[int, _Partition]
             last_progress = time.monotonic()
         positions = consumer.position([TopicPartition(source.topic, number) for number in waiting])
         for position in positions:
+            left[position.partition] = max(0, waiting[position.partition].end - max(position.offset, 0))
             if position.offset >= waiting[position.partition].end:
                 del waiting[position.partition]
         if waiting and time.monotonic() - last_progress > max(timeout, STALL_SECONDS):
