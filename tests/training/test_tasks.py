@@ -80,6 +80,16 @@ def metadata_of(outputs: dict, step: str, artifact: str) -> dict:
     return outputs[step]["artifacts"][artifact]["artifacts"][0]["metadata"]
 
 
+def ask_v2(endpoint: str, rows: list[dict]) -> dict[str, dict]:
+    """The endpoint's V2 answer to ``rows`` (one input tensor per feature), its outputs by name."""
+    server = EndpointState.load(endpoint).stable
+    inputs = [{"name": name, "shape": [len(rows)], "datatype": "BYTES" if isinstance(rows[0][name], str) else "FP64",
+               "data": [row[name] for row in rows]} for name in rows[0]]
+    answer = requests.post(f"{server.url}/v2/models/{endpoint}/infer", json={"inputs": inputs}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return {output["name"]: output for output in answer.json()["outputs"]}
+
+
 @pytest.mark.slow
 def test_a_three_class_label_trains_evaluates_deploys_and_answers_with_class_names(datasets, tmp_path, monkeypatch):
     monkeypatch.setenv("DMLOPS_SERVING_DIR", str(tmp_path / "serving"))
@@ -109,6 +119,12 @@ def test_a_three_class_label_trains_evaluates_deploys_and_answers_with_class_nam
             assert prediction["label"] == max(probabilities, key=probabilities.get)
         truth = table["cultivar"].to_pylist()[:20]
         assert np.mean([p["label"] == t for p, t in zip(predictions, truth)]) >= 0.85
+        v2 = ask_v2("wine", rows[:3])
+        assert v2["label"]["data"] == [prediction["label"] for prediction in predictions[:3]]
+        assert v2["probabilities"]["shape"] == [3, 3]
+        np.testing.assert_allclose(np.reshape(v2["probabilities"]["data"], (3, 3)),
+                                   [[p["probabilities"][name] for name in model["classes"]] for p in predictions[:3]],
+                                   rtol=1e-5, atol=1e-7)  # V2 sends the features as FP64 tensors
     finally:
         stop_endpoints()
 
@@ -134,5 +150,6 @@ def test_a_regression_label_trains_evaluates_deploys_and_answers_in_the_labels_u
         values = np.array(answer.json()["predictions"], dtype=np.float64)
         truth = table["price"].to_numpy()[:50]
         assert values.shape == (50,) and np.sqrt(np.mean((values - truth) ** 2)) < 4.0
+        np.testing.assert_allclose(ask_v2("price", rows[:3])["value"]["data"], values[:3], rtol=1e-5)
     finally:
         stop_endpoints()
