@@ -68,7 +68,9 @@ def deploy(
         registry: With model_uri: the MLflow tracking server URL; "" takes $MLFLOW_TRACKING_URI, else the
             SQLite store under the local run's output folder.
         eval_data: Parquet rows replayed as requests (the model's feature columns), e.g. the evaluation set;
-            its label column, when present, feeds the quality gates.
+            its label column, when present, feeds the quality gates of the model's task (binary, multiclass or
+            regression). For a model exported by the user's own code: one column per input the export
+            declares (a list per row for a vector input) and the label it declares, as ``evaluate`` takes.
         endpoint: The endpoint's name: the local model servers' name, or the InferenceService's (a
             DNS-1035 label: lower case, starting with a letter).
         metrics: The evidence: promoted (1 or 0), smoke_error_rate, and for a judged canary
