@@ -8,8 +8,9 @@
 #
 #   scripts/lock_images.sh           regenerate every lock
 #   scripts/lock_images.sh --check   prove every lock installs: pip resolves it in a fresh python3.11
-#                                    environment (--dry-run --require-hashes, dependencies included,
-#                                    so a lock that misses one, or a hash that does not match, fails)
+#                                    environment that has build-tools.lock (--dry-run --require-hashes,
+#                                    dependencies included, so a lock that misses one, or a hash that
+#                                    does not match, fails)
 #
 # uv $UV_VERSION resolves (the one on PATH when it is that version, else one installed into a temporary
 # environment). torch is the CPU build, torch==<constraints.txt's pin>+cpu: its wheel comes from pip's
@@ -44,9 +45,11 @@ else
 fi
 
 if [ "${1:-}" = --check ]; then
+  # As the Dockerfiles do: the build tools first, then each image lock without build isolation.
   python3.11 -m venv "$work/check"
-  for path in containers/*.lock containers/*/*.lock; do
-    "$work/check/bin/pip" install --quiet --dry-run --ignore-installed --require-hashes \
+  "$work/check/bin/pip" install --quiet --require-hashes --no-deps -r containers/build-tools.lock
+  for path in containers/*/*.lock; do
+    "$work/check/bin/pip" install --quiet --dry-run --ignore-installed --require-hashes --no-build-isolation \
       --find-links "$work/torch" --report "$work/report.json" -r "$path" \
       || { log "$path does not install"; exit 1; }
     log "$path installs: $(python3 -c "import json, sys; print(len(json.load(open(sys.argv[1]))['install']))" \
