@@ -54,6 +54,8 @@ NOT_IN_IMAGE = {
 }
 # The horovod package is built by scripts/build_horovod.sh, not installed from an extra.
 HOROVOD = "horovod"
+# setuptools and wheel, installed (hashed) before an image's lock, which is installed without build isolation.
+BUILD_TOOLS_LOCK = "containers/build-tools.lock"
 # Dockerfiles that install dmlops' extras with constraints.txt instead of a hashed lock, and why.
 UNLOCKED = {
     "torch-horovod/Dockerfile.cuda": "the CUDA torch wheels and their nvidia-* dependencies are not locked yet",
@@ -230,8 +232,16 @@ def test_dockerfile_conventions(family, path):
     labels = " ".join(i.arguments for i in final.all("LABEL"))
     assert 'org.opencontainers.image.version="${VERSION}"' in labels, "the image is labelled with its version"
     for stage in stage_list:
+        tools_in: set[str] = set()  # environments that have the locked build tools
         for install in pip_installs(stage):
             where = f"{path.relative_to(REPO)}:{install.line}"
+            if install.locks == [BUILD_TOOLS_LOCK]:
+                tools_in.add(install.environment)
+            elif install.locks:
+                # Source distributions in the lock are built with the locked tools, not fetched ones.
+                assert install.environment in tools_in and "--no-build-isolation" in install.arguments, (
+                    f"{where}: an image lock is installed without {BUILD_TOOLS_LOCK} first and --no-build-isolation"
+                )
             if install.locks:
                 # A complete lock: every file checked against its hash, nothing resolved beyond it.
                 assert {"--require-hashes", "--no-deps"} <= set(install.arguments), (
