@@ -110,6 +110,16 @@ def test_a_failed_ingest_publishes_no_dataset(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["bad.csv", "cut.csv.gz"]
 
 
+def test_carriage_return_only_line_ends_are_named(tmp_path):
+    source = tmp_path / "mac.csv"
+    source.write_bytes(b"id,name\r1,a\r2,b\r")
+    with pytest.raises(IngestError, match="carriage return only"):
+        run(tmp_path, source)
+    source.write_bytes(b"id,name\r\n1,a\r\n\r\n2,b\r\n")
+    result, table, _ = run(tmp_path, source)
+    assert result.rows_in == 2 and table.column("name").to_pylist() == ["a", "b"]
+
+
 def test_null_values_are_an_option(tmp_path):
     source = tmp_path / "nulls.csv"
     source.write_bytes(b"id,name\n1,NA\n2,-\n3,\n")

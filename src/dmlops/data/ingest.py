@@ -609,7 +609,13 @@ def _header_names(uri: str, line: bytes, delimiter: str) -> list[str]:
                           "UTF-8") from None
     if not text.strip():
         raise IngestError(f"{uri}: the first line is blank, not a header row; remove the leading blank lines")
-    return next(csv.reader([text], delimiter=delimiter))
+    if "\r" in text:
+        raise IngestError(f"{uri}: lines end with a carriage return only (classic Mac line ends), which is not "
+                          "read; convert the line ends to LF or CRLF")
+    try:
+        return next(csv.reader([text], delimiter=delimiter))
+    except csv.Error as error:
+        raise IngestError(f"{uri}: the header row cannot be read ({error}): '{shown(text)}'") from None
 
 
 def _csv_header(source: SourceFile, delimiter: str) -> list[str]:
