@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dmlops.serving.prediction_log import LOG_SCHEMA, partition
+from dmlops.serving.log_layout import LOG_SCHEMA, partition
 
 START = datetime.fromisoformat("2026-03-01T00:00:00+00:00")
 

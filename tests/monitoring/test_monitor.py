@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dmlops.monitoring import metrics
 from dmlops.monitoring.feedback import join_labels
-from dmlops.monitoring.monitor import estimated_auc, monitor, roc_auc
+from dmlops.monitoring.monitor import estimated_auc, isotonic_calibration, monitor, roc_auc
 from monitoring_data import START, traffic, write_labels, write_log, write_reference
 
 
@@ -41,6 +41,17 @@ def test_auc_and_its_confidence_based_estimate():
     p = rng.beta(2, 3, 50_000)
     assert estimated_auc(p) == pytest.approx(roc_auc(p, (rng.random(p.size) < p).astype(int)), abs=0.01)
     assert estimated_auc(np.array([0.5, 0.5])) == 0.5 and estimated_auc(np.zeros(3)) is None
+
+
+def test_isotonic_calibration_recovers_the_true_probability():
+    """Scores whose true positive rate is score²: the calibration maps them back, monotonically."""
+    rng = np.random.default_rng(1)
+    scores = rng.random(50_000)
+    calibrate = isotonic_calibration(scores, (rng.random(scores.size) < scores ** 2).astype(float))
+    grid = np.linspace(0.05, 0.95, 19)
+    assert np.abs(calibrate(grid) - grid ** 2).max() < 0.03
+    assert np.all(np.diff(calibrate(np.linspace(0, 1, 1000))) >= 0)
+    assert calibrate(np.array([-1.0, 2.0])).tolist() == [calibrate(np.array([0.0]))[0], calibrate(np.array([1.0]))[0]]
 
 
 def test_a_steady_window_neither_drifts_nor_degrades(tmp_path, reference):

@@ -17,7 +17,7 @@ from crds import crd_errors
 from dmlops.platform.local import free_ports
 from dmlops.serving.log_sink import REQUEST_TYPE, RESPONSE_TYPE
 from dmlops.serving.packaging import LOG_SINK_URL_ENV, inference_service
-from dmlops.serving.prediction_log import LOG_SCHEMA, read_log
+from dmlops.serving.log_layout import LOG_SCHEMA, read_log
 from serving_helpers import v2_body
 
 

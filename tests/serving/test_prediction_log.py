@@ -15,7 +15,8 @@ import requests
 
 from dmlops.serving import metrics
 from dmlops.serving.local import start_server, stop_server
-from dmlops.serving.prediction_log import LOG_SCHEMA, PredictionLog, read_log, request_id
+from dmlops.serving.log_layout import LOG_SCHEMA, read_log
+from dmlops.serving.prediction_log import PredictionLog, request_id
 from serving_helpers import offline_probabilities, v2_body
 
 MODEL = "flights-delay"

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
 from dmlops.platform import storage
-from dmlops.serving.prediction_log import read_log
+from dmlops.serving.log_layout import read_log
 
 KEY = ["request_id", "row"]
 META_COLUMNS = ["request_id", "row", "model_name", "model_version", "prediction_time"]

@@ -9,7 +9,8 @@
   probability p is the chance that the row is positive, so each row adds p to the expected positives
   and 1 - p to the expected negatives above every threshold; the expected ROC curve gives the estimated
   AUC and the mean of max(p, 1 - p) the estimated accuracy. The probabilities are first calibrated on
-  the reference (isotonic regression of its labels on its predictions) when it has both.
+  the reference (isotonic regression of its labels on its predictions, :func:`isotonic_calibration`)
+  when it has both.
 - **Label join lag**: median and 95th percentile of label time - prediction time.
 
 ``drifted``: any feature or the prediction drifted. ``degraded``: the performance (realized where at
@@ -34,7 +35,7 @@ from scipy.stats import rankdata
 
 from dmlops.data.drift import DriftReport, compare
 from dmlops.data.errors import DataError
-from dmlops.serving.prediction_log import read_log
+from dmlops.serving.log_layout import read_log
 
 PREDICTION = "prediction"
 
@@ -132,12 +133,28 @@ class MonitorReport:
         return monitor_html(self, title)
 
 
-def _calibrator(reference: pd.DataFrame, label_name: str):
-    from sklearn.isotonic import IsotonicRegression
+def isotonic_calibration(scores: np.ndarray, labels: np.ndarray):
+    """The isotonic regression of 0/1 ``labels`` on ``scores`` (pool adjacent violators), as a function
+    that maps scores to calibrated probabilities (linear between the fitted blocks, clipped outside)."""
+    order = np.argsort(scores, kind="stable")
+    means: list[float] = []
+    weights: list[float] = []
+    centres: list[float] = []
+    for score, label in zip(scores[order].tolist(), labels[order].tolist()):
+        means.append(label)
+        weights.append(1.0)
+        centres.append(score)
+        while len(means) > 1 and means[-2] >= means[-1]:  # a violation (or a tie): pool the two blocks
+            weight = weights[-2] + weights[-1]
+            means[-2] = (means[-2] * weights[-2] + means[-1] * weights[-1]) / weight
+            centres[-2] = (centres[-2] * weights[-2] + centres[-1] * weights[-1]) / weight
+            weights[-2] = weight
+            del means[-1], weights[-1], centres[-1]
+    return lambda values: np.interp(values, centres, means)
 
-    calibration = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-    calibration.fit(reference[PREDICTION].to_numpy(float), _binary(reference[label_name], "reference"))
-    return calibration.predict
+
+def _calibrator(reference: pd.DataFrame, label_name: str):
+    return isotonic_calibration(reference[PREDICTION].to_numpy(float), _binary(reference[label_name], "reference"))
 
 
 def monitor(

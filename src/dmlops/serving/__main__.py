@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder or URI (gs://, s3://) to log every prediction to as hourly Parquet")
     parser.add_argument("--prediction_log_buffer_rows", type=int, default=100_000,
                         help="rows the prediction log holds in memory at most; beyond, rows are dropped and counted")
+    parser.add_argument("--prediction_log_flush_seconds", type=float, default=10.0,
+                        help="the prediction log writes a file at least this often (sooner when a batch fills)")
     parser.add_argument("--model_version", default="",
                         help="the version logged with each prediction (default: a digest of the model's files)")
     return parser
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         args.model_name, args.model_dir, model_format=args.model_format, threads=args.threads,
         feast=feast_config(args.feast_config), domain_policy=args.domain_policy,
         prediction_log=PredictionLog(args.prediction_log, model_name=args.model_name, model_version=args.model_version,
-                                     max_buffered_rows=args.prediction_log_buffer_rows) if args.prediction_log else None,
+                                     max_buffered_rows=args.prediction_log_buffer_rows,
+                                     flush_seconds=args.prediction_log_flush_seconds) if args.prediction_log else None,
     )
     serve(
         [model], http_port=args.http_port, host=args.host, max_body_bytes=args.max_body_bytes,

@@ -2,21 +2,13 @@
 
 A served request hands its rows and outputs to :meth:`PredictionLog.record`, which only appends them to
 a bounded in-memory buffer; a writer thread turns the buffer into Parquet files every ``flush_seconds``
-(or sooner, once ``batch_rows`` rows wait) and writes them through :mod:`dmlops.platform.storage` (a local
+(default 10: a file costs milliseconds whatever its size, and fewer files read faster; sooner once
+``batch_rows`` rows wait) and writes them through :mod:`dmlops.platform.storage` (a local
 folder, ``gs://``, ``s3://``). A full buffer, a slow store or a failed write never fails or stalls the
 request: the rows are dropped and counted in ``dmlops_serving_log_rows_dropped_total`` (reason
 ``buffer_full`` or ``write_failed``), written rows in ``dmlops_serving_log_rows_written_total``.
 
-Layout: ``<uri>/dt=YYYY-MM-DD/hour=HH/part-<time>-<id>.parquet`` (UTC, hive partitioning). One row per
-predicted row, columns :data:`LOG_SCHEMA`:
-
-- ``request_id`` (string): the request's ``x-request-id`` header, or its CloudEvents ``ce-id``, or its
-  V2 ``id``, or one generated (:func:`request_id`); the predictor returns it in ``x-request-id``.
-- ``row`` (int32): the row's position in its request (a request of n rows logs rows 0..n-1).
-- ``model_name``, ``model_version`` (string), ``time`` (timestamp, UTC): who answered, when.
-- ``features`` (string): the row's features as a JSON object, as the model received them.
-- ``prediction`` (float64): the predicted probability (or the output when it is one number), else null.
-- ``output`` (string): the whole output of the row as JSON (a probability, a vector, ...).
+The files and their columns are :mod:`dmlops.serving.log_layout`'s.
 """
 
 from __future__ import annotations
@@ -28,7 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 import numpy as np
@@ -39,16 +31,13 @@ import pyarrow.parquet as pq
 
 from dmlops.platform import storage
 from dmlops.serving import metrics
+from dmlops.serving.log_layout import LOG_SCHEMA, partition, read_log  # noqa: F401  (read_log: the reader, here too)
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 CLOUDEVENT_ID_HEADER = "ce-id"
-LOG_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("row", pa.int32()), ("model_name", pa.string()), ("model_version", pa.string()),
-    ("time", pa.timestamp("us", tz="UTC")), ("features", pa.string()), ("prediction", pa.float64()),
-    ("output", pa.string()),
-])
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def request_id(headers: Mapping[str, str] | None, fallback: str | None = None) -> str:
@@ -68,11 +57,6 @@ def export_version(metadata: Mapping[str, Any]) -> str:
     return hashlib.sha256(digests).hexdigest()[:12]
 
 
-def partition(moment: datetime) -> str:
-    """The hour partition of a UTC time: ``dt=YYYY-MM-DD/hour=HH``."""
-    return f"dt={moment:%Y-%m-%d}/hour={moment:%H}"
-
-
 @dataclass
 class _Entry:
     request_id: str
@@ -82,7 +66,7 @@ class _Entry:
     count: int
 
 
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _json(value: Any) -> bytes:
@@ -96,17 +80,34 @@ def _feature_rows(entry: _Entry) -> list[dict[str, Any]]:
     return entry.rows
 
 
-def _predictions(outputs: Any) -> tuple[list[float | None], list[bytes]]:
-    """Each row's prediction (its output when that is one number, else None) and its output as JSON."""
+def _numbers(outputs: Any) -> np.ndarray | None:
+    """The outputs as one float64 per row when each row's output is one number, else None."""
     try:
         array = np.asarray(outputs)
     except ValueError:  # ragged rows
-        array = np.asarray([None])
-    if array.dtype.kind in "fiu" and (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
-        values = array.reshape(-1).astype(np.float64).tolist()
-        return values, [orjson.dumps(value) for value in values]
-    rows = outputs.tolist() if isinstance(outputs, np.ndarray) else list(outputs)
-    return [None] * len(rows), [_json(row) for row in rows]
+        return None
+    if array.dtype.kind in "fiub" and (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
+        return array.reshape(-1).astype(np.float64)
+    return None
+
+
+def _outputs(entries: list[_Entry]) -> tuple[pa.Array, pa.Array]:
+    """The ``prediction`` and ``output`` columns; vectorized when every output is one number a row."""
+    numbers = [_numbers(entry.outputs) for entry in entries]
+    if all(values is not None for values in numbers):
+        predictions = pa.array(np.concatenate(numbers) if numbers else np.empty(0), pa.float64())
+        return predictions, pc.cast(predictions, pa.string())  # shortest round-trip text: valid JSON
+    predictions: list[float | None] = []
+    outputs: list[bytes] = []
+    for entry, values in zip(entries, numbers):
+        if values is not None:
+            predictions += values.tolist()
+            outputs += [orjson.dumps(value) for value in values.tolist()]
+        else:
+            rows = entry.outputs.tolist() if isinstance(entry.outputs, np.ndarray) else list(entry.outputs)
+            predictions += [None] * len(rows)
+            outputs += [_json(row) for row in rows]
+    return pa.array(predictions, pa.float64()), pa.array(outputs, pa.string())
 
 
 class PredictionLog:
@@ -118,7 +119,7 @@ class PredictionLog:
     """
 
     def __init__(self, uri: str, *, model_name: str, model_version: str = "", max_buffered_rows: int = 100_000,
-                 batch_rows: int = 10_000, flush_seconds: float = 1.0):
+                 batch_rows: int = 20_000, flush_seconds: float = 10.0):
         if max_buffered_rows < 1 or batch_rows < 1 or flush_seconds <= 0:
             raise ValueError("max_buffered_rows and batch_rows must be positive, flush_seconds above 0")
         self.uri = uri.rstrip("/")
@@ -203,46 +204,28 @@ class PredictionLog:
                 self._buffered -= count
 
     def _write_file(self, hour: str, entries: list[_Entry]) -> None:
-        columns: dict[str, list[Any]] = {name: [] for name in LOG_SCHEMA.names}
-        for entry in entries:
-            predictions, outputs = _predictions(entry.outputs)
-            columns["request_id"] += [entry.request_id] * entry.count
-            columns["row"] += range(entry.count)
-            columns["time"] += [entry.time] * entry.count
-            columns["features"] += [orjson.dumps(features, default=str, option=_JSON_OPTIONS)
-                                    for features in _feature_rows(entry)]
-            columns["prediction"] += predictions
-            columns["output"] += outputs
-        rows = len(columns["row"])
-        columns["model_name"] = [self.model_name] * rows
-        columns["model_version"] = [self.model_version] * rows
-        table = pa.table(columns, schema=LOG_SCHEMA)
+        counts = np.array([entry.count for entry in entries], dtype=np.int64)
+        total = int(counts.sum())
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        micros = [(entry.time - _EPOCH) // timedelta(microseconds=1) for entry in entries]
+        predictions, outputs = _outputs(entries)
+        table = pa.table({
+            "request_id": pa.array(np.repeat(np.array([entry.request_id for entry in entries], dtype=object), counts),
+                                   pa.string()),
+            "row": pa.array(np.arange(total) - starts, pa.int32()),
+            "model_name": pa.array([self.model_name] * total, pa.string()),
+            "model_version": pa.array([self.model_version] * total, pa.string()),
+            "time": pa.array(np.repeat(np.array(micros, dtype=np.int64), counts), LOG_SCHEMA.field("time").type),
+            "features": pa.array([orjson.dumps(features, default=str, option=_JSON_OPTIONS)
+                                  for entry in entries for features in _feature_rows(entry)], pa.string()),
+            "prediction": predictions,
+            "output": outputs,
+        }, schema=LOG_SCHEMA)
         directory = f"{self._root}/{hour}"
         self._filesystem.makedirs(directory, exist_ok=True)
         path = f"{directory}/part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         with self._filesystem.open(path, "wb") as handle:
-            pq.write_table(table, handle)
+            # dictionaries only where values repeat; features and outputs rarely do
+            pq.write_table(table, handle, use_dictionary=["request_id", "model_name", "model_version"],
+                           compression="zstd")
         self.files.append(path)
-
-
-def read_log(uri: str, *, since: datetime | None = None, until: datetime | None = None) -> pa.Table:
-    """The logged rows under ``uri`` (:data:`LOG_SCHEMA`), only the hour partitions that overlap
-    ``[since, until)`` when given (rows are then filtered by ``time`` exactly)."""
-    filesystem, root = storage.filesystem(uri.rstrip("/"))
-    paths = sorted(filesystem.glob(f"{root}/dt=*/hour=*/*.parquet"))
-    lower = partition(since) if since else ""
-    upper = partition(until) if until else ""
-    tables = []
-    for path in paths:
-        hour = "/".join(path.split("/")[-3:-1])
-        if (lower and hour < lower) or (upper and hour > upper):
-            continue
-        with filesystem.open(path, "rb") as handle:
-            tables.append(pq.read_table(handle, schema=LOG_SCHEMA))
-    table = pa.concat_tables(tables) if tables else LOG_SCHEMA.empty_table()
-    moment = LOG_SCHEMA.field("time").type
-    if since:
-        table = table.filter(pc.greater_equal(table["time"], pa.scalar(since, moment)))
-    if until:
-        table = table.filter(pc.less(table["time"], pa.scalar(until, moment)))
-    return table
