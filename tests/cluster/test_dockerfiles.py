@@ -50,7 +50,8 @@ NOT_IN_IMAGE = {
     ("tf-horovod", "torch"): "torch strategies run their workers in the torch-horovod image",
     ("serve", "tensorflow"): "SavedModel models are served by KServe's TF Serving runtime",
     ("serve", "onnxruntime"): "ONNX models are served by KServe's Triton runtime",
-    ("serve", "ai_edge_litert"): "TFLite variants come from TensorFlow models, which the serve image does not load",
+    ("serve", "ai_edge_litert"): "export_edge leaves the TFLite variants out, naming why, where TensorFlow is absent",
+    ("serve", "ai_edge_quantizer"): "export_edge leaves the TFLite variants out, naming why, where TensorFlow is absent",
 }
 # The horovod package is built by scripts/build_horovod.sh, not installed from an extra.
 HOROVOD = "horovod"
