@@ -48,21 +48,38 @@ def test_drift_retrains_registers_deploys_and_promotes(tmp_path, monkeypatch):
     command = [sys.executable, "-m", "dmlops.cli", "run", "retrain", "--output-dir", str(out)]
     for name, value in params.items():
         command += ["--param", f"{name}={json.dumps(value) if not isinstance(value, str) else value}"]
-    try:
+    registry = f"sqlite:///{out / 'registry' / 'mlflow.db'}"
+
+    def run() -> dict:
+        before = set(out.glob("retrain-*"))
         completed = subprocess.run(command, capture_output=True, text=True, timeout=1500)
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
-        steps = {path.parent.name: json.loads(path.read_text()) for path in out.rglob("executor_output.json")}
-        assert steps["monitor"]["parameterValues"]["drifted"] is True
-        window = steps["training-window"]["parameterValues"]
+        (run_dir,) = set(out.glob("retrain-*")) - before
+        return {path.parent.name: json.loads(path.read_text()) for path in run_dir.rglob("executor_output.json")}
+
+    try:
+        first = run()
+        assert first["monitor"]["parameterValues"]["drifted"] is True
+        window = first["training-window"]["parameterValues"]
         assert window["production_rows"] == 600 and window["holdout_rows"] == 120 and window["reference_rows"] > 2000
-        assert steps["registered-model"]["parameterValues"]["found"] is False  # no champion before
-        registered = steps["register-model"]["parameterValues"]["model_uri"]
-        assert steps["deploy"]["parameterValues"]["decision"] == "first-deploy"
-        registry = f"sqlite:///{out / 'registry' / 'mlflow.db'}"
+        assert first["registered-model"]["parameterValues"]["found"] is False  # no champion yet
+        assert "evaluate-2" not in first  # so no champion to evaluate
+        registered = first["register-model"]["parameterValues"]["model_uri"]
+        assert first["deploy"]["parameterValues"]["decision"] == "first-deploy"
         champion = get_version("models:/delays@champion", registry)
         assert champion.uri == registered and {"challenger", "champion"} <= set(champion.aliases)
         assert champion.tags["dataset/train/sha256"] and champion.tags["dataset/eval/sha256"]
-        assert served_at("retrain-delays", time.time(), registry).model_version == champion.version
-        assert "evaluate-challenger" in completed.stderr or "evaluate challenger" in completed.stderr
+        between = time.time()
+
+        second = run()  # still drifted: a new challenger, judged against the serving champion
+        assert second["registered-model"]["parameterValues"] == {"version": champion.version, "found": True}
+        assert "evaluate-2" in second  # the champion, on the same holdout as the challenger
+        assert second["deploy"]["parameterValues"]["decision"] == "promote"
+        quality = second["deploy"]["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+        assert quality["stable_labelled_rows"] == quality["canary_labelled_rows"] == 120
+        new = get_version("models:/delays@champion", registry)
+        assert int(new.version) == int(champion.version) + 1
+        assert served_at("retrain-delays", between, registry).model_version == champion.version
+        assert served_at("retrain-delays", time.time(), registry).model_version == new.version
     finally:
         subprocess.run([sys.executable, "-m", "dmlops.cli", "serve", "--stop"], check=False)

@@ -172,3 +172,22 @@ def test_secret_scan_catches_a_planted_key():
     planted = 'env: {AWS_ACCESS_KEY_ID: "AKIAABCDEFGHIJKLMNOP", password: "hunter2hunter2x"}'
     caught = {name for name, pattern in SECRET_PATTERNS.items() if pattern.search(planted)}
     assert caught == {"AWS access key", "password assignment"}
+
+
+def test_retrain_is_scheduled_with_its_parameters(kfp_api, settings_file):
+    host, api = kfp_api
+    assert main(["submit", "retrain", "--host", host, "--schedule", "0 * * * *", "--settings", str(settings_file),
+                 "--param", "reference_uri=gs://bucket/train", "--param", "predictions_uri=gs://bucket/log",
+                 "--param", "labels_uri=gs://bucket/labels", "--param", "registry=http://dmlops-mlflow:5000"]) == 0
+    (recurring,) = _posts(api, "/apis/v2beta1/recurringruns")
+    assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 * * * *"
+    assert recurring["runtime_config"]["parameters"]["registry"] == "http://dmlops-mlflow:5000"
+    spec = recurring["pipeline_spec"]
+    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "retrain"
+    executors = spec["pipeline_spec"]["deploymentSpec"]["executors"]
+    assert {"exec-feedback", "exec-monitor", "exec-training-window", "exec-train", "exec-register-model",
+            "exec-deploy"} <= set(executors)
+    # cluster settings reach every container step of both branches (importers run no container)
+    containers = {name for name in executors if not name.startswith("exec-importer")}
+    assert set(spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == containers
+    assert {"exec-train", "exec-train-2", "exec-deploy", "exec-deploy-2"} <= containers

@@ -18,24 +18,10 @@ from dmlops.components.window import training_window
 from dmlops.platform.cluster_settings import apply_to_current_pipeline
 
 
-@dsl.pipeline(name="retrain-steps", description="Train on a fresh window, compare, register, deploy.")
-def retrain_steps(
-    reference: dsl.Input[dsl.Dataset],
-    labelled: dsl.Input[dsl.Dataset],
-    model_name: str,
-    endpoint: str,
-    registry: str,
-    label: str,
-    time_column: str,
-    window_days: float,
-    window_end: str,
-    exclude_features: list,
-    epochs: int,
-    num_workers: int,
-    strategy: str,
-    backend: str,
-):
-    """The retraining branch (see the module docstring)."""
+def retrain_steps(reference, labelled, champion, *, model_name, endpoint, registry, label, time_column, window_days, window_end,
+                  exclude_features, epochs, num_workers, strategy, backend) -> None:
+    """Add the retraining branch's steps (see the module docstring) to the pipeline being traced; a plain
+    function, not a nested pipeline, so cluster settings reach its steps."""
     window = training_window(reference=reference, labelled=labelled, label=label, time_column=time_column,
                              window_days=window_days, window_end=window_end).set_display_name("training window")
     holdout = window.outputs["holdout"]
@@ -44,7 +30,6 @@ def retrain_steps(
                     backend=backend).set_display_name("train challenger")
     challenger = evaluate(model=trained.outputs["model"], eval_data=holdout, label=label).set_display_name(
         "evaluate challenger")
-    champion = registered_model(name=model_name, registry=registry).set_display_name("champion")
     with dsl.If(champion.outputs["found"] == True):  # noqa: E712 (a KFP condition, not a Python comparison)
         evaluate(model=champion.outputs["model"], eval_data=holdout, label=label).set_display_name(
             "evaluate champion")
@@ -113,12 +98,13 @@ def retrain(
                       labelled=joined.outputs["labelled"], window_hours=monitor_window_hours, window_end=window_end,
                       label_name=label, max_auc_drop=max_auc_drop, psi_threshold=psi_threshold,
                       model=model_name).set_display_name("monitor")
-    steps = dict(reference=reference.output, labelled=joined.outputs["labelled"], model_name=model_name,
+    champion = registered_model(name=model_name, registry=registry).set_display_name("champion")
+    steps = dict(reference=reference.output, champion=champion, labelled=joined.outputs["labelled"], model_name=model_name,
                  endpoint=endpoint, registry=registry, label=label, time_column=time_column, window_days=window_days,
                  window_end=window_end, exclude_features=exclude_features, epochs=epochs, num_workers=num_workers,
                  strategy=strategy, backend=backend)
     with dsl.If(watched.outputs["drifted"] == True, name="drifted"):  # noqa: E712
-        retrain_steps(**steps).set_display_name("retrain (drifted)")
+        retrain_steps(**steps)
     with dsl.Elif(watched.outputs["degraded"] == True, name="degraded"):  # noqa: E712
-        retrain_steps(**steps).set_display_name("retrain (degraded)")
+        retrain_steps(**steps)
     apply_to_current_pipeline()
