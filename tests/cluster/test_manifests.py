@@ -106,8 +106,8 @@ def test_overlay_puts_everything_in_its_namespace_and_binds_its_service_account(
     ]
     kinds = sorted(o["kind"] for o in objects)
     inference_auth = ["AuthorizationPolicy", "AuthorizationPolicy", "RequestAuthentication"] if overlay == "multi-user" else []
-    assert kinds == sorted(["Role", "RoleBinding", "PersistentVolumeClaim", "PrometheusRule", "ConfigMap",
-                            "FeatureStore", "ServiceAccount", "Secret", *inference_auth]), kinds
+    assert kinds == sorted(["Role", "RoleBinding", "PersistentVolumeClaim", "PrometheusRule", "PrometheusRule",
+                            "ConfigMap", "FeatureStore", "ServiceAccount", "Secret", *inference_auth]), kinds
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAY_NAMESPACE))
@@ -151,6 +151,8 @@ def test_grafana_dashboard_is_shipped_to_the_sidecar(rendered):
     (config_map,) = [o for o in rendered["standalone"] if o["kind"] == "ConfigMap"]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert config_map["data"]["dmlops-serving.json"] == (MANIFESTS / "base" / "grafana-dashboard.json").read_text()
+    assert config_map["data"]["dmlops-monitoring.json"] == \
+        (MANIFESTS / "base" / "grafana-monitoring-dashboard.json").read_text()
 
 
 class TestClusterServingRuntime:
