@@ -21,7 +21,6 @@ its output folder) or ``./local_outputs``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
@@ -66,10 +65,6 @@ def _client(uri: str):
 def _experiment_id(client, name: str) -> str:
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found else client.create_experiment(name)
-
-
-def _is_server(client) -> bool:
-    return client._tracking_client.tracking_uri.startswith(("http://", "https://"))
 
 
 def is_registry_uri(uri: str) -> bool:
@@ -157,7 +152,8 @@ def register(
     for metric, value in (metrics or {}).items():
         client.log_metric(run.info.run_id, metric, float(value))
     source = model_uri
-    if _is_server(client) and ("://" not in model_uri or model_uri.startswith("file://")):
+    on_server = tracking_uri(registry).startswith(("http://", "https://"))
+    if on_server and ("://" not in model_uri or model_uri.startswith("file://")):
         client.log_artifacts(run.info.run_id, str(storage.fetch(model_dir or model_uri)), "model")
         source = f"{run.info.artifact_uri}/model"
     client.set_terminated(run.info.run_id)
@@ -247,6 +243,8 @@ class DeployEvent:
 def deploy_history(endpoint: str, registry: str = "", until: float | None = None) -> list[DeployEvent]:
     """The rollouts of registered versions to ``endpoint`` up to ``until`` (all by default), latest first."""
     client = _client(registry)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", endpoint):
+        raise ValueError(f"endpoint {endpoint!r}: letters, digits, '.', '_' and '-' only")
     experiment = client.get_experiment_by_name(DEPLOYMENTS_EXPERIMENT)
     if experiment is None:
         return []
