@@ -36,6 +36,7 @@ def test_data_components_from_yaml_run_in_a_pipeline(tmp_path):
         schema = loaded["infer_schema"](dataset=split.outputs["train"])
         loaded["validate"](dataset=split.outputs["eval"], schema=schema.outputs["schema"])
         loaded["compare"](reference=split.outputs["train"], current=split.outputs["eval"])
+        loaded["training_window"](reference=derived.outputs["output"], label="high", time_column="at", window_days=10.0)
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                raise_on_error=True)
