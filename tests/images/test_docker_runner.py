@@ -58,8 +58,12 @@ def docker_run(built, tmp_path_factory):
     local.init(runner=local.DockerRunner(), pipeline_root=str(root), raise_on_error=True)
     printed = io.StringIO()
     started = time.monotonic()
-    with contextlib.redirect_stdout(printed):
-        flights(feature_store=store, endpoint="flights-docker")
+    try:
+        with contextlib.redirect_stdout(printed):
+            flights(feature_store=store, endpoint="flights-docker")
+    except RuntimeError:
+        print(printed.getvalue()[-20_000:])  # the failed task's container log, which kfp.local printed
+        raise
     seconds = time.monotonic() - started
     (run_dir,) = [path for path in root.iterdir() if path.is_dir() and path.name != "feature_store"]
     print(f"flights under DockerRunner: {seconds:.0f} s")

@@ -32,3 +32,16 @@ def test_a_detached_process_is_recognised_and_stopped_with_its_children(tmp_path
             break
         time.sleep(0.05)
     assert not process_running(child_pid, "child-marker"), "the group's child outlived the stop"
+
+
+def test_a_process_is_recognised_without_ps(tmp_path, monkeypatch):
+    """The images have no procps: the serve image's deploy step asks whether its model server runs."""
+    process = start_detached([sys.executable, "-c", "import time; time.sleep(30)", "server-marker"], tmp_path / "log")
+    try:
+        monkeypatch.setenv("PATH", str(tmp_path))  # no ps to be found
+        assert process_running(process.pid, "server-marker")
+        assert not process_running(process.pid, "another-program")
+    finally:
+        process.kill()
+        process.wait()
+    assert not process_running(process.pid, "server-marker")

@@ -219,13 +219,20 @@ def start_detached(command: list[str], log_path: Path) -> subprocess.Popen:
 
 def process_running(pid: int, *arguments: str) -> bool:
     """Whether process ``pid`` runs (not a zombie) with every one of ``arguments`` on its command line, so a
-    reused pid is not mistaken for it."""
-    listing = subprocess.run(["ps", "-ww", "-o", "stat=,args=", "-p", str(pid)],  # Linux and macOS
-                             capture_output=True, text=True)
-    if listing.returncode != 0 or not listing.stdout.strip():
-        return False
-    state, _, command = listing.stdout.strip().partition(" ")
-    words = command.split()
+    reused pid is not mistaken for it. Linux reads /proc (images have no ``ps``); elsewhere ``ps``."""
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            words = [word.decode(errors="replace") for word in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            return False
+        state = stat.rpartition(")")[2].split()[0]  # the field after "(comm)", which may hold spaces
+    else:
+        listing = subprocess.run(["ps", "-ww", "-o", "stat=,args=", "-p", str(pid)], capture_output=True, text=True)
+        if listing.returncode != 0 or not listing.stdout.strip():
+            return False
+        state, _, command = listing.stdout.strip().partition(" ")
+        words = command.split()
     return not state.startswith("Z") and all(argument in words for argument in arguments)
 
 
