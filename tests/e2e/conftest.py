@@ -132,7 +132,9 @@ class PipelineCluster:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"query pod {name} still {phase} after {timeout} s")
                 time.sleep(0.5)
-            log = core.read_namespaced_pod_log(name, self.namespace)
+            # Raw bytes: with its content preloaded the client parses a log that is JSON and returns the
+            # Python repr of it (single quotes), which is no longer JSON.
+            log = core.read_namespaced_pod_log(name, self.namespace, _preload_content=False).data.decode()
         if phase != "Succeeded":
             raise AssertionError(f"query of {url} failed:\n{log}")
         return json.loads(log)

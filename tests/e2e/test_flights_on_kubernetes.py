@@ -17,6 +17,7 @@ from kfp import compiler
 from dmlops.images import BASE_IMAGE, SERVE_IMAGE, TORCH_IMAGE
 from dmlops.pipelines.flights import flights
 from dmlops.platform.cluster_settings import ClusterSettings, build_pipeline
+from dmlops.serving.deploy import features_of
 from kubeharness.kfp import load_pipeline
 from kubeharness.s3 import ACCESS_KEY, SECRET_KEY
 
@@ -59,9 +60,6 @@ def created_since(node, namespace: str, before: dict[str, set[str]]) -> dict[str
 
 
 @pytest.mark.timeout(3600)  # the node's start and image loads included: minutes on 2 cores
-@pytest.mark.xfail(reason="known defect: every task up to deploy runs as pods, the InferenceService becomes Ready, "
-                          "then deploy's smoke test gets HTTP 404 from the predictor's cluster-local address",
-                   strict=False)
 def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_operators, feast_redis, tmp_path):
     cluster = pipeline_cluster
     cluster.require_images(BASE_IMAGE, TORCH_IMAGE, SERVE_IMAGE)
@@ -100,8 +98,11 @@ def test_flights_pipeline_on_kubernetes(pipeline_cluster, kubeflow_operators, fe
     parquet = [item for item in cluster.store.keys(prefix=key) if item.endswith(".parquet")] or [key]
     body = cluster.store.client().get_object(Bucket="mlpipeline", Key=parquet[0])["Body"].read()
     rows = pq.read_table(io.BytesIO(body)).slice(0, 3).to_pylist()
+    model_key = trained["uri"][len("minio://mlpipeline/"):] + "/metadata.json"
+    metadata = json.loads(cluster.store.client().get_object(Bucket="mlpipeline", Key=model_key)["Body"].read())
+    features = features_of(metadata)  # the predictor refuses fields the model does not take
     answer = cluster.query_from_pod(SERVE_IMAGE, predict_url,
-                                    {"instances": [{k: v for k, v in row.items() if k != "label"} for row in rows]})
+                                    {"instances": [{name: row[name] for name in features} for row in rows]})
     predictions = answer["predictions"]
     assert len(predictions) == 3, answer
     print("predictions:", json.dumps(predictions)[:300])

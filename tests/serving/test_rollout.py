@@ -159,3 +159,54 @@ def test_dmlops_format_and_unknown_runtimes():
         request_format("triton")
     with pytest.raises(ValueError, match="choose dmlops, triton or tfserving"):
         request_format("seldon", object())
+
+
+def test_the_smoke_test_waits_for_a_route_still_being_programmed():
+    """A route that has just become Ready answers an empty 404 (an Envoy gateway with no route for the host
+    yet) for a while: deploy waits for the model's readiness URL before its smoke test."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from dmlops.serving.rollout import DMLOPS_V1, replay, wait_until_answering
+
+    programmed_at = time.monotonic() + 2.0
+
+    class Route(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _answer(self, body: dict) -> None:
+            if time.monotonic() < programmed_at:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            payload = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self):
+            self._answer({"name": "m", "ready": True})
+
+        def do_POST(self):
+            rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"]
+            self._answer({"predictions": [0.5] * len(rows)})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Route)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert wait_until_answering(url, "m", DMLOPS_V1, timeout_s=30)
+        smoke = replay({"canary": DMLOPS_V1.url(url, "m")}, [[{"x": 1.0}]] * 5, concurrency=2,
+                       timeout_s=10)["canary"]
+        assert smoke.errors == 0 and smoke.requests == 5
+        programmed_at = time.monotonic() + 60  # a route that never settles: the wait gives up, bounded
+        started = time.monotonic()
+        assert not wait_until_answering(url, "m", DMLOPS_V1, timeout_s=1.5)
+        assert time.monotonic() - started < 30
+    finally:
+        server.shutdown()

@@ -50,6 +50,7 @@ from dmlops.serving.rollout import (
     replay_requests,
     request_format,
     smoke_failed,
+    wait_until_answering,
 )
 from dmlops.training.evaluate import tensor_inputs
 from dmlops.training.export import METADATA_FILE, fetch
@@ -330,6 +331,7 @@ def deploy_kubernetes(
         url, internal = result.status.get("url", ""), cluster_url(result.status)
         predictor = (result.status.get("components") or {}).get("predictor") or {}
         revision = predictor.get("latestReadyRevision", "")
+        wait_until_answering(internal, name, request, policy.route_settle_s, headers)
         smoke = _smoke(request.url(internal, name), smoke_batches, policy, request, headers)
         if existing is None:
             decision = _first_deploy_decision(smoke, f"first deploy: smoke test passed ({smoke.requests} requests)")
@@ -350,6 +352,8 @@ def deploy_kubernetes(
             f"InferenceService {name}: no 'prev'/'latest' tag URLs in status.components.predictor.traffic; "
             f"the service needs the annotation serving.kserve.io/enable-tag-routing=true (got tags {sorted(tags)})"
         )
+    for tag in ("latest", "prev"):
+        wait_until_answering(tags[tag]["url"], name, request, policy.route_settle_s, headers)
     smoke = _smoke(request.url(tags["latest"]["url"], name), smoke_batches, policy, request, headers)
     if smoke_failed(smoke):
         decision = Decision(ROLLBACK, [smoke_failed(smoke)], [], smoke)

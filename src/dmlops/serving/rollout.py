@@ -53,6 +53,8 @@ class RolloutPolicy:
     quality_gates: str = ""
     min_labelled_rows: int = 100
     request_timeout_s: float = 10.0
+    # how long a just rolled-out endpoint may take to answer its readiness URL before the smoke test
+    route_settle_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 0 < self.canary_percent < 100:
@@ -152,9 +154,32 @@ class RequestFormat:
     path: str
     encode: Callable[[list[dict[str, Any]]], dict[str, Any]]
     decode: Callable[[dict[str, Any]], list[Any]]
+    ready_path: str = "/v1/models/{name}"  # the protocol's model readiness (V1 model status; V2 .../ready)
 
     def url(self, base_url: str, model_name: str) -> str:
         return base_url.rstrip("/") + self.path.format(name=model_name)
+
+    def ready_url(self, base_url: str, model_name: str) -> str:
+        return base_url.rstrip("/") + self.ready_path.format(name=model_name)
+
+
+def wait_until_answering(base_url: str, model_name: str, request: RequestFormat, timeout_s: float,
+                         headers: dict[str, str] | None = None) -> bool:
+    """Poll the model's readiness URL until it answers 200, for at most ``timeout_s``; whether it did.
+
+    A route that has just become Ready can still answer 404 (no route for the host yet: an Envoy
+    gateway's empty 404) or 503, or refuse connections, while the mesh and kube-proxy take the change in.
+    Smoke requests sent in that gap would judge the routing, not the model."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(request.ready_url(base_url, model_name), headers=headers, timeout=5).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
 
 
 def dmlops_v1(target: Target | None = None) -> RequestFormat:
@@ -186,7 +211,8 @@ def request_format(runtime: str, contract: FeatureContract | None = None, target
             ]}
 
         return RequestFormat("/v2/models/{name}/infer", encode_v2,
-                             lambda document: _sigmoid(_flat(document["outputs"][0]["data"])))
+                             lambda document: _sigmoid(_flat(document["outputs"][0]["data"])),
+                             "/v2/models/{name}/ready")
     if runtime == "tfserving":
         def encode_v1(rows: list[dict[str, Any]]) -> dict[str, Any]:
             numeric, categorical = contract.encode(rows)
