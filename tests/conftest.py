@@ -1,13 +1,12 @@
 """Fixtures shared by several test folders: real servers the tests start themselves."""
 
 import shutil
-import socket
 import subprocess
-import time
 
 import pytest
 
 from dmlops.platform.local import free_ports
+from kubeharness.listening import wait_listening
 
 pytest_plugins = ["kubeharness.fixtures"]  # kube_api (a real API server) and kube_namespace
 
@@ -21,16 +20,8 @@ def redis_server():
     (port,) = free_ports(1)
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
+    if not wait_listening(process, "127.0.0.1", port, timeout_s=10):
+        pytest.fail(f"redis-server did not start on port {port}")
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)

@@ -20,7 +20,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from kubernetes import client, config
 from dmlops.platform.local import free_ports
 from kubeharness.cluster_dns import expose_host_port
 from kubeharness.kfp import MINIO_SECRET, SERVICE_ACCOUNT, KfpBackend
+from kubeharness.listening import wait_listening
 from kubeharness.node import KubeNode, docker_images_missing, kube_node  # noqa: F401  (fixture)
 from kubeharness.s3 import ACCESS_KEY, BUCKET, SECRET_KEY, S3Unavailable, start_s3
 
@@ -232,15 +232,8 @@ def feast_redis(pipeline_cluster: PipelineCluster) -> Iterator[str]:
     process = subprocess.Popen([binary, "--port", str(port), "--bind", node.node_ip, "--save", "", "--appendonly", "no",
                                 "--protected-mode", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((node.node_ip, port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"redis-server did not start on {node.node_ip}:{port}")
-                time.sleep(0.05)
+        if not wait_listening(process, node.node_ip, port, timeout_s=10):
+            pytest.fail(f"redis-server did not start on {node.node_ip}:{port}")
         with node.api_client() as api:
             expose_host_port(api, pipeline_cluster.namespace, "feast-redis", node.node_ip, port, 6379)
         yield host

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
 
 from dmlops.platform.local import free_ports
+from kubeharness.listening import wait_listening
 
 BUCKET = "mlpipeline"
 # KFP's default MinIO credentials (manifests/kustomize/third-party/minio/base/mlpipeline-minio-artifact-secret.yaml).
@@ -78,16 +77,8 @@ def start_s3(pod_host: str, log: Path, buckets: tuple[str, ...] = (BUCKET,)) -> 
     environment = {**os.environ, "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
     process = subprocess.Popen([str(binary), "-H", "0.0.0.0", "-p", str(port)], stdout=log.open("wb"),
                                stderr=subprocess.STDOUT, start_new_session=True, env=environment)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"moto_server did not start on port {port}: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
+    if not wait_listening(process, "127.0.0.1", port, timeout_s=30):
+        raise RuntimeError(f"moto_server did not start on port {port}: {log.read_text()[-2000:]}")
     server = S3Server(f"http://127.0.0.1:{port}", f"http://{pod_host}:{port}", port, process)
     for bucket in buckets:
         server.client().create_bucket(Bucket=bucket)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
 from crds import crd_errors
 from dmlops.platform.local import free_ports
+from kubeharness.listening import wait_listening
 from dmlops.serving.log_sink import REQUEST_TYPE, RESPONSE_TYPE
 from dmlops.serving.packaging import LOG_SINK_URL_ENV, inference_service
 from dmlops.serving.log_layout import LOG_SCHEMA, read_log
@@ -44,16 +43,8 @@ def sink(tmp_path):
         process = subprocess.Popen([sys.executable, "-m", "dmlops.serving.log_sink", "--uri", str(tmp_path / "logs"),
                                     "--host", "127.0.0.1", "--port", str(port), "--model_version", "5"],
                                    stdout=output, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the log sink did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+    if not wait_listening(process, "127.0.0.1", port, timeout_s=30):
+        pytest.fail(f"the log sink did not start:\n{log.read_text()}")
     yield {"url": f"http://127.0.0.1:{port}/", "process": process, "logs": tmp_path / "logs"}
     if process.poll() is None:
         process.kill()
