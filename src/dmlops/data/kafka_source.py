@@ -27,8 +27,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dmlops.data.errors import IngestError
-from dmlops.data.ingest import (IngestResult, _json_lines_one_by_one, _parse_json_block, _Progress, _Publisher,
-                                _Sink, _SourceCount, _target, int64_array, json_types)
+from dmlops.data.conform import _target, int64_array
+from dmlops.data.ingest import IngestResult, _Progress
+from dmlops.data.publish import _Publisher
+from dmlops.data.record_readers import _json_lines_one_by_one, _parse_json_block, json_types
+from dmlops.data.sink import _Sink, _SourceCount
 from dmlops.data.schema import load_schema, type_name
 
 OFFSET_UNSET = -1001  # librdkafka's OFFSET_INVALID: the group has no committed offset for the partition
