@@ -131,3 +131,35 @@ def test_a_sensitive_dataset_is_written_encrypted_and_read_back(people, tmp_path
     keys.write_text(json.dumps({"datasets": base64.b64encode(os.urandom(32)).decode()}))
     with pytest.raises(DataError, match="does not open this file"):
         read_table(out)
+
+
+def test_erasure_lists_the_registered_models_trained_on_the_subjects_data(people, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the registry extra (mlflow-skinny) is not installed")
+    from dmlops.registry.mlflow_registry import register, set_alias
+
+    monkeypatch.delenv(KEY_VARIABLE, raising=False)
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "metadata.json").write_text("{}")
+    runs = tmp_path / "runs"  # a run's outputs: a folder of datasets, one of them a folder of parts
+    (runs / "eval").mkdir(parents=True)
+    pq.write_table(pq.read_table(people).slice(3, 3), runs / "eval" / "part-0.parquet")  # holds EMAILS[0] once
+    pq.write_table(pq.read_table(people).slice(1, 2), runs / "eval" / "part-1.parquet")  # does not
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"email": ["nobody@example.com"]}), other)
+    on_people = register("delays", str(model), datasets={"train": str(people), "eval": str(other)}, registry=registry)
+    set_alias(on_people, "champion", registry)
+    on_eval_folder = register("delays", str(model), datasets={"train": str(other), "eval": str(runs / "eval")},
+                              registry=registry)
+    register("clean", str(model), datasets={"train": str(other)}, registry=registry)
+
+    receipt = erase_subject(EMAILS[0], "email", [str(people), str(runs), str(other)], registry=registry)
+    assert receipt.remaining == 0 and receipt.rows_removed == 4
+    assert [(model["name"], model["version"], model["dataset"]) for model in receipt.models] == [
+        ("delays", on_people.version, "train"), ("delays", on_eval_folder.version, "eval")]
+    assert receipt.models[0]["aliases"] == ["champion"] and receipt.models[0]["run_id"] == on_people.run_id
+    assert receipt.models[0]["store"] == str(people) and receipt.models[1]["store"] == str(runs / "eval")
+    assert "must be retrained" in receipt.markdown() and receipt.to_dict()["models"] == receipt.models
+    # a second erasure finds the subject nowhere, so no model
+    assert erase_subject(EMAILS[0], "email", [str(people), str(runs)], registry=registry).models == []

@@ -1,7 +1,7 @@
 """A flights data set with a passenger e-mail: scanned and pseudonymized by the components loaded from their
-YAML, trained on, served with a prediction log, a Feast store keyed by the pseudonym, then one passenger
-erased from every store (datasets, quarantine, offline source, prediction log, online store) with the
-receipt checked."""
+YAML, trained on and registered, served with a prediction log, a Feast store keyed by the pseudonym, then one
+passenger erased from every store (datasets, quarantine, offline source, prediction log, online store) with the
+receipt checked, the registered model listed in it."""
 
 import asyncio
 import json
@@ -17,6 +17,7 @@ from component_yaml import load_yaml_component
 from dmlops.features import apply, local_store_spec, materialize
 from dmlops.features.config import open_store
 from dmlops.privacy.pseudonymize import pseudonym
+from dmlops.registry.mlflow_registry import register
 from dmlops.serving.prediction_log import PredictionLog, read_log
 from dmlops.serving.predictor import DmlopsModel
 from dmlops.training.config import TrainConfig
@@ -98,6 +99,8 @@ def test_pii_flights_pseudonymized_trained_served_and_one_passenger_erased(tmp_p
     train(TrainConfig(train_uri=prepared, label="label", export_uri=str(model_dir), epochs=1, batch_size=64,
                       hidden_units=[8], numeric_features=["dep_hour", "distance"],
                       categorical_features=["origin", "passenger_email"], seed=0))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # the registry steps use
+    registered = register("pii-flights", str(model_dir), datasets={"train": prepared})
     log_dir = tmp_path / "prediction-log"
     model = DmlopsModel("pii-flights", str(model_dir), prediction_log=PredictionLog(str(log_dir), model_name="pii-flights"))
     model.load()
@@ -123,6 +126,9 @@ def test_pii_flights_pseudonymized_trained_served_and_one_passenger_erased(tmp_p
     receipt = json.loads(Path(local_path(receipt_artifact)).read_text())
     assert receipt_artifact["artifacts"][0]["metadata"]["rows_removed"] == 87
     assert receipt["remaining"] == 0 and SUBJECT not in json.dumps(receipt)
+    assert [(model["name"], model["version"], model["dataset"], model["store"]) for model in receipt["models"]] == [
+        ("pii-flights", registered.version, "train", prepared)]  # listed to retrain, not deleted
+    assert receipt_artifact["artifacts"][0]["metadata"]["models_to_retrain"] == [f"pii-flights/{registered.version}"]
     online = receipt["stores"][-1]
     assert online["store"] == "feast online sqlite: privacy_test/passenger_stats" and online["rows_removed"] == 1
     removed: dict[str, int] = {}

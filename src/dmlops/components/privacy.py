@@ -75,11 +75,14 @@ def erase_subject(
     receipt: Output[Artifact],
     markdown: Output[Markdown],
     feast_store: dict = {},
+    registry: str = "",
 ):
     """Erase one data subject: remove every row whose ``column`` holds the subject's value or its pseudonym
     (also inside the prediction log's JSON ``features``) from the Parquet files at ``locations`` and, with
     ``feast_store``, the subject's entity rows from its online store (SQLite or Redis), and write a
-    receipt. The step fails if any matching row remains.
+    receipt. The step fails if any matching row remains. The receipt also lists the registered model
+    versions whose train or eval dataset (the sha256 ``register_model`` recorded) held the subject before
+    erasure: they are not deleted and must be retrained.
 
     The subject's value is read from the environment variable DMLOPS_ERASURE_SUBJECT (a Secret made for
     the request), never a parameter, so the run's metadata never holds it; the pseudonym key from
@@ -90,10 +93,14 @@ def erase_subject(
         locations: Parquet files or folders (local, gs://, s3://, minio://) that may hold the subject: the
             datasets of a run's lineage, Feast offline sources, prediction logs, quarantine files.
         receipt: JSON: per file the rows before, removed and remaining and the sha256 before and after;
-            a sha256 of the subject, not its value. Metadata: rows_removed, files, remaining.
+            a sha256 of the subject, not its value; ``models``: the registered versions trained or
+            evaluated on data that held the subject (name, version, aliases, run_id, dataset role, store),
+            to retrain. Metadata: rows_removed, files, remaining, models_to_retrain.
         markdown: The receipt as a table.
         feast_store: The Feast store spec (feast_store's output) whose online store holds entities keyed
             by ``column``; {} for none. Its offline sources go in ``locations``.
+        registry: The MLflow registry whose versions are checked; "" takes $MLFLOW_TRACKING_URI, else the
+            local SQLite store.
     """
     import json
     import os
@@ -101,13 +108,14 @@ def erase_subject(
     from dmlops.privacy.erasure import erase_subject as erase
 
     result = erase(os.environ.get("DMLOPS_ERASURE_SUBJECT", ""), column, [str(location) for location in locations],
-                   feast_store or None)
+                   feast_store or None, registry)
     with open(receipt.path, "w", encoding="utf-8") as file:
         json.dump(result.to_dict(), file, indent=2)
     with open(markdown.path, "w", encoding="utf-8") as file:
         file.write(result.markdown())
     receipt.metadata.update({"rows_removed": result.rows_removed, "files": len(result.stores),
-                             "remaining": result.remaining})
+                             "remaining": result.remaining,
+                             "models_to_retrain": [f"{model['name']}/{model['version']}" for model in result.models]})
     print(result.markdown())
     if result.remaining:
         raise RuntimeError(f"{result.remaining} rows of the subject remain after erasure; see the receipt")

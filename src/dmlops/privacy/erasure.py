@@ -10,6 +10,10 @@ offline sources, prediction logs, quarantine files), local or on an object store
 receipt lists, per file, the rows removed, the rows that still match afterwards (0) and the sha256 before
 and after. With a Feast store, the subject's entity rows also leave its online store
 (:func:`dmlops.features.erase.delete_entities`; digests there are of the subject's online values). The receipt holds a digest of the subject's value, never the value.
+
+Models are not erased: the receipt lists the registered model versions trained or evaluated on data that held
+the subject, found by the dataset digests ``register_model`` recorded
+(:func:`dmlops.registry.mlflow_registry.versions_trained_on`), so that they can be retrained without it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pyarrow.parquet as pq
 from dmlops.data.errors import DataError
 from dmlops.platform import storage
 from dmlops.privacy.pseudonymize import pseudonym, pseudonym_key
+from dmlops.registry.mlflow_registry import dataset_digest, versions_trained_on
 
 JSON_COLUMNS = ("features",)
 
@@ -52,6 +57,7 @@ class ErasureReceipt:
     subject_sha256: str
     erased_at: str
     stores: list[StoreErasure] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rows_removed(self) -> int:
@@ -74,6 +80,15 @@ class ErasureReceipt:
         for store in self.stores:
             lines.append(f"| {store.store} | {store.rows_before} | {store.rows_removed} | {store.remaining} | "
                          f"`{store.sha256_before[:12]}` | `{store.sha256_after[:12]}` |")
+        lines += ["", f"## Registered models trained on the subject's data: {len(self.models)}", ""]
+        if self.models:
+            lines += ["They still hold what they learned from the subject and must be retrained without the erased rows "
+                      "(they are listed here, not deleted).", "",
+                      "| model | version | aliases | run id | dataset | store |", "| --- | ---: | --- | --- | --- | --- |"]
+            lines += [f"| {model['name']} | {model['version']} | {', '.join(model['aliases']) or '-'} | "
+                      f"`{model['run_id']}` | {model['dataset']} | {model['store']} |" for model in self.models]
+        else:
+            lines.append("No registered model version records a dataset that held the subject.")
         return "\n".join(lines) + "\n"
 
 
@@ -110,28 +125,54 @@ def _matches(table: pa.Table, column: str, values: list[str]) -> np.ndarray:
     return found
 
 
+def _held_digests(location: str, fs, held: list[tuple[str, str]]) -> dict[str, str]:
+    """sha256 -> URI of each dataset at ``location`` that held the subject, as ``register_model`` digests
+    datasets: every file that held it, and every folder from the file's own up to ``location``."""
+    _, root = storage.filesystem(location)
+    root = root.rstrip("/")
+    folders: set[tuple[str, str]] = set()
+    for path, uri in held:
+        while path != root and "/" in path and path.startswith(root):
+            path, uri = path.rsplit("/", 1)[0], uri.rsplit("/", 1)[0]
+            folders.add((path, uri))
+    digests = {_sha256(fs, path): uri for path, uri in held}
+    for path, uri in sorted(folders):
+        if fs.isdir(path):
+            digests[dataset_digest(uri)] = uri
+    return digests
+
+
 def erase_subject(subject: str, column: str, locations: list[str],
-                  feast_store: dict[str, Any] | None = None) -> ErasureReceipt:
+                  feast_store: dict[str, Any] | None = None, registry: str | None = None) -> ErasureReceipt:
     """Remove every row of the subject whose ``column`` is ``subject`` (or its pseudonym) from the Parquet
     files at ``locations``, rewriting only the files that held it, and from the online store of
     ``feast_store`` (a store spec) for the feature views keyed by ``column``; the receipt accounts for
-    every file and view."""
+    every file and view. With ``registry`` (an MLflow URI; "" for ``$MLFLOW_TRACKING_URI`` or the local
+    store) it also lists the registered versions whose recorded train or eval dataset held the subject."""
     if not subject:
         raise DataError("erase_subject needs the subject's value")
     key = pseudonym_key(required=False)
     values = [subject, *([pseudonym(subject, key)] if key else [])]
     receipt = ErasureReceipt(column, hashlib.sha256(subject.encode()).hexdigest(),
                              datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    held: dict[str, str] = {}
     for location in locations:
-        for fs, path, uri in _files(location):
-            before = _sha256(fs, path)
+        files = _files(location)
+        tables, found_in = {}, []
+        for fs, path, uri in files:
             with fs.open(path, "rb") as handle:
                 handle.seek(-4, 2)
                 if handle.read(4) == b"PARE":
                     raise DataError(f"{uri} is an encrypted Parquet file; erasure rewrites plaintext files only")
             with fs.open(path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                table = parquet.read()
+                tables[path] = pq.ParquetFile(handle).read()
+            if _matches(tables[path], column, values).any():
+                found_in.append((path, uri))
+        if found_in:  # before any rewrite: the digests the datasets had when models were registered
+            held.update(_held_digests(location, files[0][0], found_in))
+        for fs, path, uri in files:
+            before = _sha256(fs, path)
+            table = tables.pop(path)
             found = _matches(table, column, values)
             removed = int(found.sum())
             if removed:
@@ -148,4 +189,8 @@ def erase_subject(subject: str, column: str, locations: list[str],
         for erased in delete_entities(feast_store, column, values):
             receipt.stores.append(StoreErasure(erased.store, erased.rows_removed + erased.remaining, erased.rows_removed,
                                                erased.remaining, erased.sha256_before, erased.sha256_after))
+    if registry is not None and held:
+        for version, role, digest in versions_trained_on(set(held), registry):
+            receipt.models.append({"name": version.name, "version": version.version, "aliases": version.aliases,
+                                   "run_id": version.run_id, "dataset": role, "store": held[digest]})
     return receipt

@@ -207,6 +207,28 @@ def resolve(models_uri: str, registry: str = "") -> tuple[RegisteredVersion, Pat
     return version, directory
 
 
+DATASET_ROLES = ("train", "eval")
+
+
+def versions_trained_on(digests: set[str], registry: str = "") -> list[tuple[RegisteredVersion, str, str]]:
+    """(version, role, digest) for every registered version whose ``dataset/<role>/sha256`` tag
+    (recorded by :func:`register`) is one of ``digests``, by name and version."""
+    client = _client(registry)
+    found = []
+    page_token = None
+    while True:
+        page = client.search_model_versions(max_results=1000, page_token=page_token)
+        for record in page:
+            roles = [role for role in DATASET_ROLES if (record.tags or {}).get(f"dataset/{role}/sha256") in digests]
+            if roles:  # a search result may lack the aliases: read the version itself
+                version = _version(client.get_model_version(record.name, record.version))
+                found += [(version, role, version.tags[f"dataset/{role}/sha256"]) for role in roles]
+        page_token = page.token
+        if not page_token:
+            break
+    return sorted(found, key=lambda item: (item[0].name, int(item[0].version), item[1]))
+
+
 def set_alias(version: RegisteredVersion, alias: str, registry: str = "") -> None:
     _client(registry).set_registered_model_alias(version.name, alias, version.version)
 
