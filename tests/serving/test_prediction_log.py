@@ -57,6 +57,19 @@ def test_rows_are_written_as_hourly_parquet_and_read_back(tmp_path):
     assert read_log(str(tmp_path / "log"), until=later).num_rows == 4
 
 
+@pytest.mark.parametrize("rows", [
+    [{"a": 1.0, "c": "x"}, {"a": None, "c": "y"}],
+    [{"s": "\n  },\n  {"}, {"s": "}\n{", "t": "\u001e\\"}],  # the text the rows are cut at, inside strings
+    [{"f": [1, [2, {"z": None}]], "g": {"h": [], "i": {}}}, {"k": np.float32(1.5), "n": np.int64(3)}],
+    [{"a": 1}, {}, {"b": 2}], [{}], [],
+])
+def test_each_logged_row_is_its_own_json_object(rows):
+    from dmlops.serving.prediction_log import _json_rows
+
+    texts = _json_rows(rows).to_pylist()
+    assert [json.loads(text) for text in texts] == json.loads(json.dumps(rows, default=float))
+
+
 def test_a_full_buffer_drops_whole_requests_and_counts_them(tmp_path):
     before = dropped("full", "buffer_full")
     log = PredictionLog(str(tmp_path / "log"), model_name="full", max_buffered_rows=5, flush_seconds=60)

@@ -80,6 +80,20 @@ def _feature_rows(entry: _Entry) -> list[dict[str, Any]]:
     return entry.rows
 
 
+def _json_rows(rows: list[dict[str, Any]]) -> pa.Array:
+    """Each row as its own JSON object, cut from one serialization of them all (one orjson call per row
+    costs three times as much). Dumped indented, the rows' own lines are joined and the text is cut where
+    one row's closing brace meets the next's opening one: JSON strings escape line breaks, so the cut
+    ``\\n  },\\n  {`` only occurs between rows. Rows the cut does not account for are dumped one by one."""
+    text = orjson.dumps(rows, default=str, option=_JSON_OPTIONS | orjson.OPT_INDENT_2)
+    if not (text.startswith(b"[\n  {") and text.endswith(b"\n  }\n]")):  # an empty row, or none
+        return pa.array([_json(row) for row in rows], pa.string())
+    inner = text[len(b"[\n  {"):-len(b"\n  }\n]")].replace(b"\n    ", b"").split(b"\n  },\n  {")
+    if len(inner) != len(rows):  # an empty row among them
+        return pa.array([_json(row) for row in rows], pa.string())
+    return pc.binary_join_element_wise("{", pa.array(inner, pa.string()), "}", "")
+
+
 def _numbers(outputs: Any) -> np.ndarray | None:
     """The outputs as one float64 per row when each row's output is one number, else None."""
     try:
@@ -213,11 +227,10 @@ class PredictionLog:
             "request_id": pa.array(np.repeat(np.array([entry.request_id for entry in entries], dtype=object), counts),
                                    pa.string()),
             "row": pa.array(np.arange(total) - starts, pa.int32()),
-            "model_name": pa.array([self.model_name] * total, pa.string()),
-            "model_version": pa.array([self.model_version] * total, pa.string()),
+            "model_name": pa.repeat(pa.scalar(self.model_name, pa.string()), total),
+            "model_version": pa.repeat(pa.scalar(self.model_version, pa.string()), total),
             "time": pa.array(np.repeat(np.array(micros, dtype=np.int64), counts), LOG_SCHEMA.field("time").type),
-            "features": pa.array([orjson.dumps(features, default=str, option=_JSON_OPTIONS)
-                                  for entry in entries for features in _feature_rows(entry)], pa.string()),
+            "features": _json_rows([features for entry in entries for features in _feature_rows(entry)]),
             "prediction": predictions,
             "output": outputs,
         }, schema=LOG_SCHEMA)
