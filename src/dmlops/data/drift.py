@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dmlops.data.engines import check_engine
 from dmlops.data.errors import DataError
 from dmlops.data.statistics import (
-    CATEGORICAL, NUMERIC, TEMPORAL, ParquetSource, column_kind, connect, open_parquet, quote_identifier,
-    run_aggregates,
+    CATEGORICAL, NUMERIC, TEMPORAL, ParquetSource, column_kind, connect, double_literal, open_parquet,
+    quote_identifier, run_aggregates,
 )
 
 CATEGORICAL_METHODS = ("jensen-shannon", "chi-square")
@@ -179,6 +180,17 @@ def _select_columns(
     return selected, skipped
 
 
+@dataclass
+class Distributions:
+    """What an engine counted in one dataset: its rows, and per compared column the counts per bin
+    (numeric and time columns: ``len(edges) + 1`` bins, a value in the first bin whose upper edge is at or
+    above it, the last bin above every edge) or per category text, and the missing (null or NaN) values."""
+
+    rows: int
+    counts: dict[str, list[int] | dict[str, int]]
+    missing: dict[str, int]
+
+
 def _distribution_aggregates(
     selected: dict[str, pa.DataType], edges: dict[str, list[float]],
 ) -> dict[str, str]:
@@ -187,13 +199,41 @@ def _distribution_aggregates(
     for index, (name, data_type) in enumerate(selected.items()):
         if name in edges:
             value, missing = _value_sql(name, data_type)
-            aggregates[f"c{index}_counts"] = f"histogram({value}, {edges[name]!r}) FILTER (WHERE NOT {missing})"
+            boundaries = "[" + ", ".join(map(double_literal, edges[name])) + "]"
+            aggregates[f"c{index}_counts"] = f"histogram({value}, {boundaries}) FILTER (WHERE NOT {missing})"
         else:
             column = quote_identifier(name)
             missing = f"{column} IS NULL"
             aggregates[f"c{index}_counts"] = f"histogram(CAST({column} AS VARCHAR))"
         aggregates[f"c{index}_missing"] = f"count_if({missing})"
     return aggregates
+
+
+def _cuts(reference: ParquetSource, selected: dict[str, pa.DataType]) -> dict[str, Any]:
+    """DuckDB: per column, the reference's distinct count (categorical) or its exact deciles (None when it
+    has no values)."""
+    profile = {"rows": "count(*)"}
+    for index, (name, data_type) in enumerate(selected.items()):
+        if column_kind(data_type) == CATEGORICAL:
+            profile[f"c{index}"] = f"count(DISTINCT {quote_identifier(name)})"
+        else:
+            value, missing = _value_sql(name, data_type)
+            profile[f"c{index}"] = f"quantile_cont({value}, {DECILES}) FILTER (WHERE NOT {missing})"
+    cuts = run_aggregates(connect(reference.path), reference, profile)
+    return {name: cuts[f"c{index}"] for index, name in enumerate(selected)}
+
+
+def _distributions(
+    source: ParquetSource, selected: dict[str, pa.DataType], edges: dict[str, list[float]],
+) -> Distributions:
+    """DuckDB: the bin and category counts of ``source`` in one scan."""
+    values = run_aggregates(connect(source.path), source, _distribution_aggregates(selected, edges))
+    counts: dict[str, list[int] | dict[str, int]] = {}
+    for index, name in enumerate(selected):
+        found = values[f"c{index}_counts"] or {}
+        counts[name] = _binned(found, edges[name]) if name in edges else found
+    return Distributions(values["rows"], counts,
+                         {name: values[f"c{index}_missing"] for index, name in enumerate(selected)})
 
 
 def compare(
@@ -205,6 +245,7 @@ def compare(
     categorical_threshold: float = 0.1,
     categorical_method: str = "jensen-shannon",
     max_categories: int = 1000,
+    engine: str = "duckdb",
 ) -> DriftReport:
     """Compare the distribution of each column of ``current_path`` with ``reference_path``.
 
@@ -213,25 +254,23 @@ def compare(
     Jensen–Shannon distance exceeds ``categorical_threshold`` (``categorical_method="jensen-shannon"``) or
     its chi-square p-value is below it (``"chi-square"``). Categorical columns with more than
     ``max_categories`` distinct reference values are skipped: for identifier-like columns the distance
-    mostly measures sampling noise.
+    mostly measures sampling noise. ``engine`` (``duckdb`` or ``spark``) counts; both cut the bins at the
+    same exact deciles.
     """
+    check_engine(engine)
     if categorical_method not in CATEGORICAL_METHODS:
         raise ValueError(f"categorical_method must be one of {CATEGORICAL_METHODS}, got {categorical_method!r}")
     reference, current = open_parquet(reference_path), open_parquet(current_path)
     selected, skipped = _select_columns(reference, current, columns)
-    connection = connect(reference.path, current.path)
-
-    profile = {"rows": "count(*)"}
-    for index, (name, data_type) in enumerate(selected.items()):
-        if column_kind(data_type) == CATEGORICAL:
-            profile[f"c{index}"] = f"count(DISTINCT {quote_identifier(name)})"
-        else:
-            value, missing = _value_sql(name, data_type)
-            profile[f"c{index}"] = f"quantile_cont({value}, {DECILES}) FILTER (WHERE NOT {missing})"
-    cuts = run_aggregates(connection, reference, profile)
+    if engine == "spark":
+        from dmlops.data.spark.drift import cuts as measure_cuts
+        from dmlops.data.spark.drift import distributions as measure_distributions
+    else:
+        measure_cuts, measure_distributions = _cuts, _distributions
+    cuts = measure_cuts(reference, selected)
     edges: dict[str, list[float]] = {}
-    for index, (name, data_type) in enumerate(list(selected.items())):
-        value = cuts[f"c{index}"]
+    for name, data_type in list(selected.items()):
+        value = cuts[name]
         if column_kind(data_type) == CATEGORICAL:
             if value > max_categories:
                 skipped[name] = f"{value} distinct values in the reference, more than max_categories={max_categories}"
@@ -242,26 +281,25 @@ def compare(
         else:
             edges[name] = sorted({float(cut) for cut in value if math.isfinite(cut)})
 
-    aggregates = _distribution_aggregates(selected, edges)
-    reference_counts = run_aggregates(connection, reference, aggregates)
-    current_counts = run_aggregates(connection, current, aggregates)
-    report = DriftReport(reference.path, current.path, reference_counts["rows"], current_counts["rows"], [], skipped)
+    reference_counts = measure_distributions(reference, selected, edges)
+    current_counts = measure_distributions(current, selected, edges)
+    report = DriftReport(reference.path, current.path, reference_counts.rows, current_counts.rows, [], skipped)
     if not report.reference_rows or not report.current_rows:
         empty = reference.path if not report.reference_rows else current.path
         raise DataError(f"{empty} has no rows; drift needs rows in both datasets")
-    for index, (name, data_type) in enumerate(selected.items()):
+    for name, data_type in selected.items():
         kind = column_kind(data_type)
-        ref_map, cur_map = reference_counts[f"c{index}_counts"] or {}, current_counts[f"c{index}_counts"] or {}
+        ref_map, cur_map = reference_counts.counts[name], current_counts.counts[name]
         if name in edges:
             bins = _bin_labels(edges[name], kind == TEMPORAL)
-            ref_counts, cur_counts = _binned(ref_map, edges[name]), _binned(cur_map, edges[name])
+            ref_counts, cur_counts = list(ref_map), list(cur_map)
             method, threshold = "psi", psi_threshold
         else:
             bins = sorted(ref_map.keys() | cur_map.keys(), key=lambda key: (-ref_map.get(key, 0), key))
             ref_counts = [ref_map.get(key, 0) for key in bins]
             cur_counts = [cur_map.get(key, 0) for key in bins]
             method, threshold = categorical_method, categorical_threshold
-        ref_missing, cur_missing = reference_counts[f"c{index}_missing"], current_counts[f"c{index}_missing"]
+        ref_missing, cur_missing = reference_counts.missing[name], current_counts.missing[name]
         if ref_missing or cur_missing:
             bins, ref_counts, cur_counts = [*bins, NULL_BIN], [*ref_counts, ref_missing], [*cur_counts, cur_missing]
         ref_share = np.array(ref_counts, dtype=float) / report.reference_rows

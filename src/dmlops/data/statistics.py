@@ -183,51 +183,78 @@ def run_aggregates(
     return dict(zip(aggregates, cursor.fetchone()))
 
 
-def _group_keys(
-    schema: pa.Schema, profile: dict[str, Any], bins: int,
-) -> dict[int, tuple[str, float, float]]:
-    """Grouping keys of the second query: column index -> (SQL key, histogram lower, bin width).
-    Categorical columns group by their text; numeric and time columns by their histogram bin number."""
-    keys = {}
+def double_literal(value: float) -> str:
+    """A DuckDB DOUBLE literal of exactly this value (a bare ``1.5`` would be a DECIMAL, cast later)."""
+    return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
+@dataclass(frozen=True)
+class HistogramBins:
+    """The equal-width bins of a numeric or time column: ``lower``, ``width`` and ``upper`` (time as epoch
+    seconds). A value's bin is ``floor((value - lower) / width)``, the last bin closed at ``upper``; all
+    values are in bin 0 when ``width`` is 0. Every engine bins by this same arithmetic."""
+
+    lower: float
+    width: float
+    upper: float
+
+
+def column_bins(schema: pa.Schema, profile: dict[str, Any], bins: int) -> dict[int, HistogramBins]:
+    """The bins of each numeric and time column with finite min and max, from the profile aggregates."""
+    histograms = {}
     for index, arrow_field in enumerate(schema):
         kind, prefix = column_kind(arrow_field.type), f"c{index}_"
-        column = quote_identifier(arrow_field.name)
-        if kind == CATEGORICAL:
-            keys[index] = (f"CAST({column} AS VARCHAR)", 0.0, 0.0)
-            continue
         if kind == NUMERIC:
-            value, keep = _numeric_value(arrow_field.name, arrow_field.type)
             lower, upper = profile[prefix + "min"], profile[prefix + "max"]
-            if keep:
-                value = f"CASE WHEN isnan({column}) THEN NULL ELSE {value} END"
         elif kind == TEMPORAL:
-            value = f"epoch({column})"
             lower, upper = profile[prefix + "min_epoch"], profile[prefix + "max_epoch"]
         else:
             continue
         if lower is None or not (math.isfinite(float(lower)) and math.isfinite(float(upper))):
             continue
         lower, upper = float(lower), float(upper)
-        width = (upper - lower) / bins
-        if width == 0.0:
-            key = f"CASE WHEN {value} IS NULL THEN NULL ELSE 0 END"
+        histograms[index] = HistogramBins(lower, (upper - lower) / bins, upper)
+    return histograms
+
+
+def _group_keys(schema: pa.Schema, histograms: dict[int, HistogramBins], bins: int) -> dict[int, str]:
+    """Grouping keys of the second query: column index -> SQL key. Categorical columns group by their
+    text; numeric and time columns by their histogram bin number."""
+    keys = {}
+    for index, arrow_field in enumerate(schema):
+        kind = column_kind(arrow_field.type)
+        column = quote_identifier(arrow_field.name)
+        if kind == CATEGORICAL:
+            keys[index] = f"CAST({column} AS VARCHAR)"
+            continue
+        if index not in histograms:
+            continue
+        if kind == NUMERIC:
+            value, keep = _numeric_value(arrow_field.name, arrow_field.type)
+            if keep:
+                value = f"CASE WHEN isnan({column}) THEN NULL ELSE {value} END"
         else:
-            key = (f"CASE WHEN {value} >= {upper!r} THEN {bins - 1} "
-                   f"ELSE CAST(floor(({value} - {lower!r}) / {width!r}) AS INTEGER) END")
-        keys[index] = (key, lower, width)
+            value = f"epoch({column})"
+        histogram = histograms[index]
+        if histogram.width == 0.0:
+            keys[index] = f"CASE WHEN {value} IS NULL THEN NULL ELSE 0 END"
+        else:
+            keys[index] = (f"CASE WHEN {value} >= {double_literal(histogram.upper)} THEN {bins - 1} "
+                           f"ELSE CAST(floor(({value} - {double_literal(histogram.lower)}) / "
+                           f"{double_literal(histogram.width)}) AS INTEGER) END")
     return keys
 
 
 def _grouped_counts(
-    connection: duckdb.DuckDBPyConnection, source: ParquetSource, keys: dict[int, tuple[str, float, float]],
-    limit: int,
+    connection: duckdb.DuckDBPyConnection, source: ParquetSource, keys: dict[int, str], limit: int,
 ) -> dict[int, list[tuple[Any, int]]]:
-    """Per grouping key, its ``limit`` most frequent non-null values (or bin numbers) with their counts."""
+    """Per grouping key, its ``limit`` most frequent non-null values (or bin numbers, as text) with their
+    counts, most frequent first, ties by value."""
     if not keys:
         return {}
-    text_keys = [f"k{index}" for index, (sql, _, _) in keys.items() if sql.startswith("CAST(")]
-    bin_keys = [f"k{index}" for index, (sql, _, _) in keys.items() if not sql.startswith("CAST(")]
-    projection = ", ".join(f"{sql} AS k{index}" for index, (sql, _, _) in keys.items())
+    text_keys = [f"k{index}" for index, sql in keys.items() if sql.startswith("CAST(")]
+    bin_keys = [f"k{index}" for index, sql in keys.items() if not sql.startswith("CAST(")]
+    projection = ", ".join(f"{sql} AS k{index}" for index, sql in keys.items())
     which = "CASE " + " ".join(f"WHEN GROUPING(k{index}) = 0 THEN {index}" for index in keys) + " END"
     text_value = f"COALESCE({', '.join(text_keys)})" if text_keys else "NULL"
     bin_value = f"COALESCE({', '.join(bin_keys)})" if bin_keys else "NULL"
@@ -250,9 +277,9 @@ def _grouped_counts(
     return counts
 
 
-def _histogram(kind: str, counts: list[tuple[str, int]], lower: float, width: float, bins: int,
-               upper: float) -> list[dict]:
+def _histogram(kind: str, counts: list[tuple[str, int]], histogram: HistogramBins, bins: int) -> list[dict]:
     by_bin = {int(key): n for key, n in counts}
+    lower, width, upper = histogram.lower, histogram.width, histogram.upper
     if width == 0.0:
         edges = [(lower, upper)]
     else:
@@ -294,8 +321,20 @@ def compute_statistics(
             except duckdb.Error as probe_error:
                 raise DataError(f"{name} cannot be evaluated on {source.path}: {probe_error}") from None
         raise DataError(f"statistics of {source.path} failed: {error}") from None
-    keys = _group_keys(source.schema, values, histogram_bins) if distributions else {}
+    histograms = column_bins(source.schema, values, histogram_bins) if distributions else {}
+    keys = _group_keys(source.schema, histograms, histogram_bins) if distributions else {}
     grouped = _grouped_counts(connection, source, keys, max(top_values, histogram_bins))
+    return assemble_statistics(source, values, grouped, histograms, list(aggregates or {}),
+                               top_values=top_values, bins=histogram_bins)
+
+
+def assemble_statistics(
+    source: ParquetSource, values: dict[str, Any], grouped: dict[int, list[tuple[Any, int]]],
+    histograms: dict[int, HistogramBins], aggregate_names: list[str], *, top_values: int, bins: int,
+) -> DatasetStatistics:
+    """The statistics of a dataset from what an engine measured: ``values`` of the profile aggregates
+    (``rows`` and ``c<column index>_<statistic>``) and of the extra aggregates (``x<index>``), and
+    ``grouped``, per column index, the most frequent values or histogram bins (as from :func:`_grouped_counts`)."""
     rows = values["rows"]
     columns = {}
     for index, arrow_field in enumerate(source.schema):
@@ -313,10 +352,8 @@ def compute_statistics(
         top = grouped.get(index, [])
         if kind == CATEGORICAL:
             stats.top_values = [[value, n] for value, n in top[:top_values]]
-        elif index in keys:
-            _, lower, width = keys[index]
-            upper = values[prefix + ("max_epoch" if kind == TEMPORAL else "max")]
-            stats.histogram = _histogram(kind, top, lower, width, histogram_bins, float(upper))
+        elif index in histograms:
+            stats.histogram = _histogram(kind, top, histograms[index], bins)
         columns[arrow_field.name] = stats
-    extra_values = dict(zip((aggregates or {}).keys(), (values[name] for name in extra)))
+    extra_values = {name: values[f"x{index}"] for index, name in enumerate(aggregate_names)}
     return DatasetStatistics(source.path, rows, columns, extra_values)

@@ -20,9 +20,10 @@ import pyarrow as pa
 
 from dmlops.data.errors import SchemaError, ValidationFailed
 from dmlops.data.schema import REDACTED, arrow_type, load_schema, pii_columns, type_name
+from dmlops.data.engines import check_engine
 from dmlops.data.statistics import (
-    NUMERIC, ROW_NUMBER, ColumnStatistics, compute_statistics, connect, jsonable,
-    open_parquet, quote_identifier, quote_literal,
+    NUMERIC, ROW_NUMBER, ColumnStatistics, DatasetStatistics, ParquetSource, compute_statistics, connect,
+    jsonable, open_parquet, quote_identifier, quote_literal,
 )
 
 SEVERITIES = ("error", "warn")
@@ -140,6 +141,7 @@ def infer_schema(
     null_fraction_margin: float = 0.05,
     min_rows_ratio: float = 0.1,
     max_rows_ratio: float = 10.0,
+    engine: str = "duckdb",
 ) -> dict[str, Any]:
     """Infer a schema document from a Parquet dataset.
 
@@ -147,9 +149,15 @@ def infer_schema(
     fraction plus ``null_fraction_margin``; numeric columns their observed ``min``/``max``; string columns
     with at most ``max_categories`` distinct values their ``allowed_values``; integer and string columns
     without nulls or repeats ``unique``. ``row_count`` allows ``min_rows_ratio`` to ``max_rows_ratio``
-    times the observed rows. Time columns get no range: new data is expected to be later.
+    times the observed rows. Time columns get no range: new data is expected to be later. ``engine``
+    (``duckdb`` or ``spark``) profiles the dataset.
     """
-    stats = compute_statistics(dataset_path, top_values=max_categories + 1)
+    check_engine(engine)
+    if engine == "spark":
+        from dmlops.data.spark.statistics import compute_statistics as profile
+    else:
+        profile = compute_statistics
+    stats = profile(dataset_path, top_values=max_categories + 1)
     schema = open_parquet(dataset_path).schema
     columns: dict[str, dict[str, Any]] = {}
     for arrow_field in schema:
@@ -302,8 +310,34 @@ def _describe(check: _Check, count: int, rows: int) -> str:
     return f"{where}: {count} of {rows} rows break {check.expected}"
 
 
+def _measure_checks(
+    source: ParquetSource, checks: list[_Check], statistics: bool,
+) -> tuple[DatasetStatistics, dict[str, list]]:
+    """DuckDB: the dataset's statistics with each check's count of offending rows in ``aggregates`` (by
+    its label), and the examples of each failed check: offending rows (``{"row": n, column: value ...}``,
+    the first ones in the file) or ``[value, count]`` pairs."""
+    connection = connect(source.path)
+    stats = compute_statistics(
+        source.path, aggregates={name: sql for check in checks for name, sql in check.aggregates().items()},
+        distributions=statistics, connection=connection,
+    )
+    failed = [check for check in checks if stats.aggregates[check.label]]
+    example_rows = _example_rows(connection, source.sql, {
+        number for check in failed if check.examples == "rows"
+        for number in stats.aggregates[f"{check.label} (example rows)"]})
+    examples = {}
+    for check in failed:
+        if check.examples == "rows":
+            examples[check.label] = [example_rows[number]
+                                     for number in stats.aggregates[f"{check.label} (example rows)"]]
+        else:
+            examples[check.label] = _example_values(connection, source.sql, check)
+    return stats, examples
+
+
 def validate(
     dataset_path: str | Path, schema: dict[str, Any] | str | Path, *, statistics: bool = True,
+    engine: str = "duckdb",
 ) -> ValidationReport:
     """Validate a Parquet dataset against a schema (a dict, JSON text or a JSON file path).
 
@@ -312,8 +346,11 @@ def validate(
     in a SQL CHECK constraint). Columns not in the schema give a warning. ``statistics=False`` leaves
     out the distribution statistics (min/max, mean, quantiles, histograms, top values) of the report
     and computes only what the checks need. The values of columns marked ``pii`` never appear in the
-    report: examples show them as ``<pii>`` and their min/max and top values are left out.
+    report: examples show them as ``<pii>`` and their min/max, quantiles, histogram and top values are left
+    out. ``engine`` (``duckdb`` or ``spark``) measures the dataset; the schema's SQL expressions are in
+    that engine's dialect (:mod:`dmlops.data.engines`).
     """
+    check_engine(engine)
     document = load_schema(schema)
     if document is None:
         raise SchemaError("validate needs a schema; run infer_schema to start one")
@@ -346,11 +383,11 @@ def validate(
         value_checks.extend(_value_checks(name, actual, rules, severity))
     value_checks.extend(_expression_checks(document))
 
-    connection = connect(source.path)
-    stats = compute_statistics(
-        source.path, aggregates={name: sql for check in value_checks for name, sql in check.aggregates().items()},
-        distributions=statistics, connection=connection,
-    )
+    if engine == "spark":
+        from dmlops.data.spark.validation import measure_checks
+    else:
+        measure_checks = _measure_checks
+    stats, examples = measure_checks(source, value_checks, statistics)
     rows = stats.rows
     for name, (rules, severity) in null_rules.items():
         column = stats.columns[name]
@@ -366,27 +403,24 @@ def validate(
                 findings.append(Finding(
                     "max_null_fraction", name, severity, limit, round(column.null_fraction, 6), column.nulls,
                     f"column {name!r} is {column.null_fraction:.2%} null, more than max_null_fraction {limit}"))
-    failed = [check for check in value_checks if stats.aggregates[check.label]]
     checks_run += len(value_checks)
-    example_rows = _example_rows(connection, source.sql, {
-        number for check in failed if check.examples == "rows"
-        for number in stats.aggregates[f"{check.label} (example rows)"]})
     pii = set(pii_columns(document))
-    for row in example_rows.values():
-        row.update({name: REDACTED for name in pii if name in row})
-    for name in pii & set(stats.columns):
+    for name in pii & set(stats.columns):  # quantiles and histogram bounds are values of the column too
         stats.columns[name].min = stats.columns[name].max = None
-        stats.columns[name].top_values = []
-    for check in failed:
+        stats.columns[name].top_values, stats.columns[name].quantiles, stats.columns[name].histogram = [], {}, []
+    for check in value_checks:
         count = stats.aggregates[check.label]
+        if not count:
+            continue
         if check.examples == "rows":
-            examples = [example_rows[number] for number in stats.aggregates[f"{check.label} (example rows)"]]
+            check_examples = [{**row, **{name: REDACTED for name in pii if name in row}}
+                              for row in examples[check.label]]
+        elif check.column in pii:
+            check_examples = [[REDACTED, n] for _, n in examples[check.label]]
         else:
-            examples = _example_values(connection, source.sql, check)
-            if check.column in pii:
-                examples = [[REDACTED, n] for _, n in examples]
+            check_examples = examples[check.label]
         findings.append(Finding(check.check, check.column, check.severity, check.expected, count, count,
-                                _describe(check, count, rows), examples))
+                                _describe(check, count, rows), check_examples))
     bounds = document.get("row_count") or {}
     if bounds.get("min") is not None or bounds.get("max") is not None:
         checks_run += 1
