@@ -227,7 +227,7 @@ def _stage_csv(source: SourceFile, options: _CsvOptions, names: list[str], stagi
                 line += block.count(b"\n")
                 if unparsed:
                     numbers, reasons, raw = zip(*unparsed)
-                    sink.add_unparsed(counts, list(numbers), list(reasons), list(raw))
+                    sink.add_unparsed(counts, list(numbers), list(reasons), list(raw), columns, options.delimiter)
                 if any(pa.types.is_binary(column.type) for column in table.schema):
                     table, lines = _quarantine_undecodable(table, lines, source.uri, staged, sink, counts)
                 if not table.num_rows:

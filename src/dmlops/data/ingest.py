@@ -1,9 +1,10 @@
 """Ingest CSV, Parquet or JSON Lines files into one Parquet file, streaming in batches.
 
 Rows that cannot be parsed, or that break the declared schema (type, nullability), go to a quarantine
-Parquet file with their source, line/row number, reason and raw values; rows in = rows out + rows
-quarantined, always. Every non-empty physical CSV line is one record: a quote left open on its line
-quarantines that line, never the lines after it. Undeclared CSV column types are sniffed from every value
+Parquet file with their source, line/row number, reason and raw values (never the raw values of columns
+the schema marks ``pii``: :mod:`dmlops.data.redaction`); rows in = rows out + rows quarantined, always.
+Every non-empty physical CSV line is one record: a quote left open on its line quarantines that line, never
+the lines after it. Undeclared CSV column types are sniffed from every value
 of the input (not the first block), so a value's position cannot change a column's type; JSON Lines
 types come from the first block, Parquet's from the file. Outputs are written under temporary names and
 renamed into place only on success.
@@ -28,6 +29,7 @@ from dmlops.data.conform import _target, cast_with_failures, int64_array
 from dmlops.data.csv_reader import _csv_plan, _load_staged, _stage_csv
 from dmlops.data.errors import IngestError
 from dmlops.data.publish import _Publisher
+from dmlops.data.redaction import QuarantineRedaction
 from dmlops.data.record_readers import _json_first_schema, _read_jsonl, _read_parquet, json_types
 from dmlops.data.schema import load_schema, type_name
 from dmlops.data.sink import QUARANTINE_FIELDS, ROW_GROUP_ROWS, _Sink, _SourceCount
@@ -214,7 +216,8 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
         except _READ_ERRORS as error:
             raise _read_error(first.uri, error) from None
     target = _target(header.names, dict(zip(header.names, header.types)), declared, first.uri)
-    sink = _Sink(publisher.partial["output"], publisher.partial["quarantine"], target.names)
+    redaction = QuarantineRedaction(declared)
+    sink = _Sink(publisher.partial["output"], publisher.partial["quarantine"], target.names, redaction)
     counts = [_SourceCount(item.uri, extra=item.extra) for item in files]
     total = sum(item.size for item in files) if all(item.size is not None for item in files) else None
     try:
@@ -257,6 +260,7 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
         schema=[{"name": f.name, "type": type_name(f.type), "nullable": f.nullable} for f in pq.read_schema(output)],
         sources=[{"uri": c.uri, "bytes": c.bytes, "sha256": c.sha256, "rows_in": c.rows_in, **c.extra}
                  for c in counts],
+        warnings=list(redaction.warnings) if sink.rows_quarantined else [],
     )
     if result.rows_in != result.rows_out + result.rows_quarantined:
         raise AssertionError(f"row accounting broken: {result}")

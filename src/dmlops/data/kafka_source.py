@@ -26,13 +26,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dmlops.data.errors import IngestError
 from dmlops.data.conform import _target, int64_array
+from dmlops.data.errors import IngestError
 from dmlops.data.ingest import IngestResult, _Progress
 from dmlops.data.publish import _Publisher
+from dmlops.data.redaction import QuarantineRedaction
 from dmlops.data.record_readers import _json_lines_one_by_one, _parse_json_block, json_types
-from dmlops.data.sink import _Sink, _SourceCount
 from dmlops.data.schema import load_schema, type_name
+from dmlops.data.sink import _Sink, _SourceCount
 
 OFFSET_UNSET = -1001  # librdkafka's OFFSET_INVALID: the group has no committed offset for the partition
 CONSUME_BATCH = 10_000
@@ -183,7 +184,8 @@ class _Batches:
             declared_names = list((self.declared or {}).get("columns", {}))
             names = first.column_names or declared_names
             target = _target(names, json_types(first), self.declared, self.source.uri)
-            self.sink = _Sink(self.publisher.partial["output"], self.publisher.partial["quarantine"], target.names)
+            self.sink = _Sink(self.publisher.partial["output"], self.publisher.partial["quarantine"], target.names,
+                              QuarantineRedaction(self.declared))
             self.sink.open_output(target)
         return self.sink
 

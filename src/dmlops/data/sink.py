@@ -16,7 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dmlops.data.conform import _conform, _Target
+from dmlops.data.conform import _column, _conform, _Target
+from dmlops.data.redaction import QuarantineRedaction
 
 ROW_GROUP_ROWS = 128 * 1024
 
@@ -37,10 +38,13 @@ class _SourceCount:
 
 
 class _Sink:
-    """Writes conformed rows to the output and bad rows to the quarantine, and counts both."""
+    """Writes conformed rows to the output and bad rows to the quarantine (with the ``pii`` rules of
+    ``redaction`` applied), and counts both."""
 
-    def __init__(self, output_path: str, quarantine_path: str, names: list[str]):
+    def __init__(self, output_path: str, quarantine_path: str, names: list[str],
+                 redaction: QuarantineRedaction | None = None):
         self.output_path = output_path
+        self.redaction = redaction
         self.target: _Target | None = None
         self.quarantine_schema = pa.schema(
             [pa.field(name, pa.string()) for name in names if name not in
@@ -73,10 +77,13 @@ class _Sink:
             self.write_quarantine(bad)
 
     def add_unparsed(self, source: _SourceCount, lines: list[int | None], reasons: list[str],
-                     raw: list[str]) -> None:
-        """Rows the parser could not read: quarantined with their line and raw text."""
+                     raw: list[str], csv_columns: list[str] | None = None, delimiter: str | None = None) -> None:
+        """Rows the parser could not read: quarantined with their line and raw text (CSV lines of
+        ``csv_columns`` split by ``delimiter`` where ``pii`` rules apply)."""
         if not reasons:
             return
+        if self.redaction:
+            raw = self.redaction.raw_lines(raw, csv_columns, delimiter)
         source.rows_in += len(reasons)
         count = len(reasons)
         columns = {name: pa.nulls(count, pa.string()) for name in self.quarantine_schema.names}
@@ -93,6 +100,11 @@ class _Sink:
         """Write quarantine rows; data columns a batch did not have are null."""
         columns = [table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
                    for name in self.quarantine_schema.names]
+        if self.redaction:
+            types = {column.name: column.type for column in self.target.schema} if self.target is not None else {}
+            columns = [self.redaction.values(name, _column(table, name), types.get(name))
+                       if name in self.redaction.rules and name in table.column_names else column
+                       for name, column in zip(self.quarantine_schema.names, columns)]
         self.quarantine.write_table(pa.Table.from_arrays(columns, schema=self.quarantine_schema))
         for reason, count in Counter(table.column("_reason").to_pylist()).items():
             self.reasons[reason] += count
