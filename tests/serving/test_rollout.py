@@ -37,7 +37,7 @@ def stats(latency_ms: float, predictions: list[float], errors: int = 0) -> Traff
 
 
 def test_gates():
-    policy = RolloutPolicy(max_error_rate=0.01, max_p99_ms=100, max_p99_ratio=2.0, p99_slack_ms=1.0)
+    policy = RolloutPolicy(max_error_rate=0.01, max_p99_ms=100, max_p99_ratio=2.0, p99_floor_ms=1.0)
     rng = np.random.default_rng(1)
     stable = stats(4.0, rng.beta(2, 5, 500).tolist())
     smoke = stats(4.0, [0.5] * 5)
@@ -45,12 +45,47 @@ def test_gates():
     assert healthy.action == PROMOTE and [gate.passed for gate in healthy.gates] == [True, True]
     assert healthy.warnings == ["quality not judged: the replayed rows have no label column"]
     slow = judge(policy, smoke, stable, stats(12.0, rng.beta(2, 5, 500).tolist()))
-    assert slow.action == ROLLBACK and slow.reasons == ["p99_ms = 12 exceeds 9"]
+    assert slow.action == ROLLBACK and slow.reasons == ["p99_ms = 12 exceeds 8"]
     failing = judge(policy, smoke, stable, stats(4.0, rng.beta(2, 5, 490).tolist(), errors=10))
     assert failing.action == ROLLBACK and failing.gates[0].value == pytest.approx(0.02)
     assert RolloutPolicy().max_error_rate == 0.0
     with pytest.raises(ValueError, match="canary_percent"):
         RolloutPolicy(canary_percent=100)
+
+
+def contended(rng: np.random.Generator, requests: int, median_ms: float, stall_rate: float) -> TrafficStats:
+    """Latencies on a busy CPU: lognormal jitter around the model's median, and now and then the process
+    descheduled for 10 to 200 ms."""
+    latencies = median_ms * np.exp(rng.normal(0, 0.3, requests)) + \
+        (rng.random(requests) < stall_rate) * rng.uniform(10, 200, requests)
+    return TrafficStats(requests=requests, latencies_ms=latencies.tolist(), predictions=[0.5] * requests)
+
+
+def test_latency_gate_under_cpu_contention():
+    """An equally fast canary is not rolled back for the stalls a busy CPU spreads over both endpoints
+    (the former rule, p99 <= 3 x the stable's + 5 ms, rolled back several of the same 30 windows); a canary
+    3x slower is rolled back in every window."""
+    policy, smoke = RolloutPolicy(), stats(3.0, [0.5] * 5)
+    equal, former_rule, slower = [], 0, []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        stable, canary = contended(rng, 200, 3.0, 0.02), contended(rng, 200, 3.0, 0.02)
+        equal.append(judge(policy, smoke, stable, canary).action)
+        former_rule += canary.percentile_ms(99) > 3 * stable.percentile_ms(99) + 5
+        stable, canary = contended(rng, 200, 15.0, 0.002), contended(rng, 200, 45.0, 0.002)
+        slower.append(judge(policy, smoke, stable, canary))
+    assert equal == [PROMOTE] * 30 and former_rule >= 3
+    assert [decision.action for decision in slower] == [ROLLBACK] * 30
+    assert all(decision.reasons[0].startswith("p99_ms = ") for decision in slower)
+    report = slower[0].markdown("t", {})
+    assert "one-sided Mann-Whitney U test, p < 0.01" in report and "stable's p99 + 20 ms" in report
+    # 3x slower but within the absolute floor (3 -> 9 ms): not worth a rollback
+    fast = judge(policy, smoke, stats(3.0, [0.5] * 200), contended(np.random.default_rng(0), 200, 9.0, 0.0))
+    assert fast.action == PROMOTE
+    # too few requests: the p99 is not judged, and the report says so
+    few = judge(policy, smoke, stats(3.0, [0.5] * 50), stats(300.0, [0.5] * 50))
+    assert few.action == PROMOTE and [gate.name for gate in few.gates] == ["error_rate"]
+    assert few.warnings[0].startswith("p99 latency not judged: 50 successful requests")
 
 
 def labelled(predictions: dict[int, float], latency_ms: float = 4.0) -> TrafficStats:

@@ -15,7 +15,7 @@ from dmlops.serving.rollout import FIRST_DEPLOY, PROMOTE, ROLLBACK, RolloutPolic
 from serving_models import ConstantOutput, FailsOnFirstCategory, broken_copy, late_departure_copy
 
 ENDPOINT = "flights-delay"
-POLICY = RolloutPolicy(smoke_requests=5, window_requests=60, rows_per_request=2, concurrency=2)
+POLICY = RolloutPolicy(smoke_requests=5, window_requests=60, rows_per_request=2, concurrency=2, latency_min_requests=60)
 
 
 pytestmark = pytest.mark.slow  # each test starts one or two model servers (a few seconds each)

@@ -25,7 +25,7 @@ def deploy(
     concurrency: int = 4,
     max_error_rate: float = 0.0,
     max_p99_ms: float = 500.0,
-    max_p99_ratio: float = 3.0,
+    max_p99_ratio: float = 2.0,
     max_prediction_shift: float = 0.25,
     prediction_shift_min_rows: int = 0,
     quality_gates: str = "",
@@ -90,7 +90,9 @@ def deploy(
         max_error_rate: The largest fraction (0 to 1) of the canary's window requests that may fail;
             0.0 rolls back on any failure.
         max_p99_ms: The canary's p99 latency limit in milliseconds.
-        max_p99_ratio: The canary's p99 latency may be at most this many times the stable's (plus 5 ms).
+        max_p99_ratio: The canary is rolled back for latency only when its p99 is above this many times
+            the stable's and more than 20 ms above it, and a rank test over at least 100 requests per
+            endpoint finds it slower (the rule is in the report).
         max_prediction_shift: The population stability index of the canary's predictions against the
             stable's (0 means the same distribution; 0.25 is a major shift) above which a warning is
             reported, or the canary rolled back when the shift gates.
