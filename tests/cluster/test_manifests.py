@@ -30,6 +30,7 @@ KUSTOMIZATIONS = {
     "standalone": MANIFESTS / "overlays" / "standalone",
     "multi-user": MANIFESTS / "overlays" / "multi-user",
     "mlflow": MANIFESTS / "mlflow",
+    "spark": MANIFESTS / "spark",
 }
 OVERLAY_NAMESPACE = {"standalone": "kubeflow", "multi-user": "kubeflow-user-example-com"}
 OVERLAY_SERVICE_ACCOUNT = {"standalone": "pipeline-runner", "multi-user": "default-editor"}

@@ -34,6 +34,7 @@ from kubeharness.controllers.base import Controller, Kube, Manager
 from kubeharness.controllers.katib import Katib
 from kubeharness.controllers.kserve import KServe
 from kubeharness.controllers.mpi_operator import MPIOperator
+from kubeharness.controllers.spark_operator import SparkOperator
 from kubeharness.controllers.trainer import Trainer
 from kubeharness.controllers.training_operator import TrainingOperator
 from kubeharness.controllers.training_operator_mpi import TrainingOperatorMPI
@@ -68,7 +69,7 @@ class Kubeflow:
         controllers: list[Controller] = [TrainingOperator(self.kube, cluster_dns), TrainingOperatorMPI(self.kube),
                                          MPIOperator(self.kube, cluster_dns),
                                          Trainer(self.kube, cluster_dns), self.katib,
-                                         KServe(self.kube, storage_initializer_image)]
+                                         KServe(self.kube, storage_initializer_image), SparkOperator(self.kube)]
         self.manager = Manager(self.kube, controllers)
         self.webhooks = Webhooks(self.kube) if webhooks else None
 

@@ -5,6 +5,7 @@ with the API server (failurePolicy Fail), so every create goes through them as o
 |---|---|---|
 | Katib pod mutator (namespaces labelled ``katib.kubeflow.org/metrics-collector-injection=enabled``) | for pods owned (through their job) by a Trial: the Trial's labels and ``katib.kubeflow.org/trial``; ``KATIB_TRIAL_NAME`` in the primary container; on primary pods the ``metrics-logger-and-collector`` sidecar, shared process namespace, the metrics volume, and the primary container rewritten to ``sh -c "<command and args joined by spaces> 1>/var/log/katib/metrics.log 2>&1 && echo completed > <dir>/$$$$.pid"`` (empty arguments vanish in the shell) | katib pkg/webhook/v1beta1/pod/inject_webhook.go, utils.go (wrapWorkerContainer, getContainerCommand, mutatePodEnv), manifests/v1beta1/components/webhook/webhooks.yaml |
 | Katib experiment validator | name, counts, objective, algorithm, parameters, trial template, metrics collector rules with Katib's field paths and messages, after Katib's defaults | katib pkg/webhook/v1beta1/experiment/validator/validator.go, experiment/validation_webhook.go |
+| Spark Operator SparkApplication validator | create, and update of the spec: see ``controllers.spark_operator.validate``; denied as controller-runtime denies (403, the validator's error) | spark-operator internal/webhook/sparkapplication_validator.go; controller-runtime pkg/webhook/admission/validator_custom.go |
 | Istio sidecar injector (namespaces labelled ``istio-injection=enabled``) | unless the pod's ``sidecar.istio.io/inject`` annotation or label is "false": an ``istio-proxy`` container that never exits, so a Job's pod never completes (kubeflow/kubeflow#3935) | istio pkg/kube/inject/inject.go (injectRequired), webhook.go |
 
 The metrics sidecar runs in the primary container's image (Katib's collector image is not loaded on the
@@ -38,6 +39,7 @@ from kubernetes.client.rest import ApiException
 
 from kubeharness.controllers.base import Kube, Obj
 from kubeharness.controllers.katib import DEFAULT_METRICS_FILE, SIDECAR, TRIAL_LABEL, defaulted
+from kubeharness.controllers import spark_operator
 
 CONFIGURATION = "kubeharness-dmlops"
 ALGORITHMS = ("random", "tpe", "multivariate-tpe", "grid", "hyperband", "bayesianoptimization", "cmaes", "sobol",
@@ -309,7 +311,7 @@ def _collector_errors(collector: Obj) -> list[str]:
 # --- The server --------------------------------------------------------------------------------------------
 
 class Webhooks:
-    """The three webhooks on an HTTPS port of 127.0.0.1, registered with the API server while running."""
+    """The webhooks on an HTTPS port of 127.0.0.1, registered with the API server while running."""
 
     def __init__(self, kube: Kube):
         self.kube = kube
@@ -361,7 +363,11 @@ class Webhooks:
                           {"name": "validator.experiment.katib.kubeflow.org", **common,
                            "clientConfig": self._client_config("/validate-experiment"),
                            "rules": [{"apiGroups": ["kubeflow.org"], "apiVersions": ["v1beta1"],
-                                      "operations": ["CREATE", "UPDATE"], "resources": ["experiments"]}]}]}
+                                      "operations": ["CREATE", "UPDATE"], "resources": ["experiments"]}]},
+                          {"name": spark_operator.WEBHOOK_NAME, **common,
+                           "clientConfig": self._client_config(spark_operator.WEBHOOK_PATH),
+                           "rules": [{"apiGroups": [spark_operator.GROUP], "apiVersions": [spark_operator.VERSION],
+                                      "operations": ["CREATE", "UPDATE"], "resources": [spark_operator.PLURAL]}]}]}
         registration = client.AdmissionregistrationV1Api(self.kube.api)
         for body, create, replace in (
                 (mutating, registration.create_mutating_webhook_configuration,
@@ -392,6 +398,11 @@ class Webhooks:
             if errors:
                 message = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
                 response.update(allowed=False, status={"code": 400, "message": message})
+            return response
+        if path == spark_operator.WEBHOOK_PATH:
+            refusal = spark_operator.validate(obj, request.get("oldObject") if request.get("operation") == "UPDATE" else None)
+            if refusal:
+                response.update(allowed=False, status={"code": 403, "reason": "Forbidden", "message": refusal})
             return response
         if path == "/mutate-pod":
             trial = find_trial(self.kube, obj, request["namespace"])

@@ -51,13 +51,16 @@ class LaunchTimeout(LaunchError):
 
 
 class JobFailed(LaunchError):
-    """The resource reached a failed state; carries the reason and message its controller gave."""
+    """The resource reached a failed state; carries the reason and message its controller gave, and the
+    last lines of its primary pod's log when the launcher streamed it."""
 
-    def __init__(self, resource: ResourceRef, reason: str, message: str):
+    def __init__(self, resource: ResourceRef, reason: str, message: str, log_tail: tuple[str, ...] = ()):
         self.resource = resource
         self.reason = reason
         self.message = message
-        super().__init__(f"{resource} failed: {reason}: {message}")
+        self.log_tail = log_tail
+        tail = "\nlast lines of its log:\n" + "\n".join(log_tail) if log_tail else ""
+        super().__init__(f"{resource} failed: {reason}: {message}{tail}")
 
 
 class LaunchCancelled(LaunchError):

@@ -1,13 +1,15 @@
 """The one launcher of custom resources on Kubernetes.
 
 Every step that needs more than its own pod (TrainJob, PyTorchJob, TFJob, MPIJob, Katib Experiment,
-InferenceService) builds its custom resource as a plain dict and hands it to :class:`KubernetesLauncher`:
+SparkApplication, InferenceService) builds its custom resource as a plain dict and hands it to
+:class:`KubernetesLauncher`:
 
 - :meth:`KubernetesLauncher.run` creates the resource, or reattaches to the one an earlier attempt of
   the same task created (same deterministic name and ``dmlops.io/*`` labels), streams the primary pod's
   log, waits on the status conditions of its :class:`~dmlops.platform.rules.CompletionRule` and returns a
   :class:`LaunchResult` naming the resource. A failed job raises :class:`JobFailed` with the controller's
-  reason and message. On timeout, SIGTERM or SIGINT the resource is deleted.
+  reason and message and the last lines of the streamed log. On timeout, SIGTERM or SIGINT the resource
+  is deleted.
 - :meth:`KubernetesLauncher.apply` creates a long-lived resource (InferenceService) or makes the live one
   equal to it, and waits until its controller reports the update rolled out (the rule's rollout: a new
   ready revision with the traffic asked, or a finished Deployment rollout). It never deletes the resource.
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +37,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+from dmlops.platform import logs
 from dmlops.platform.backend import SERVICE_ACCOUNT_DIR
 from dmlops.platform.errors import (
     InvalidResource,
@@ -50,7 +55,9 @@ Resource = dict[str, Any]
 _FINISHED_POD_PHASES = ("Succeeded", "Failed")
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 _UPDATE_ATTEMPTS = 5  # an update that keeps meeting a newer resourceVersion (409) gives up after these
+LOG_TAIL_LINES = 20  # the streamed log lines a JobFailed carries
 Progress = Callable[[Resource], "tuple[bool, str | None]"]
+_LOG = logging.getLogger(__name__)
 
 
 def _kubeconfig() -> str:
@@ -137,8 +144,8 @@ def _signals_cancel() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def _print_line(line: str) -> None:
-    print(line, flush=True)
+def _log_line(line: str) -> None:
+    _LOG.info(line)
 
 
 def _api_error(action: str, ref: ResourceRef, rule: CompletionRule, error: ApiException) -> LaunchError:
@@ -148,6 +155,8 @@ def _api_error(action: str, ref: ResourceRef, rule: CompletionRule, error: ApiEx
     except (TypeError, ValueError):
         detail = str(error.body or "")
     message = f"could not {action} {ref}: HTTP {error.status} {error.reason}: {detail}".rstrip(": ")
+    if detail.startswith("admission webhook"):  # refused by the operator's validation (often as 403), not RBAC
+        return InvalidResource(message)
     if error.status == 403:
         message += (
             f"; the step's service account needs create, get, list, watch, patch and delete on "
@@ -225,14 +234,16 @@ def _timestamp_key(stamp: str) -> str:
 class KubernetesLauncher:
     """Creates, reattaches to, waits on and deletes custom resources through the Kubernetes API.
 
-    ``echo`` receives progress lines and the streamed pod log lines (default: print to stdout).
+    ``echo`` receives progress lines and the streamed pod log lines (default: logged at INFO through
+    :mod:`dmlops.platform.logs`, which is set up as ``dmlops-launcher`` if nothing in the process set up
+    logging: JSON lines, or human lines on a terminal or with ``DMLOPS_LOG_FORMAT=text``).
     """
 
     def __init__(
         self,
         api_client: client.ApiClient | None = None,
         *,
-        echo: Echo = _print_line,
+        echo: Echo = _log_line,
         poll_interval_s: float = 2.0,
         watch_window_s: int = 60,
         log_drain_s: float = 10.0,
@@ -241,6 +252,8 @@ class KubernetesLauncher:
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.echo = echo
+        if echo is _log_line:
+            logs.configure_unless_configured("dmlops-launcher")
         self.poll_interval_s = poll_interval_s
         self.watch_window_s = watch_window_s
         self.log_drain_s = log_drain_s
@@ -290,7 +303,8 @@ class KubernetesLauncher:
                 self.delete(ref)
                 raise
         if not outcome.succeeded:
-            raise JobFailed(ref, outcome.reason or outcome.condition, outcome.message)
+            tail = tuple(logs.tail) if logs is not None else ()
+            raise JobFailed(ref, outcome.reason or outcome.condition, outcome.message, tail)
         return LaunchResult(
             ref, created, outcome.condition, outcome.reason, outcome.message, current.get("status") or {}
         )
@@ -568,6 +582,7 @@ class _LogFollower(threading.Thread):
         self.finishing = threading.Event()
         self.finished_pods: set[str] = set()
         self.last_stamp: dict[str, str] = {}
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self.response: urllib3.HTTPResponse | None = None
         self.lock = threading.Lock()
 
@@ -649,6 +664,7 @@ class _LogFollower(threading.Thread):
                     continue  # already printed before the stream was re-established
                 resume_after = ""
                 self.last_stamp[uid] = key
+                self.tail.append(f"[{name}] {text}")
                 self.launcher.echo(f"[{name}] {text}")
         except (*_STREAM_ERRORS, ValueError, AttributeError):
             pass  # dropped, or shut down by finish(): the next round resumes after the last line

@@ -12,6 +12,19 @@ Condition types and pod labels are those the upstream controllers set:
 - mpi-operator v2beta1 ``MPIJob``: the same conditions; the launcher pod carries
   ``training.kubeflow.org/job-role=launcher``.
 - Katib v1beta1 ``Experiment``: conditions ``Succeeded`` / ``Failed``; its trials have their own pods.
+- Spark Operator v1beta2 ``SparkApplication``: no conditions; a state machine in
+  ``status.applicationState.state`` (kubeflow/spark-operator ``api/v1beta2/sparkapplication_types.go``,
+  ApplicationStateType). Only ``COMPLETED`` and ``FAILED`` are final (``pkg/util/sparkapplication.go``
+  IsTerminated): ``SUBMISSION_FAILED``, ``FAILING`` and ``SUCCEEDING`` move on to ``FAILED``,
+  ``PENDING_RERUN`` or ``COMPLETED`` as the restart policy says
+  (``internal/controller/sparkapplication/controller.go``, reconcileFailedSubmission/Failing/Succeeding
+  SparkApplication), and ``errorMessage`` says why (the spark-submit error, "driver container failed with
+  ExitCode: N, Reason: R" or "driver pod not found": controller.go submitSparkApplication and
+  updateDriverState). The driver pod is ``status.driverInfo.podName``, ``<name>-driver`` unless the spec
+  names another (``pkg/util/sparkapplication.go`` GetDriverPodName); spark-submit labels it
+  ``spark-role=driver`` and the operator ``sparkoperator.k8s.io/app-name=<name>``
+  (``internal/controller/sparkapplication/submission.go`` driverConfOption); its container is
+  ``spark-kubernetes-driver`` (``pkg/common/spark.go`` SparkDriverContainerName).
 - KServe v1beta1 ``InferenceService``: condition ``Ready``; a model that failed to load shows in
   ``status.modelStatus``. Predictor pods carry ``serving.kserve.io/inferenceservice`` and
   ``component=predictor``. ``status.observedGeneration`` is not the InferenceService's: KServe copies it
@@ -164,7 +177,8 @@ class CompletionRule:
 
     ``done`` are condition types that end the wait successfully when True, ``failed`` those that end it
     with a failure. ``log_pods`` are label selectors (``{name}`` is the resource name) tried in order to
-    find the pod whose log to stream. ``status_failure`` reads failures that are not a condition.
+    find the pod whose log to stream. ``status_failure`` reads failures that are not a condition;
+    ``state_outcome`` reads the final state of a kind whose status is a state machine, not conditions.
     ``rollouts`` (long-lived resources updated in place) say, per value of the ``mode_annotation``
     (absent: ``default_mode``), when an update is rolled out.
     """
@@ -177,6 +191,7 @@ class CompletionRule:
     log_pods: tuple[str, ...] = ()
     log_container: str | None = None
     status_failure: Callable[[Status], Outcome | None] | None = None
+    state_outcome: Callable[[Status], Outcome | None] | None = None
     rollouts: tuple[tuple[str, Rollout], ...] = ()
     mode_annotation: str = ""
     default_mode: str = ""
@@ -209,6 +224,8 @@ class CompletionRule:
             failure = self.status_failure(status)
             if failure is not None:
                 return failure
+        if self.state_outcome is not None:
+            return self.state_outcome(status)
         for condition_type in self.done:
             if condition_type in conditions:
                 found = conditions[condition_type]
@@ -217,8 +234,12 @@ class CompletionRule:
 
 
 def true_conditions(resource: dict[str, Any]) -> list[str]:
-    """The condition types that are True, in status order (for progress messages)."""
+    """The condition types that are True, in status order, or the application state of a kind that has
+    one instead (for progress messages)."""
     status = resource.get("status") or {}
+    state = _dig(status, "applicationState", "state")
+    if state:
+        return [state]
     return [c.get("type", "") for c in status.get("conditions") or [] if c.get("status") == "True"]
 
 
@@ -230,6 +251,20 @@ def inference_service_failure(status: Status) -> Outcome | None:
         return None
     info = model_status.get("lastFailureInfo") or {}
     return Outcome(False, transition, info.get("reason", transition), info.get("message", ""))
+
+
+SPARK_COMPLETED, SPARK_FAILED = "COMPLETED", "FAILED"
+
+
+def spark_application_state(status: Status) -> Outcome | None:
+    """A SparkApplication's final state (``COMPLETED`` or ``FAILED``) with the operator's ``errorMessage``;
+    None in every other state (``FAILING`` and ``SUBMISSION_FAILED`` are final only under some restart
+    policies, and the operator then moves them on to ``FAILED``)."""
+    application = status.get("applicationState") or {}
+    state = application.get("state")
+    if state not in (SPARK_COMPLETED, SPARK_FAILED):
+        return None
+    return Outcome(state == SPARK_COMPLETED, state, state, application.get("errorMessage", ""))
 
 
 _KNATIVE_PREDICTOR = RevisionRollout("predictor", "canaryTrafficPercent")
@@ -287,6 +322,15 @@ RULES: dict[tuple[str, str], CompletionRule] = {
             log_pods=(_JOB_NAME + ",training.kubeflow.org/job-role=launcher",),
         ),
         CompletionRule("kubeflow.org/v1beta1", "Experiment", "experiments", **_TRAINING_OPERATOR_CONDITIONS),
+        CompletionRule(
+            "sparkoperator.k8s.io/v1beta2",
+            "SparkApplication",
+            "sparkapplications",
+            done=(),
+            log_pods=("spark-role=driver,sparkoperator.k8s.io/app-name={name}",),
+            log_container="spark-kubernetes-driver",
+            state_outcome=spark_application_state,
+        ),
         CompletionRule(
             "serving.kserve.io/v1beta1",
             "InferenceService",
