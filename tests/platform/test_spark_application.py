@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,6 +163,40 @@ def test_the_driver_script_passes_its_json_text_to_the_entry_point(entry_point):
     assert json.loads(record.read_text())["operation"] == "compare"
     with pytest.raises(SystemExit, match="usage"):
         main(["compare"])
+
+
+SUBMITTED_DRIVER = textwrap.dedent("""
+    import sys
+    from dmlops.data import spark_application, spark_driver
+
+    spark_application.ENTRY_MODULE = "spark_entry_stub"
+    spark_driver.main(sys.argv[1:])
+""")
+
+
+def test_under_spark_submit_the_job_runs_on_the_master_spark_submit_gave(entry_point, tmp_path):
+    """spark-submit (as the driver pod runs it) starts the driver script; the entry point is given the
+    master in DMLOPS_SPARK_MASTER, which the engine's session uses."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'dmlops[spark]'")
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        pytest.skip("no Java runtime (Debian: apt-get install default-jre-headless)")
+    (entry_point / "spark_entry_stub.py").write_text(textwrap.dedent("""
+        import json, os, sys
+        operation, path = sys.argv[1:]
+        with open(json.load(open(path))["record"], "w") as out:
+            json.dump({"operation": operation, "master": os.environ.get("DMLOPS_SPARK_MASTER")}, out)
+    """))
+    (tmp_path / "driver.py").write_text(SUBMITTED_DRIVER)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(entry_point), str(REPO / "src")])}
+    env.pop("DMLOPS_SPARK_MASTER", None)
+    record = tmp_path / "record.json"
+    done = subprocess.run([str(bin_dir / "spark-submit"), "--master", "local[2]", "--deploy-mode", "client",
+                           str(tmp_path / "driver.py"), "validate", json.dumps({"record": str(record)})],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(record.read_text()) == {"operation": "validate", "master": "local[2]"}
 
 
 # -- the launcher against the fake API (the test as the operator) ---------------------------------
