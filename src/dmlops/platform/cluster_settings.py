@@ -17,6 +17,10 @@ parameters. Settings live in a YAML file a platform team keeps beside the cluste
       train: {limit: 1, type: nvidia.com/gpu}
     retries: 2
     istio_sidecar: false   # true: the pods steps start (workers, trials) may get Istio sidecars
+    model_signing:         # the Ed25519 key pair of signed models (dmlops.privacy.signing)
+      secret: dmlops-model-signing
+      private_key: private.pem   # given to train and its training job's rank-0 pods only
+      public_key: public.pem     # given to every step (evaluate, deploy, ...) and the predictor
 
 Pipelines call :func:`apply_to_current_pipeline` as their last statement; :func:`build_pipeline` re-traces a
 pipeline with settings active.
@@ -36,6 +40,9 @@ from kfp.dsl import pipeline_context
 from dmlops.platform.mesh import ISTIO_SIDECAR_ENV
 
 _active: list["ClusterSettings"] = []
+# The variables dmlops.privacy.signing reads: the keys, and the Secret keys by reference for pods a step starts.
+SIGNING_KEY, SIGNING_SECRET = "DMLOPS_MODEL_SIGNING_KEY", "DMLOPS_MODEL_SIGNING_SECRET"
+VERIFY_KEY, VERIFY_SECRET = "DMLOPS_MODEL_VERIFY_KEY", "DMLOPS_MODEL_VERIFY_SECRET"
 
 
 @dataclass
@@ -50,6 +57,7 @@ class ClusterSettings:
     gpu: dict[str, dict[str, Any]] = field(default_factory=dict)
     retries: int = 0
     istio_sidecar: bool = False
+    model_signing: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ClusterSettings":
@@ -81,6 +89,25 @@ class ClusterSettings:
             task.set_retry(num_retries=self.retries)
         if self.istio_sidecar:  # read by dmlops.platform.mesh when the step builds its pods
             task.set_env_variable(ISTIO_SIDECAR_ENV, "true")
+        if self.model_signing:
+            self._apply_model_signing(task)
+
+    def _apply_model_signing(self, task: dsl.PipelineTask) -> None:
+        """The public key to every step (as DMLOPS_MODEL_VERIFY_KEY, and by reference for the predictor
+        deploy builds); the private key to ``train`` only (for its own workers, and by reference for the
+        training job's rank-0 pods)."""
+        secret = self.model_signing.get("secret", "")
+        unknown = set(self.model_signing) - {"secret", "private_key", "public_key"}
+        if not secret or unknown:
+            raise ValueError(f"model_signing needs 'secret' and takes 'private_key' and 'public_key'; got "
+                             f"{sorted(self.model_signing)}")
+        private_key = self.model_signing.get("private_key", "private.pem")
+        public_key = self.model_signing.get("public_key", "public.pem")
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={public_key: VERIFY_KEY})
+        task.set_env_variable(VERIFY_SECRET, f"{secret}/{public_key}")
+        if task.component_spec.name.replace("-", "_") == "train":
+            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={private_key: SIGNING_KEY})
+            task.set_env_variable(SIGNING_SECRET, f"{secret}/{private_key}")
 
 
 def apply_to_current_pipeline() -> None:

@@ -9,6 +9,12 @@ environment variable.
 - ``DMLOPS_MODEL_SIGNING_KEY`` / ``DMLOPS_MODEL_SIGNING_KEY_FILE``: the Ed25519 private key (PEM, PKCS#8).
 - ``DMLOPS_MODEL_VERIFY_KEY`` / ``DMLOPS_MODEL_VERIFY_KEY_FILE``: the Ed25519 public key (PEM).
 
+A step that starts pods of its own passes the keys on by reference, never by value:
+``DMLOPS_MODEL_SIGNING_SECRET`` / ``DMLOPS_MODEL_VERIFY_SECRET`` (``<secret name>/<key>``, set by the
+``model_signing`` cluster setting) name the Secret keys that ``train`` mounts into the training job's
+rank-0 pods (:func:`dmlops.training.launch.signing_key_file`) and ``deploy`` gives the predictor
+(:func:`verify_key_env`).
+
 Whether or not a key is configured, :func:`verify` also checks the manifest's shape: it may only name
 files inside the model folder, and every file in the folder must be listed.
 """
@@ -31,6 +37,8 @@ from dmlops.data.errors import DataError
 SIGNING_KEY = "DMLOPS_MODEL_SIGNING_KEY"
 VERIFY_KEY = "DMLOPS_MODEL_VERIFY_KEY"
 SIGNATURE_SUFFIX = ".sig"
+SIGNING_SECRET = "DMLOPS_MODEL_SIGNING_SECRET"
+VERIFY_SECRET = "DMLOPS_MODEL_VERIFY_SECRET"
 
 
 class ModelIntegrityError(DataError):
@@ -48,6 +56,26 @@ def _configured_key(variable: str) -> bytes | None:
         except OSError as error:
             raise ModelIntegrityError(f"{variable}_FILE={path} cannot be read: {error.strerror}") from None
     return None
+
+
+def secret_reference(variable: str) -> tuple[str, str] | None:
+    """(Secret name, key) from ``variable`` holding ``<secret name>/<key>``; None when it is unset."""
+    value = os.environ.get(variable, "")
+    if not value:
+        return None
+    secret, _, key = value.partition("/")
+    if not secret or not key or "/" in key:
+        raise ModelIntegrityError(f"{variable}={value!r}: expected <secret name>/<key>, e.g. dmlops-model-signing/private.pem")
+    return secret, key
+
+
+def verify_key_env() -> dict[str, Any]:
+    """``DMLOPS_MODEL_VERIFY_KEY`` from the public key's Secret key (:data:`VERIFY_SECRET`) as a container's
+    env entry (``valueFrom.secretKeyRef``); {} when no Secret is named."""
+    reference = secret_reference(VERIFY_SECRET)
+    if reference is None:
+        return {}
+    return {"name": VERIFY_KEY, "valueFrom": {"secretKeyRef": {"name": reference[0], "key": reference[1]}}}
 
 
 def generate_key_pair() -> tuple[str, str]:

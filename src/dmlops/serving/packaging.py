@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dmlops.privacy.signing import verify_key_env
 from dmlops.platform.naming import is_dns1035_label
 from dmlops.platform.storage import is_minio, location, put
 from dmlops.training.export import METADATA_FILE, fetch
@@ -172,7 +173,10 @@ def inference_service(
     annotation always carries the current one. ``logger_url``: KServe's agent sends every request and
     response to this URL as CloudEvents (``spec.predictor.logger``, mode ``all``), e.g. to the prediction
     log sink (:mod:`dmlops.serving.log_sink`); None takes ``$DMLOPS_PREDICTION_LOG_SINK_URL`` (so a deploy
-    step whose pod has it set logs), "" or unset: no logger.
+    step whose pod has it set logs), "" or unset: no logger. With ``$DMLOPS_MODEL_VERIFY_SECRET``
+    (``<secret>/<key>`` of the model-signing public key) set in this pod, the predictor gets the key as
+    ``DMLOPS_MODEL_VERIFY_KEY`` from that Secret and refuses unsigned or tampered models
+    (:func:`dmlops.privacy.signing.verify_key_env`).
     """
     if not is_dns1035_label(name):
         raise ValueError(f"InferenceService name {name!r} must be a DNS-1035 label (lower case, starts with a letter)")
@@ -194,6 +198,9 @@ def inference_service(
     }
     if model_args:
         model["args"] = list(model_args)
+    verify_key = verify_key_env()
+    if verify_key:
+        model["env"] = [verify_key]
     predictor: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas, "model": model}
     if service_account:
         predictor["serviceAccountName"] = service_account

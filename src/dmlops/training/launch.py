@@ -20,7 +20,10 @@ from dmlops.platform.local import LocalRunResult, run_workers
 from dmlops.platform.naming import resource_name, run_labels
 from dmlops.training.config import TF_STRATEGIES, RunConfig, RunSource
 from dmlops.training.export import METADATA_FILE
-from dmlops.training.jobs import Placement, Resource, horovodrun_command, mpi_job, pytorch_job, tf_job, train_job
+from dmlops.privacy.signing import SIGNING_KEY, SIGNING_SECRET, secret_reference
+from dmlops.training.jobs import (
+    Placement, Resource, SecretFile, horovodrun_command, mpi_job, pytorch_job, tf_job, train_job,
+)
 
 # How each strategy's workers are started, named after the operator that starts them on a cluster.
 LAUNCH_KIND = {
@@ -34,6 +37,7 @@ WORKER_MODULE = "dmlops.training.worker"  # the entry point every worker runs (p
 JOB_APIS = ("training-operator", "trainer")
 TRAINER_RUNTIME = "torch-distributed"
 DEFAULT_TIMEOUT_S = 24 * 3600.0
+SIGNING_KEY_MOUNT_PATH = "/var/run/secrets/dmlops/model-signing"  # where rank 0 finds the private key
 
 
 @dataclass
@@ -142,6 +146,17 @@ def worker_env(config: RunConfig) -> dict[str, Any]:
     return storage.pod_env(getattr(config, name) for name in DATA_URIS)
 
 
+def signing_key_file() -> SecretFile | None:
+    """The model-signing private key for the pods that export (rank 0): the Secret key this step's
+    ``DMLOPS_MODEL_SIGNING_SECRET`` names (``<secret>/<key>``) as a read-only file, its path in
+    ``DMLOPS_MODEL_SIGNING_KEY_FILE``; None when no Secret is named."""
+    reference = secret_reference(SIGNING_SECRET)
+    if reference is None:
+        return None
+    return SecretFile(reference[0], reference[1], "model-signing-key", SIGNING_KEY_MOUNT_PATH, "signing-key.pem",
+                      f"{SIGNING_KEY}_FILE")
+
+
 def training_job(
     config: RunSource,
     num_workers: int,
@@ -161,7 +176,9 @@ def training_job(
     permanent error (exit codes 1-127) is not (``restartPolicy: ExitCode``). A TrainJob has no field for
     either (no ``podFailurePolicy``, ``backoffLimit`` or ``restartPolicy`` in its spec or runtime patches):
     its training runtime decides, and ``torch-distributed`` restarts a failed pod in place (JobSet's
-    OnFailure) up to the Job's default backoffLimit of 6, whatever the exit code."""
+    OnFailure) up to the Job's default backoffLimit of 6, whatever the exit code. With
+    ``DMLOPS_MODEL_SIGNING_SECRET`` set here, the pods of rank 0 get the signing key (:func:`signing_key_file`)
+    and sign the export."""
     config = as_run(config)
     if job_api not in JOB_APIS:
         raise ValueError(f"unknown job_api {job_api!r}; use 'training-operator' (PyTorchJob, TFJob, MPIJob) "
@@ -179,7 +196,9 @@ def training_job(
                           node_selector=resources.node_selector, tolerations=resources.tolerations,
                           labels=labels or {})
     worker = ["python", "-m", WORKER_MODULE]
-    common: dict[str, Any] = dict(image=image, env=worker_env(config), workers=num_workers, placement=placement)
+    signing_key = signing_key_file()
+    common: dict[str, Any] = dict(image=image, env=worker_env(config), workers=num_workers, placement=placement,
+                                  leader_files=[signing_key] if signing_key else [])
     restarts: dict[str, Any] = dict(restart_policy=restart_policy(config.strategy) if max_restarts else "Never",
                                     backoff_limit=max_restarts)
     kind = LAUNCH_KIND[config.strategy]
