@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Build the four dmlops images (base, torch-horovod CPU, tf-horovod, serve) from this tree, tagged as the
+# Build the five dmlops images (base, torch-horovod CPU, tf-horovod, serve, spark) from this tree, tagged as the
 # compiled components name them: $REGISTRY/<name>:<package version> (default ghcr.io/dmlops, see
 # src/dmlops/images.py). What `make images` runs.
 #
-#   scripts/images.sh [NAME...]   (default: base torch-horovod tf-horovod serve; torch-horovod-cuda builds
+#   scripts/images.sh [NAME...]   (default: base torch-horovod tf-horovod serve spark; torch-horovod-cuda builds
 #                                  the CUDA variant, <version>-cuda, from nvidia/cuda images)
 #
 # It brings up what the machine lacks, so the same command works on a laptop with Docker Hub and on a
@@ -32,7 +32,7 @@ CA_BUNDLE=${CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
 WHEELS_PORT=${WHEELS_PORT:-38517}
 RECORD=${RECORD:-local_outputs/images.tsv}
 TORCH_VERSION=$(sed -n 's/^torch==//p' containers/constraints.txt)
-if [ $# -gt 0 ]; then names=("$@"); else names=(base torch-horovod tf-horovod serve); fi
+if [ $# -gt 0 ]; then names=("$@"); else names=(base torch-horovod tf-horovod serve spark); fi
 
 log() { echo "images: $*" >&2; }
 mkdir -p local_outputs

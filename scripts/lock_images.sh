@@ -110,3 +110,4 @@ lock containers/tf-horovod/requirements.lock tf containers/horovod.in
 # tf-horovod builds horovod in an environment of its own that has torch as well (build_horovod.sh needs it).
 lock containers/tf-horovod/horovod-build.lock tf,horovod containers/horovod.in
 lock containers/serve/requirements.lock serve,torch,feast,registry
+lock containers/spark/requirements.lock spark

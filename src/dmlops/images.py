@@ -9,7 +9,7 @@ import os
 from dmlops import __version__
 
 DEFAULT_REGISTRY = "ghcr.io/dmlops"
-IMAGE_FAMILIES = ("base", "torch-horovod", "tf-horovod", "serve")
+IMAGE_FAMILIES = ("base", "torch-horovod", "tf-horovod", "serve", "spark")
 
 
 def image(family: str) -> str:
@@ -24,3 +24,4 @@ BASE_IMAGE = image("base")
 TORCH_IMAGE = image("torch-horovod")
 TF_IMAGE = image("tf-horovod")
 SERVE_IMAGE = image("serve")
+SPARK_IMAGE = image("spark")

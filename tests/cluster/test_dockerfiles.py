@@ -37,10 +37,13 @@ DOCKERFILES = {
     "torch-horovod": ["torch-horovod/Dockerfile", "torch-horovod/Dockerfile.cuda"],
     "tf-horovod": ["tf-horovod/Dockerfile"],
     "serve": ["serve/Dockerfile"],
+    "spark": ["spark/Dockerfile"],
 }
 # Training job workers (PyTorchJob, TFJob, MPIJob, TrainJob) run the worker in these images.
 WORKER_MODULE = "dmlops.training.worker"
 WORKER_IMAGES = ("torch-horovod", "tf-horovod")
+# A SparkApplication's driver runs its main file, which runs the Spark engine's entry point, in the spark image.
+SPARK_DRIVER = ("dmlops.data.spark_driver", "dmlops.data.spark.__main__")
 # Imports an image deliberately does not provide, and why. The test fails when one is no longer
 # reachable, so this list cannot outlive the code it excuses.
 NOT_IN_IMAGE = {
@@ -52,6 +55,7 @@ NOT_IN_IMAGE = {
     ("serve", "onnxruntime"): "ONNX models are served by KServe's Triton runtime",
     ("serve", "ai_edge_litert"): "export_edge leaves the TFLite variants out, naming why, where TensorFlow is absent",
     ("serve", "ai_edge_quantizer"): "export_edge leaves the TFLite variants out, naming why, where TensorFlow is absent",
+    ("base", "pyspark"): "engine='spark' runs in the spark image, as a SparkApplication (backend kubernetes)",
 }
 # The horovod package is built by scripts/build_horovod.sh, not installed from an extra.
 HOROVOD = "horovod"
@@ -99,6 +103,7 @@ def closures_by_image() -> dict[str, list[tuple[str, ImportClosure]]]:
     worker = import_closure({WORKER_MODULE})
     for family in WORKER_IMAGES:
         runs[family].append((f"training worker {WORKER_MODULE}", worker))
+    runs["spark"].append((f"SparkApplication driver {SPARK_DRIVER[0]}", import_closure(set(SPARK_DRIVER))))
     container = serving_runtime_container()
     command = container.get("command", []) + container.get("args", [])
     module = command[command.index("-m") + 1]

@@ -27,7 +27,8 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PUBLIC_CA_STORE = Path("/usr/share/ca-certificates")
 # The build secret's mount point (BuildKit's default for `--mount=type=secret,id=ca`).
 SECRET_PATH = "run/secrets/ca"
-SHELL_IMPORTS = {"torch-horovod": ["horovod.torch"], "tf-horovod": ["horovod.tensorflow"], "base": [], "serve": []}
+SHELL_IMPORTS = {"torch-horovod": ["horovod.torch"], "tf-horovod": ["horovod.tensorflow"], "base": [], "serve": [],
+                 "spark": ["pyspark"]}
 
 
 def pins() -> dict[str, str]:
