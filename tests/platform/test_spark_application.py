@@ -102,6 +102,13 @@ def test_bad_resources_and_a_missing_image_are_refused():
         run_spark_job("validate", {}, backend="kubernetes")
 
 
+def test_the_spark_image_has_the_driver_script_and_the_spark_version_the_application_names():
+    dockerfile = (REPO / "containers" / "spark" / "Dockerfile").read_text()
+    assert f"COPY src/dmlops/data/spark_driver.py {DRIVER_SCRIPT}\n" in dockerfile
+    lock = (REPO / "containers" / "spark" / "requirements.lock").read_text()
+    assert f"\npyspark=={spark.SPARK_VERSION} " in lock
+
+
 # -- the completion rule ----------------------------------------------------------------------------
 
 
@@ -432,3 +439,40 @@ def test_sigterm_deletes_the_application(cluster):
     assert _app(kubeflow, namespace, name)["metadata"]["deletionTimestamp"]
     driver = client.CoreV1Api(kubeflow.kube.api).read_namespaced_pod(f"{name}-driver", namespace)
     assert driver.metadata.owner_references[0].name == name  # what the garbage collector deletes it by
+
+
+@pytest.mark.envtest
+def test_the_project_roles_let_the_step_run_the_application_and_the_driver_start_executors(cluster, kube_api):
+    """manifests/base/rbac.yaml (the step) and manifests/spark (the driver), as service-account tokens."""
+    import yaml
+    from kubeharness.rbac import bind_project_role, service_account_token
+
+    kubeflow, namespace = cluster
+    admin = kubeflow.kube.api
+    bind_project_role(admin, namespace, "pipeline-runner")
+    rbac = client.RbacAuthorizationV1Api(admin)
+    for document in yaml.safe_load_all((REPO / "manifests" / "spark" / "spark-driver-rbac.yaml").read_text()):
+        if document["kind"] == "Role":
+            rbac.create_namespaced_role(namespace, document)
+        elif document["kind"] == "RoleBinding":
+            rbac.create_namespaced_role_binding(namespace, document)  # the account exists (fixture)
+
+    def as_account(account: str) -> client.ApiClient:
+        return kube_api.api_client(service_account_token(admin, namespace, account))
+
+    name = resource_name("spark", RUN_ID, "validate")
+    launcher = KubernetesLauncher(as_account("pipeline-runner"), echo=lambda line: None, poll_interval_s=0.05)
+    thread, outcome = _run_in_thread(lambda: launcher.run(make_app(namespace), timeout_s=60))
+    kubeflow.wait_for(lambda: _state(kubeflow, namespace, name) == "SUBMITTED", what="SUBMITTED")
+    _set_driver(kubeflow, namespace, f"{name}-driver", "Succeeded", exit_code=0)
+    thread.join(60)
+    assert "error" not in outcome, outcome.get("error")  # create, watch, list pods: granted
+
+    driver = client.CoreV1Api(as_account("dmlops-spark"))
+    executor = {"metadata": {"name": f"{name}-exec-1", "labels": {"spark-role": "executor"}},
+                "spec": {"containers": [{"name": "spark-kubernetes-executor", "image": IMAGE}]}}
+    driver.create_namespaced_pod(namespace, executor)
+    driver.delete_collection_namespaced_pod(namespace, label_selector="spark-role=executor")
+    with pytest.raises(ApiException) as refused:
+        driver.list_namespaced_secret(namespace)
+    assert refused.value.status == 403
