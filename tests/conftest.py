@@ -3,12 +3,21 @@
 import shutil
 import subprocess
 
+import log_copy
 import pytest
 
 from dmlops.platform.local import free_ports
 from kubeharness.listening import wait_listening
 
 pytest_plugins = ["kubeharness.fixtures"]  # kube_api (a real API server) and kube_namespace
+
+
+def pytest_configure(config):
+    log_copy.start(config)  # every process of the session copies its JSON log lines to one file
+
+
+def pytest_sessionfinish(session):
+    log_copy.check(session)  # ... and no field of them may change type
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ def run_local(pipeline, params: dict[str, object], output_dir: Path, *, verbose:
     from kfp import local
 
     from dmlops.console import RunConsole, pipeline_step_names
+    from dmlops.platform.logs import human_lines_in_children
 
     root = output_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,7 @@ def run_local(pipeline, params: dict[str, object], output_dir: Path, *, verbose:
     run_console = RunConsole(console, root, step_names, verbose=verbose)
     started = time.monotonic()
     try:
-        with run_console.attached():
+        with run_console.attached(), human_lines_in_children():
             pipeline(**params)
     except RuntimeError:
         run_console.report_failure()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kserve.model_server import parser as kserve_parser
 
+from dmlops.platform import logs
 from dmlops.serving.prediction_log import PredictionLog
 from dmlops.serving.predictor import DmlopsModel, FeastEnrichment
 from dmlops.serving.server import DEFAULT_MAX_BODY_BYTES, serve
@@ -52,6 +53,7 @@ def feast_config(text: str) -> FeastEnrichment | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    logs.configure(args.model_name, labels={"model_name": args.model_name})
     model = DmlopsModel(
         args.model_name, args.model_dir, model_format=args.model_format, threads=args.threads,
         feast=feast_config(args.feast_config), domain_policy=args.domain_policy,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 from collections import OrderedDict
 from typing import Any
 
@@ -33,8 +34,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+from dmlops.platform import logs
 from dmlops.serving.prediction_log import PredictionLog
 
+_LOG = logging.getLogger("dmlops.serving.log_sink")  # also when run as __main__
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 
@@ -126,6 +129,9 @@ class LogSink:
                 outcome = self.receive(headers, await request.body())
             except SinkError as error:
                 events_total.labels(kind, "rejected").inc()
+                with logs.trace(headers.get("ce-id", "")):
+                    _LOG.warning("400 %s event refused: %s", kind, error, extra={
+                        "http.response.status_code": 400, "labels.model_name": headers.get("ce-inferenceservicename")})
                 return JSONResponse({"error": str(error)}, status_code=400)
             events_total.labels(kind, outcome).inc()
             return JSONResponse({"outcome": outcome})
@@ -149,8 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import uvicorn
 
+    logs.configure("dmlops-log-sink")
+    logs.adopt_library_loggers("uvicorn", "uvicorn.error", "uvicorn.access")
     sink = LogSink(args.uri, model_version=args.model_version, max_pending=args.max_pending)
-    uvicorn.run(sink.app(), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(sink.app(), host=args.host, port=args.port, log_level="warning", log_config=None)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ per input answered with one ``output`` tensor.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from dmlops.platform import logs
 from dmlops.serving import metrics
 from dmlops.serving.answers import answer_scores, v1_predictions
 from dmlops.serving.features import DOMAIN_POLICIES, V2_DATATYPES, RequestError
@@ -36,6 +38,7 @@ from dmlops.serving.prediction_log import REQUEST_ID_HEADER, PredictionLog, expo
 OUTPUT_NAME = "probability"
 LABEL_OUTPUT_NAME, PROBABILITIES_OUTPUT_NAME, VALUE_OUTPUT_NAME = "label", "probabilities", "value"
 TENSOR_OUTPUT_NAME = "output"
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,6 +142,7 @@ class DmlopsModel(kserve.Model):
             raise ValueError(f"domain policy {domain_policy!r}: choose one of {DOMAIN_POLICIES}")
         self.domain_policy = domain_policy
         self.model: ServedModel | TensorModel | None = None
+        self.version = ""
         self._extra_fields = frozenset(feast.entity_keys if feast else ())
 
     def load(self) -> bool:
@@ -147,8 +151,10 @@ class DmlopsModel(kserve.Model):
             raise ValueError("feature store enrichment needs a dmlops tabular model (named features)")
         if self.feast:
             self.feast.open()
+        self.version = (self.prediction_log.model_version if self.prediction_log else "") or \
+            export_version(self.model.metadata)
         if self.prediction_log:
-            self.prediction_log.model_version = self.prediction_log.model_version or export_version(self.model.metadata)
+            self.prediction_log.model_version = self.version
             self.prediction_log.start()
         # metric children resolved once: label lookups would cost more than the encoding of a row
         self._outcomes = {(protocol, outcome): metrics.requests_total.labels(self.name, protocol, outcome)
@@ -234,6 +240,7 @@ class DmlopsModel(kserve.Model):
         started = time.perf_counter()
         protocol = "v2" if isinstance(payload, InferRequest) else "v1"
         rid = request_id(headers, payload.id if protocol == "v2" else None)
+        logs.set_trace_id(rid)  # this request's lines, and the server's for its 400 or 500, carry it
         if response_headers is not None:
             response_headers[REQUEST_ID_HEADER] = rid
         if isinstance(self.model, TensorModel):
@@ -259,9 +266,16 @@ class DmlopsModel(kserve.Model):
         self._latency[protocol].observe(time.perf_counter() - started)
         if self.prediction_log:
             self.prediction_log.record(rid, rows, predictions)
+        self._log_answer(protocol, len(rows), started)
         if protocol == "v1":
             return {"predictions": v1_predictions(self.model.target, predictions)}
         return InferResponse(response_id=rid, model_name=self.name, infer_outputs=self.v2_outputs(predictions))
+
+    def _log_answer(self, protocol: str, rows: int, started: float) -> None:
+        """One line per answered request (the request id is its trace.id)."""
+        _LOG.info("200 %s predict: %d rows", protocol, rows, extra={
+            "http.response.status_code": 200, "dmlops.rows": rows, "event.duration": logs.duration_ns(started),
+            "labels.model_name": self.name, "labels.model_version": self.version, "labels.protocol": protocol})
 
     def _predict_tensors(self, payload: dict | InferRequest, protocol: str, started: float,
                          rid: str) -> dict | InferResponse:
@@ -290,6 +304,7 @@ class DmlopsModel(kserve.Model):
         self._latency[protocol].observe(time.perf_counter() - started)
         if self.prediction_log:
             self.prediction_log.record(rid, dict(zip(self.model.inputs, arrays)), outputs)
+        self._log_answer(protocol, len(outputs), started)
         if protocol == "v1":
             return {"predictions": outputs.tolist()}
         output = InferOutput(TENSOR_OUTPUT_NAME, list(outputs.shape), "FP32", outputs.astype(np.float32).ravel().tolist())

@@ -4,6 +4,12 @@ Three additions to the stock server: request bodies over ``max_body_bytes`` get 
 whole, the HTTP listener can be bound to one address (``127.0.0.1`` for local serving; KServe's
 default ``0.0.0.0`` in a pod), and a 400 logs one line (KServe's handler logs the whole traceback of every
 bad request: a flood of them would bury the server's log).
+
+Every line the server logs (KServe's, uvicorn's, the predictor's) goes through :mod:`dmlops.platform.logs`:
+a line per prediction request from the predictor, whose request id is the ``trace.id`` of the lines the
+request causes (its 400 or 500 too). uvicorn's access log and KServe's latency lines (``kserve.trace``) are
+off: the predictor's line carries the status, rows and duration, and health probes and metrics scrapes
+would outnumber it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ from kserve.errors import InvalidInput
 from kserve.logging import logger
 from kserve.model_server import app
 
+from dmlops.platform import logs
+from dmlops.serving.prediction_log import request_id
+
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+_SERVER_LOGGERS = ("kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 class _BodyTooLarge(Exception):
@@ -69,7 +79,10 @@ class BodySizeLimit:
 
 async def _invalid_input(request, error: InvalidInput) -> JSONResponse:
     """A 400 with the error's message, logged as one line (method, path, message)."""
-    logger.log(logging.WARNING, "400 %s %s: %s", request.method, request.url.path, error)
+    if logs.current_trace_id() is None:  # refused before the predictor read the request
+        logs.set_trace_id(request_id(request.headers))
+    logger.log(logging.WARNING, "400 %s %s: %s", request.method, request.url.path, error, extra={
+        "http.request.method": request.method, "url.path": request.url.path, "http.response.status_code": 400})
     return JSONResponse(status_code=400, content={"error": str(error)})
 
 
@@ -77,8 +90,11 @@ class ModelServer(kserve.ModelServer):
     """``kserve.ModelServer`` whose HTTP listener binds ``host`` and whose 400s log one line."""
 
     def __init__(self, *, host: str = "0.0.0.0", **kwargs):
+        logs.adopt_library_loggers(*_SERVER_LOGGERS)  # before KServe configures its own handlers for them
         super().__init__(**kwargs)
         self.host = host
+        for quiet in ("uvicorn.access", "kserve.trace"):  # a line or two per request, said by the predictor's
+            logging.getLogger(quiet).setLevel(logging.WARNING)
 
     def setup_event_loop(self):
         # start() has built the REST server but not started it: the bind address is still settable.

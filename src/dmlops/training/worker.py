@@ -35,6 +35,7 @@ from typing import Any, Callable
 from packaging.requirements import Requirement
 
 from dmlops.data.errors import DataError
+from dmlops.platform import logs
 from dmlops.training.config import RunConfig, RunSource, argument_flags, parse_args
 from dmlops.training.runtime import run_environment
 
@@ -160,6 +161,11 @@ def is_infrastructure_error(error: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the entrypoint's own logging records (and its libraries') as JSON lines; its errors below stay plain
+    # text on stderr, where the launcher reads the failure it reports
+    rank = next((os.environ[name] for name in ("RANK", "OMPI_COMM_WORLD_RANK", "HOROVOD_RANK") if name in os.environ),
+                None)
+    logs.configure("dmlops-worker", labels={"rank": rank})
     try:
         run_config = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as error:
