@@ -242,6 +242,38 @@ def test_a_failed_application_reports_the_operators_message_and_the_end_of_the_d
     assert f"SparkApplication team-a/{name}: RUNNING" in echo
 
 
+def test_on_kubernetes_the_outputs_the_driver_wrote_come_back_to_the_artifacts_paths(fake_kube, tmp_path, monkeypatch):
+    """The component passes output URIs; after COMPLETED each is copied to its local path, which KFP then
+    uploads to the same URI (memory:// stands in for the object store the driver writes to)."""
+    import fsspec
+
+    monkeypatch.setenv("KUBECONFIG", str(fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="team-a")))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    memory = fsspec.filesystem("memory")
+    name = resource_name("spark", RUN_ID, "compare")
+
+    def operator():
+        app = fake_kube.wait_for_object("sparkapplications", "team-a", name)
+        arguments = json.loads(app["spec"]["arguments"][1])
+        memory.pipe(arguments["report"].removeprefix("memory://") + "/index.html", b"<html>drift</html>")
+        memory.pipe(arguments["metrics"].removeprefix("memory://"), b'{"psi": 0.01}')
+        fake_kube.patch_status("sparkapplications", "team-a", name, {"applicationState": {"state": "COMPLETED"}})
+
+    fake_kube.in_background(operator)
+    report, metrics = tmp_path / "outputs" / "report", tmp_path / "outputs" / "metrics.json"
+    result = run_spark_job("compare", {"report": "memory://kfp/run/compare/report", "metrics": "memory://kfp/run/m.json",
+                                       "reference": "s3://lake/flights"}, "kubernetes", run_id=RUN_ID,
+                           task_name="compare", image=IMAGE, outputs={"report": str(report), "metrics": str(metrics)},
+                           timeout_s=20)
+    fake_kube.raise_background_errors()
+    assert (result["condition"], result["created"]) == ("COMPLETED", True)
+    assert (report / "index.html").read_text() == "<html>drift</html>"
+    assert json.loads(metrics.read_text()) == {"psi": 0.01}
+    with pytest.raises(ValueError, match=r"outputs \['model'\] are not keys"):
+        run_spark_job("compare", {}, "kubernetes", run_id=RUN_ID, task_name="compare", image=IMAGE,
+                      outputs={"model": str(tmp_path)})
+
+
 # -- against a real API server with the simulated Spark Operator ----------------------------------
 
 

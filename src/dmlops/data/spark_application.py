@@ -14,7 +14,9 @@ component's inputs, artifacts as URIs). :func:`run_spark_job` is the one call th
 
 On the cluster the driver and executors read and write object storage: ``minio://`` URIs become ``s3://``
 with KFP's store settings and credentials in their environment (:func:`dmlops.platform.storage.pod_env`),
-and a local path is refused (it exists only in the step's pod).
+and a local path is refused (it exists only in the step's pod). A component passes its output artifacts'
+URIs and names their local paths in ``outputs``: after the job each is copied to its path, which KFP uploads
+to the same URI after the component's body (as the training step does with its export).
 """
 
 from __future__ import annotations
@@ -176,14 +178,17 @@ def run_spark_job(
     resources: SparkResources = SparkResources(),
     service_account: str = SPARK_SERVICE_ACCOUNT,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    outputs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the Spark job ``operation`` with ``arguments`` (the component's inputs, artifacts as URIs).
 
     ``backend`` "local" runs it in this process; "kubernetes" as a SparkApplication named
     ``resource_name("spark", run_id, task_name)`` and labelled with the run and task (a retried step
     reattaches to it), in ``namespace`` (default: this pod's), running ``image`` (default: the spark
-    image of this version); "auto" picks kubernetes inside a pod. Returns what ran: the backend and, on
-    Kubernetes, the SparkApplication and how it ended. A failed application raises
+    image of this version); "auto" picks kubernetes inside a pod. ``outputs`` maps the keys of
+    ``arguments`` that are output URIs to the local paths (the artifacts' ``.path``) they are copied to
+    after a job on Kubernetes; the local backend is given local paths and ignores it. Returns what ran: the
+    backend and, on Kubernetes, the SparkApplication and how it ended. A failed application raises
     :class:`~dmlops.platform.JobFailed` with the operator's error message and the end of the driver's log.
     """
     backend = resolve_backend(backend)
@@ -196,6 +201,9 @@ def run_spark_job(
     if not run_id:
         raise ValueError("run_spark_job on kubernetes needs run_id and task_name (dsl.PIPELINE_JOB_ID_PLACEHOLDER and "
                          "dsl.PIPELINE_TASK_NAME_PLACEHOLDER): they name the SparkApplication a retried step reattaches to")
+    missing = sorted(set(outputs or {}) - set(arguments))
+    if missing:
+        raise ValueError(f"outputs {missing} are not keys of the job's arguments {sorted(arguments)}")
     converted, uris = pod_arguments(arguments)
     application = spark_application(
         resource_name("spark", run_id, task_name),
@@ -209,4 +217,19 @@ def run_spark_job(
         env=storage.pod_env(uris),
     )
     result = KubernetesLauncher().run(application, timeout_s=timeout_s)
+    for key, local_path in (outputs or {}).items():
+        download(arguments[key], local_path)
     return {"backend": "kubernetes", "operation": operation, **result.to_dict()}
+
+
+def download(uri: str, local_path: str) -> None:
+    """Copy what the job wrote at ``uri`` (a file, or a directory's files) to ``local_path``."""
+    filesystem, path = storage.filesystem(uri)
+    if not filesystem.exists(path):
+        raise SparkJobError(f"the Spark job wrote nothing at {uri}, one of its outputs")
+    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+    if filesystem.isdir(path):
+        Path(local_path).mkdir(parents=True, exist_ok=True)
+        filesystem.get(f"{path.rstrip('/')}/", f"{str(local_path).rstrip('/')}/", recursive=True)
+    else:
+        filesystem.get(path, str(local_path))
