@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dmlops.data.conform import _target, cast_with_failures, int64_array
-from dmlops.data.csv_reader import _csv_plan, _load_staged, _stage_csv
+from dmlops.data.csv_reader import _csv_plan, read_csv
 from dmlops.data.errors import IngestError
 from dmlops.data.publish import _Publisher
 from dmlops.data.redaction import QuarantineRedaction
@@ -35,7 +35,6 @@ from dmlops.data.schema import load_schema, type_name
 from dmlops.data.sink import QUARANTINE_FIELDS, ROW_GROUP_ROWS, _Sink, _SourceCount
 from dmlops.data.source_stream import _READ_ERRORS, _read_error, _read_errors, shown
 from dmlops.data.sources import SourceFile, local_copy, resolve_sources
-from dmlops.data.type_sniffer import _TypeSniffer
 
 __all__ = ["DEFAULT_BATCH_SIZE_BYTES", "DEFAULT_NULL_VALUES", "QUARANTINE_FIELDS", "ROW_GROUP_ROWS", "IngestResult",
            "cast_with_failures", "ingest", "int64_array", "json_types", "shown"]
@@ -195,9 +194,9 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
                   progress: bool) -> IngestResult:
     """Read every file into the publisher's partial outputs and count the rows.
 
-    CSV is read in two passes: the records as raw text into local staging files while every value is
-    sniffed for the column types, then the staged records conformed to those types. Parquet and JSON
-    Lines carry their own types and are conformed as they are read.
+    CSV column types are sniffed from every value (:func:`dmlops.data.csv_reader.read_csv`: one pass where
+    the types of the first records hold, else two). Parquet and JSON Lines carry their own types and are
+    conformed as they are read.
     """
     first = files[0]
     csv_options = None
@@ -217,29 +216,18 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
             raise _read_error(first.uri, error) from None
     target = _target(header.names, dict(zip(header.names, header.types)), declared, first.uri)
     redaction = QuarantineRedaction(declared)
-    sink = _Sink(publisher.partial["output"], publisher.partial["quarantine"], target.names, redaction)
-    counts = [_SourceCount(item.uri, extra=item.extra) for item in files]
+
+    def new_sink() -> _Sink:
+        return _Sink(publisher.partial["output"], publisher.partial["quarantine"], target.names, redaction)
+
     total = sum(item.size for item in files) if all(item.size is not None for item in files) else None
-    try:
-        with _Progress(progress, total, f"ingest {source}") as bar:
-            if csv_options is not None:
-                sniffer = _TypeSniffer(sorted(target.inferred), max_bad_fraction)
-                staged = [os.path.join(publisher.staging, f"{index}.arrow") for index in range(len(files))]
-                rows, casts = 0, []
-                for item, count, staging_path in zip(files, counts, staged):
-                    with _read_errors(item.uri):
-                        staged_rows, cast_per_batch = _stage_csv(item, csv_options, target.source_columns,
-                                                                 staging_path, sink, count, sniffer, bar.advance)
-                    rows += staged_rows
-                    casts.append(cast_per_batch)
-                rows += sum(count.rows_in for count in counts)  # the lines quarantined while staging
-                target = _target(names, sniffer.types(rows, max_bad_fraction), declared, first.uri)
-                sink.open_output(target)
-                for count, staging_path, cast_per_batch in zip(counts, staged, casts):
-                    _load_staged(staging_path, sink, count, cast_per_batch)
-                    if os.path.exists(staging_path):
-                        os.remove(staging_path)
-            else:
+    with _Progress(progress, total, f"ingest {source}") as bar:
+        if csv_options is not None:
+            sink, counts = read_csv(files, csv_options, target, declared, max_bad_fraction, new_sink,
+                                    publisher.staging, bar.advance)
+        else:
+            sink, counts = new_sink(), [_SourceCount(item.uri, extra=item.extra) for item in files]
+            try:
                 sink.open_output(target)
                 for item, count in zip(files, counts):
                     with _read_errors(item.uri):
@@ -247,8 +235,8 @@ def _ingest_files(files: list[SourceFile], source: str, publisher: _Publisher, d
                             _read_parquet(item, block_size, sink, count, bar.advance)
                         else:
                             _read_jsonl(item, block_size, sink, count, bar.advance)
-    finally:
-        sink.close()
+            finally:
+                sink.close()
     output = publisher.partial["output"]
     result = IngestResult(
         rows_in=sum(count.rows_in for count in counts),

@@ -22,10 +22,6 @@ import pyarrow.compute as pc
 
 from dmlops.data.conform import cast_with_failures
 from dmlops.data.schema import REDACTED, arrow_type, pii_columns
-from dmlops.privacy.pseudonymize import KEY_VARIABLE, apply_pii_rules, pseudonym_key
-
-_NULL_TEXT = pa.scalar(None, pa.string())
-
 
 class QuarantineRedaction:
     """The ``pii`` rules of a schema document, applied to quarantine records."""
@@ -35,13 +31,15 @@ class QuarantineRedaction:
         columns = (schema or {}).get("columns") or {}
         self.declared_types = {name: arrow_type(columns[name]["type"]) for name in self.rules
                                if "type" in columns[name]}
-        needs_key = any(rule["action"] == "pseudonymize" for rule in self.rules.values())
-        self.key = pseudonym_key(required=False) if needs_key else None
-        self.warnings = [
-            f"column {name!r} is marked pseudonymize but {KEY_VARIABLE} is not set: its quarantined values "
-            f"are written as {REDACTED}" for name, rule in self.rules.items()
-            if rule["action"] == "pseudonymize" and self.key is None
-        ]
+        self.key, self.warnings = None, []
+        pseudonymized = [name for name, rule in self.rules.items() if rule["action"] == "pseudonymize"]
+        if pseudonymized:  # imported only here: the module brings cryptography, a quarter second to import
+            from dmlops.privacy.pseudonymize import KEY_VARIABLE, pseudonym_key
+
+            self.key = pseudonym_key(required=False)
+            if self.key is None:
+                self.warnings = [f"column {name!r} is marked pseudonymize but {KEY_VARIABLE} is not set: its "
+                                 f"quarantined values are written as {REDACTED}" for name in pseudonymized]
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -55,7 +53,7 @@ class QuarantineRedaction:
         action = rule["action"]
         if action == "drop":
             return pa.nulls(len(text), pa.string())
-        redacted = pc.if_else(pc.is_valid(text), pa.scalar(REDACTED), _NULL_TEXT)
+        redacted = pc.if_else(pc.is_valid(text), pa.scalar(REDACTED), pa.scalar(None, pa.string()))
         if action == "pseudonymize" and self.key is None:
             return redacted
         values, failed = text, None
@@ -64,6 +62,8 @@ class QuarantineRedaction:
             if data_type is None:
                 return redacted
             values, failed = cast_with_failures(text, data_type)
+        from dmlops.privacy.pseudonymize import apply_pii_rules
+
         applied = apply_pii_rules(pa.table({name: values}), {name: rule}, self.key).column(name)
         applied = pc.cast(applied, pa.string()).combine_chunks()
         return applied if failed is None else pc.if_else(failed, redacted, applied)
