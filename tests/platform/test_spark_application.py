@@ -269,6 +269,8 @@ def test_on_kubernetes_the_outputs_the_driver_wrote_come_back_to_the_artifacts_p
     assert (result["condition"], result["created"]) == ("COMPLETED", True)
     assert (report / "index.html").read_text() == "<html>drift</html>"
     assert json.loads(metrics.read_text()) == {"psi": 0.01}
+    with pytest.raises(SparkJobError, match="the Spark job wrote nothing at memory://kfp/run/none, one of its outputs"):
+        spark.download("memory://kfp/run/none", str(tmp_path / "none"))
     with pytest.raises(ValueError, match=r"outputs \['model'\] are not keys"):
         run_spark_job("compare", {}, "kubernetes", run_id=RUN_ID, task_name="compare", image=IMAGE,
                       outputs={"model": str(tmp_path)})
