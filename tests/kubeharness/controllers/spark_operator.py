@@ -17,9 +17,9 @@ runs on the driver alone: no executor pods, driver Service or web UI Service/Ing
 configuration ConfigMap. Memory overhead is not added to the pod's memory request. Restart policies other
 than Never (retries, PENDING_RERUN), suspension, the defaulting webhook (dmlops sets every field it
 defaults), the validator's resource-quota check (off unless the operator runs with
-``--enable-resource-quota-enforcement``: cmd/operator/webhook/start.go), batch schedulers and the driver creation grace period are not
-simulated: an application with
-another restart policy is recorded as a controller error, so a test that relies on one fails.
+``--enable-resource-quota-enforcement``: cmd/operator/webhook/start.go), batch schedulers and the driver
+creation grace period are not simulated: an application with another restart policy is recorded as a
+controller error, so a test that relies on one fails.
 """
 
 from __future__ import annotations
