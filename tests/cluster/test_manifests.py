@@ -31,6 +31,7 @@ KUSTOMIZATIONS = {
     "multi-user": MANIFESTS / "overlays" / "multi-user",
     "mlflow": MANIFESTS / "mlflow",
     "spark": MANIFESTS / "spark",
+    "logging": MANIFESTS / "logging",
 }
 OVERLAY_NAMESPACE = {"standalone": "kubeflow", "multi-user": "kubeflow-user-example-com"}
 OVERLAY_SERVICE_ACCOUNT = {"standalone": "pipeline-runner", "multi-user": "default-editor"}
