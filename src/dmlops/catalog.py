@@ -25,6 +25,9 @@ from kfp import components
 ingest = components.load_component_from_url(
     "https://raw.githubusercontent.com/dmlops/dmlops/main/components/data/ingest.yaml")
 ```
+
+Every component logs JSON lines with Elastic Common Schema fields, its name as `service.name` (see "Logs"
+in the project's README); `DMLOPS_LOG_FORMAT=text` in a task's environment gives lines for people instead.
 """
 
 
