@@ -444,8 +444,8 @@ def latency_gate(policy: RolloutPolicy, stable: TrafficStats, canary: TrafficSta
                     f"latency_min_requests = {policy.latency_min_requests}"]
     stable_p99, canary_p99 = stable.percentile_ms(99), canary.percentile_ms(99)
     limit = min(policy.max_p99_ms, max(policy.max_p99_ratio * stable_p99, stable_p99 + policy.p99_floor_ms))
-    slower = canary_p99 > limit and \
-        mannwhitneyu(canary.latencies_ms, stable.latencies_ms, alternative="greater").pvalue < policy.latency_significance
+    rank_test = mannwhitneyu(canary.latencies_ms, stable.latencies_ms, alternative="greater")
+    slower = canary_p99 > limit and rank_test.pvalue < policy.latency_significance
     return [Gate("p99_ms", canary_p99, limit, not slower)], []
 
 
