@@ -30,7 +30,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -89,6 +88,9 @@ def typed_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         kind = FIELD_TYPES.get(key)
+        if kind is type(value):
+            typed[key] = value
+            continue
         if kind is not None:
             try:
                 typed[key] = _coerce(value, kind)
@@ -109,8 +111,7 @@ class EcsJsonFormatter(JsonFormatter):
         extras = {key: value for key, value in record.__dict__.items()
                   if key not in _RECORD_ATTRS and not key.startswith("_")}
         fields: dict[str, Any] = {
-            "@timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "log.level": record.levelname.lower(),
             "message": record.getMessage(),
             **_bound,
