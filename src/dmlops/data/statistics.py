@@ -18,10 +18,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
-from dmlops.data.sandbox import sandboxed_connection
+from dmlops.data.sandbox import ROW_NUMBER, parquet_file, parquet_scan, sandboxed_connection
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 NUMERIC, CATEGORICAL, TEMPORAL, OTHER = "numeric", "categorical", "temporal", "other"
@@ -35,9 +34,6 @@ def quote_identifier(name: str) -> str:
 def quote_literal(text: str) -> str:
     """A DuckDB string literal."""
     return "'" + text.replace("'", "''") + "'"
-
-
-ROW_NUMBER = "file_row_number"
 
 
 @dataclass(frozen=True)
@@ -56,13 +52,12 @@ def open_parquet(path: str | Path) -> ParquetSource:
     if not location.is_file():
         raise DataError(f"dataset {location} is not a file; pass the path of a Parquet file")
     try:
-        schema = pq.read_schema(location)
+        schema = parquet_file(location).schema_arrow
     except (pa.ArrowInvalid, OSError) as error:
         raise DataError(f"dataset {location} is not readable as Parquet: {error}") from None
     # can_have_nan: Parquet min/max statistics leave NaN out, and without it DuckDB trusts them and
     # folds isnan(x) to false for files written by pyarrow (duckdb/duckdb#25521).
-    options = f"can_have_nan = true, {ROW_NUMBER} = true"
-    return ParquetSource(str(location), schema, f"read_parquet({quote_literal(str(location))}, {options})")
+    return ParquetSource(str(location), schema, parquet_scan(location, row_numbers=True, options="can_have_nan = true"))
 
 
 def connect(*paths: str) -> duckdb.DuckDBPyConnection:

@@ -9,10 +9,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import duckdb
-import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
-from dmlops.data.sandbox import sandboxed_connection
+from dmlops.data.sandbox import copy_to_parquet, parquet_file, parquet_scan, sandboxed_connection
 
 
 def _quote_identifier(name: str) -> str:
@@ -24,7 +23,7 @@ def _quote_literal(text: str) -> str:
 
 
 def _rows(path: str) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
+    return parquet_file(path).metadata.num_rows
 
 
 def _run(connection: duckdb.DuckDBPyConnection, sql: str, what: str) -> None:
@@ -62,8 +61,8 @@ def derive_columns(
     The expressions run sandboxed: they see the input's columns and cannot touch any other file.
     """
     connection = sandboxed_connection(input_path, output_path, quarantine_path)
-    source = f"read_parquet({_quote_literal(input_path)})"
-    existing = set(pq.ParquetFile(input_path).schema_arrow.names)
+    source = parquet_scan(input_path)
+    existing = set(parquet_file(input_path).schema_arrow.names)
     replaced = [f"({sql}) AS {_quote_identifier(name)}" for name, sql in columns.items() if name in existing]
     added = [f"({sql}) AS {_quote_identifier(name)}" for name, sql in columns.items() if name not in existing]
     select = "* REPLACE (" + ", ".join(replaced) + ")" if replaced else "*"
@@ -71,13 +70,10 @@ def derive_columns(
     condition = f"coalesce(({quarantine_when}), false)" if quarantine_when else "false"
     _run(connection, f"CREATE VIEW source AS SELECT {select}, {condition} AS __quarantine FROM {source}",
          f"derive_columns on {input_path} (check the column expressions and quarantine_when)")
-    _run(connection,
-         f"COPY (SELECT * EXCLUDE (__quarantine) FROM source WHERE NOT __quarantine) TO {_quote_literal(output_path)} (FORMAT parquet)",
-         f"writing {output_path}")
-    _run(connection,
-         f"COPY (SELECT * EXCLUDE (__quarantine), {_quote_literal(quarantine_reason)} AS _reason FROM source WHERE __quarantine) "
-         f"TO {_quote_literal(quarantine_path)} (FORMAT parquet)",
-         f"writing {quarantine_path}")
+    copy_to_parquet(connection, "SELECT * EXCLUDE (__quarantine) FROM source WHERE NOT __quarantine", output_path,
+                    [input_path])
+    copy_to_parquet(connection, f"SELECT * EXCLUDE (__quarantine), {_quote_literal(quarantine_reason)} AS _reason "
+                    "FROM source WHERE __quarantine", quarantine_path, [input_path])
     result = TransformResult(
         rows_in=_rows(input_path), rows_out=_rows(output_path), rows_quarantined=_rows(quarantine_path),
     )
@@ -119,7 +115,7 @@ def split_by_time(
     rows at or after ``eval_from`` + ``gap`` (a DuckDB interval, e.g. ``'1 day'``) evaluate; rows inside the
     gap or with a null time are quarantined with their reason.
     """
-    existing = pq.ParquetFile(input_path).schema_arrow
+    existing = parquet_file(input_path).schema_arrow
     if time_column not in existing.names:
         raise DataError(
             f"{input_path}: time column {time_column!r} not found; columns are {existing.names}. "
@@ -136,23 +132,19 @@ def split_by_time(
     time_value = f"CAST({column} AS TIMESTAMPTZ)"
     start = f"CAST({_quote_literal(cutoff.isoformat())} AS TIMESTAMPTZ)"
     end = f"({start} + INTERVAL {_quote_literal(gap)})" if gap else start
-    _run(connection, f"CREATE VIEW source AS SELECT * FROM read_parquet({_quote_literal(input_path)})", f"reading {input_path}")
+    _run(connection, f"CREATE VIEW source AS SELECT * FROM {parquet_scan(input_path)}", f"reading {input_path}")
     sides = {
         train_path: f"{time_value} < {start}",
         eval_path: f"{time_value} >= {end}",
     }
     for path, condition in sides.items():
-        _run(connection, f"COPY (SELECT * FROM source WHERE {condition}) TO {_quote_literal(path)} (FORMAT parquet)",
-             f"writing {path}")
+        copy_to_parquet(connection, f"SELECT * FROM source WHERE {condition}", path, [input_path])
     reason = f"CASE WHEN {column} IS NULL THEN 'null {time_column}' ELSE 'inside the gap before eval_from' END"
-    _run(connection,
-         f"COPY (SELECT *, {reason} AS _reason FROM source WHERE {column} IS NULL OR ({time_value} >= {start} AND {time_value} < {end})) "
-         f"TO {_quote_literal(quarantine_path)} (FORMAT parquet)",
-         f"writing {quarantine_path}")
-    train_range = connection.execute(
-        f"SELECT min({column})::VARCHAR, max({column})::VARCHAR FROM read_parquet({_quote_literal(train_path)})").fetchone()
-    eval_range = connection.execute(
-        f"SELECT min({column})::VARCHAR, max({column})::VARCHAR FROM read_parquet({_quote_literal(eval_path)})").fetchone()
+    copy_to_parquet(connection, f"SELECT *, {reason} AS _reason FROM source WHERE {column} IS NULL OR "
+                    f"({time_value} >= {start} AND {time_value} < {end})", quarantine_path, [input_path])
+    train_range, eval_range = (connection.execute(
+        f"SELECT min({column})::VARCHAR, max({column})::VARCHAR FROM source WHERE {condition}").fetchone()
+        for condition in sides.values())
     result = SplitResult(
         rows_in=_rows(input_path), rows_train=_rows(train_path), rows_eval=_rows(eval_path),
         rows_quarantined=_rows(quarantine_path),

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
 from dmlops.platform import storage
+from dmlops.privacy import encryption
 
 PRODUCTION_TIME = "prediction_time"
 
@@ -32,7 +32,7 @@ def _read(uri: str) -> pa.Table:
     filesystem, path = storage.filesystem(uri)
     if not filesystem.exists(path):
         raise DataError(f"{uri} does not exist")
-    return pq.read_table(path, filesystem=filesystem)
+    return encryption.read_table(uri)
 
 
 def _utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -101,6 +101,7 @@ def training_window(
         train = pool.slice(0, cut)
     if train.num_rows == 0:
         raise DataError(f"no training rows between {start.isoformat()} and {end.isoformat()}")
-    pq.write_table(train, train_path)
-    pq.write_table(holdout, holdout_path)
+    mark = encryption.input_marking([reference_uri, *([labelled_uri] if labelled_uri else [])])
+    encryption.write_like(train, train_path, mark)  # encrypted like a sensitive input
+    encryption.write_like(holdout, holdout_path, mark)
     return WindowCounts(reference.num_rows, production.num_rows, holdout.num_rows, start.isoformat(), end.isoformat())

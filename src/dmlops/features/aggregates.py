@@ -13,7 +13,8 @@ from typing import Any
 
 import duckdb
 
-from dmlops.data.sandbox import sandboxed_connection
+from dmlops.data.errors import DataError
+from dmlops.data.sandbox import copy_to_parquet, parquet_scan, sandboxed_connection
 from dmlops.features.errors import FeatureDataError
 
 
@@ -61,7 +62,7 @@ def running_means(
         raise FeatureDataError("means is empty: give output name -> SQL expression, e.g. {'delay_rate': 'label'}")
     connection = sandboxed_connection(input_path, output_path)  # the mean expressions are user SQL
     try:
-        connection.execute(f"CREATE VIEW source AS SELECT * FROM read_parquet({_literal(input_path)})")
+        connection.execute(f"CREATE VIEW source AS SELECT * FROM {parquet_scan(input_path)}")
         columns = [row[0] for row in connection.execute("DESCRIBE source").fetchall()]
     except duckdb.Error as error:
         raise FeatureDataError(f"{input_path} cannot be read as Parquet: {error}") from None
@@ -88,8 +89,8 @@ def running_means(
         f"ORDER BY __entity, __known_at"
     )
     try:
-        connection.execute(f"COPY ({sql}) TO {_literal(output_path)} (FORMAT parquet)")
-    except duckdb.Error as error:
+        copy_to_parquet(connection, sql, output_path, [input_path])
+    except DataError as error:
         raise FeatureDataError(
             f"running_means over {input_path} failed (check the mean expressions {means}, period={period!r}, "
             f"available_after={available_after!r}): {error}"
@@ -98,7 +99,7 @@ def running_means(
         f"SELECT count(*), count(*) FILTER ({entity} IS NOT NULL AND {time} IS NOT NULL) FROM source").fetchone()
     rows_out, entities, first, last = connection.execute(
         f"SELECT count(*), count(DISTINCT {entity}), min({_quote(timestamp_column)})::VARCHAR, "
-        f"max({_quote(timestamp_column)})::VARCHAR FROM read_parquet({_literal(output_path)})").fetchone()
+        f"max({_quote(timestamp_column)})::VARCHAR FROM ({sql})").fetchone()
     return AggregateResult(
         rows_in=rows_in, rows_used=rows_used, rows_skipped_null_key_or_time=rows_in - rows_used,
         rows_out=rows_out, entities=entities, timestamp_min=first or "", timestamp_max=last or "",

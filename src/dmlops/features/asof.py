@@ -28,10 +28,9 @@ from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dmlops.data.sandbox import sandboxed_connection
-from dmlops.platform import storage
+from dmlops.privacy import encryption
 
 TIME_COLUMN = "__dmlops_time"
 CREATED_COLUMN = "__dmlops_created"
@@ -128,8 +127,7 @@ def _read_source(join: ViewJoin) -> pa.Table:
     columns = [*join.keys, *join.features, join.timestamp_field]
     if join.created_timestamp_column:
         columns.append(join.created_timestamp_column)
-    filesystem, path = storage.filesystem(join.path)
-    return pq.read_table(path, columns=list(dict.fromkeys(columns)), filesystem=filesystem)
+    return encryption.read_table(join.path, columns=list(dict.fromkeys(columns)))  # decrypted when encrypted
 
 
 def asof_feature_rows(

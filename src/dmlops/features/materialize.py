@@ -21,12 +21,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from dmlops.data.sandbox import sandboxed_connection
 from dmlops.features.config import open_store
 from dmlops.features.errors import FeatureStoreError
-from dmlops.platform import storage
+from dmlops.privacy import encryption
 
 
 def parse_time(text: str, what: str) -> datetime:
@@ -58,8 +56,7 @@ def _write_latest_rows(feature_store: Any, view: Any, start: datetime, end: date
     features = [column_of.get(feature.name, feature.name) for feature in view.features]
     times = [source.timestamp_field, *([source.created_timestamp_column] if source.created_timestamp_column else [])]
     columns = list(dict.fromkeys([*keys, *features, *times]))
-    filesystem, path = storage.filesystem(source.path)
-    rows = pq.read_table(path, columns=columns, filesystem=filesystem)
+    rows = encryption.read_table(source.path, columns=columns)  # decrypted when encrypted
     order = ", ".join(f"CAST({_quote(column)} AS TIMESTAMPTZ) DESC NULLS LAST" for column in times)
     partition = f"PARTITION BY {', '.join(_quote(key) for key in keys)} " if keys else ""
     time = f"CAST({_quote(source.timestamp_field)} AS TIMESTAMPTZ)"

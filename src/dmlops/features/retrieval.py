@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from dmlops.data.sandbox import sandboxed_connection
+from dmlops.data.sandbox import copy_to_parquet, parquet_file, parquet_scan, sandboxed_connection
 from dmlops.features.asof import AsofUnsupported, asof_feature_rows
 from dmlops.features.config import open_store
 from dmlops.features.errors import FeatureDataError, FeatureStoreError
@@ -28,10 +27,6 @@ FEAST_JOIN = "feast get_historical_features"
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _view_of(reference: str) -> tuple[str, str]:
@@ -112,7 +107,7 @@ def build_training_set(
         raise FeatureStoreError("features is empty: pass feature references like 'weather:temp'")
     feature_store = open_store(store)
     keys = required_columns(feature_store, features)
-    columns = pq.ParquetFile(entities_path).schema_arrow.names
+    columns = parquet_file(entities_path).schema_arrow.names
     missing = [name for name in [timestamp_column, *keys] if name not in columns]
     if missing:
         raise FeatureDataError(
@@ -127,7 +122,7 @@ def build_training_set(
             "full_feature_names=True"
         )
     connection = sandboxed_connection(entities_path, output_path)
-    source = f"read_parquet({_literal(entities_path)}, file_row_number = true)"
+    source = parquet_scan(entities_path, row_numbers=True)
     null_times = connection.sql(f"SELECT count(*) FROM {source} WHERE {_quote(timestamp_column)} IS NULL").fetchall()[0][0]
     if null_times:
         raise FeatureDataError(
@@ -151,11 +146,9 @@ def build_training_set(
             f"of {entity_rows.num_rows} entity rows; no training set was written"
         )
     selected = ", ".join(f"f.{_quote(name)}" for name in output_names)
-    connection.sql(
-        f"COPY (SELECT e.* EXCLUDE (file_row_number), {selected} FROM {source} AS e "
-        f"LEFT JOIN features AS f ON e.file_row_number = f.{ROW_COLUMN} ORDER BY e.file_row_number) "
-        f"TO {_literal(output_path)} (FORMAT parquet)"
-    )
+    copy_to_parquet(connection, f"SELECT e.* EXCLUDE (file_row_number), {selected} FROM {source} AS e "
+                    f"LEFT JOIN features AS f ON e.file_row_number = f.{ROW_COLUMN} ORDER BY e.file_row_number",
+                    output_path, [entities_path])
     by_view: dict[str, list[str]] = {}
     for (view, _), name in zip(map(_view_of, features), output_names):
         by_view.setdefault(view, []).append(name)
@@ -167,7 +160,7 @@ def build_training_set(
         ) + " FROM features"
     ).fetchall()[0]
     report = TrainingSetReport(
-        rows_in=entity_rows.num_rows, rows_out=pq.ParquetFile(output_path).metadata.num_rows,
+        rows_in=entity_rows.num_rows, rows_out=parquet_file(output_path).metadata.num_rows,
         feature_columns=output_names, null_values=dict(zip(output_names, counts[:len(output_names)])),
         rows_without_values=dict(zip(by_view, counts[len(output_names):])), join_method=join_method,
     )

@@ -6,6 +6,11 @@ Parquet's envelope encryption writes each file with random data keys; :class:`Ke
 with the named master key (AES-GCM), so the file holds only wrapped keys and the master keys never leave
 the Secret. The footer and the listed columns are encrypted; a reader without the key file cannot read
 the encrypted columns or, with an encrypted footer, even the schema.
+
+An encrypted file carries its marking (master key and encrypted columns, :data:`MARK_KEY` in the schema's
+metadata, inside the encrypted footer), so every step that derives a dataset from it writes its output
+encrypted the same way (:func:`write_like`). DuckDB cannot decrypt: :mod:`dmlops.data.sandbox` hands it the
+table this module decrypts.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,8 +29,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dmlops.data.errors import DataError
+from dmlops.platform import storage
 
 KEYS_VARIABLE = "DMLOPS_PARQUET_KEYS_FILE"
+MARK_KEY = b"dmlops.encryption"  # schema metadata: {"key_id": ..., "columns": [...]}
 
 
 def _master_keys() -> dict[str, bytes]:
@@ -74,34 +83,105 @@ def write_encrypted(table: pa.Table, path: str, *, key_id: str, columns: list[st
     if missing:
         raise DataError(f"columns {missing} to encrypt are not in the table; it has {table.column_names}")
     _master_keys()  # a clear error before Arrow's
-    config = pe.EncryptionConfiguration(footer_key=key_id, column_keys={key_id: columns}, double_wrapping=False)
-    properties = _factory().file_encryption_properties(pe.KmsConnectionConfig(), config)
-    with pq.ParquetWriter(path, table.schema, encryption_properties=properties) as writer:
+    with _encrypted_writer(path, table.schema, {"key_id": key_id, "columns": columns}) as writer:
         writer.write_table(table)
 
 
-def is_encrypted(path: str) -> bool:
-    """Whether the Parquet file at ``path`` has an encrypted footer (its magic bytes are ``PARE``)."""
-    with open(path, "rb") as handle:
+def _encrypted_writer(path: str, schema: pa.Schema, mark: dict[str, Any]) -> pq.ParquetWriter:
+    config = pe.EncryptionConfiguration(footer_key=mark["key_id"], column_keys={mark["key_id"]: mark["columns"]},
+                                        double_wrapping=False)
+    properties = _factory().file_encryption_properties(pe.KmsConnectionConfig(), config)
+    marked = schema.with_metadata({**(schema.metadata or {}), MARK_KEY: json.dumps(mark).encode()})
+    return pq.ParquetWriter(path, marked, encryption_properties=properties)
+
+
+def _open(uri: str) -> BinaryIO:
+    filesystem, path = storage.filesystem(uri)
+    return filesystem.open(path, "rb")
+
+
+def is_encrypted(uri: str) -> bool:
+    """Whether the Parquet file at ``uri`` (a local path or any URI :mod:`dmlops.platform.storage` reads) has
+    an encrypted footer (its magic bytes are ``PARE``); False for a path that is not a file yet (an output)."""
+    if "://" not in uri:
+        if not os.path.isfile(uri) or os.path.getsize(uri) < 4:
+            return False
+        with open(uri, "rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            return handle.read(4) == b"PARE"
+    filesystem, path = storage.filesystem(uri)
+    if not filesystem.isfile(path) or filesystem.size(path) < 4:
+        return False
+    with filesystem.open(path, "rb") as handle:
         handle.seek(-4, os.SEEK_END)
         return handle.read(4) == b"PARE"
 
 
-def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file, decrypting it with the key file when it is encrypted."""
-    if not is_encrypted(path):
-        return pq.read_table(path, columns=columns)
+def parquet_file(uri: str) -> pq.ParquetFile:
+    """The Parquet file at ``uri``, opened with the key file's decryption when it is encrypted; a wrong or
+    missing key is a DataError naming the file."""
+    source = uri if "://" not in uri else _open(uri)
+    if not is_encrypted(uri):
+        return pq.ParquetFile(source)
+    try:
+        _master_keys()
+    except DataError as error:
+        raise DataError(f"{uri} is encrypted: {error}") from None
     properties = _factory().file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
     try:
-        return pq.ParquetFile(path, decryption_properties=properties).read(columns=columns)
-    except (OSError, ValueError) as error:  # a wrong or missing master key, or a changed file
-        raise DataError(f"{path}: cannot decrypt ({error})") from None
+        return pq.ParquetFile(source, decryption_properties=properties)
+    except (OSError, ValueError, DataError) as error:  # a wrong or missing master key, or a changed file
+        raise DataError(f"{uri}: cannot decrypt ({error})") from None
 
 
-def decrypted_copy(path: str, target: str) -> str:
-    """``target``: a plaintext copy of an encrypted Parquet file for an engine that cannot decrypt (DuckDB),
-    kept inside the step's own folder; ``path`` itself when it is not encrypted."""
-    if not is_encrypted(path):
-        return path
-    pq.write_table(read_table(path), target)
-    return target
+def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """Read the Parquet file at ``uri``, decrypting it with the key file when it is encrypted."""
+    if not is_encrypted(uri):
+        if "://" not in uri:
+            return pq.read_table(uri, columns=columns)
+        filesystem, path = storage.filesystem(uri)
+        return pq.read_table(path, columns=columns, filesystem=filesystem)
+    file = parquet_file(uri)
+    try:
+        return file.read(columns=columns)
+    except (OSError, ValueError, DataError) as error:
+        raise DataError(f"{uri}: cannot decrypt ({error})") from None
+
+
+def marking(schema: pa.Schema) -> dict[str, Any] | None:
+    """The encryption marking an encrypted file's schema carries (``{"key_id", "columns"}``), or None."""
+    raw = (schema.metadata or {}).get(MARK_KEY)
+    return json.loads(raw) if raw else None
+
+
+def input_marking(paths: Iterable[str]) -> dict[str, Any] | None:
+    """The marking of the first encrypted file among ``paths`` (the inputs an output derives from); None
+    when none is encrypted. An encrypted input without a marking (not written by dmlops) is a DataError:
+    its output's master key is unknown."""
+    for path in paths:
+        if is_encrypted(path):
+            found = marking(parquet_file(path).schema_arrow)
+            if found is None:
+                raise DataError(f"{path} is encrypted but carries no {MARK_KEY.decode()} marking, so the master key of "
+                                "the data derived from it is unknown; encrypt it with dmlops (pseudonymize and a "
+                                "schema marked sensitive)")
+            return found
+    return None
+
+
+def write_like(data: pa.Table | pa.RecordBatchReader, path: str, mark: dict[str, Any] | None) -> None:
+    """Write ``data`` to the local ``path`` encrypted as ``mark`` (:func:`input_marking`) says: its marked
+    columns that ``data`` still has (all columns when none is left) under its master key, footer
+    encrypted; in plaintext when ``mark`` is None."""
+    if mark is None:
+        pq.write_table(data if isinstance(data, pa.Table) else data.read_all(), path)
+        return
+    columns = [name for name in mark["columns"] if name in data.schema.names] or list(data.schema.names)
+    _master_keys()
+    with _encrypted_writer(path, data.schema, {"key_id": mark["key_id"], "columns": columns}) as writer:
+        if isinstance(data, pa.Table):
+            writer.write_table(data)
+        else:
+            for batch in data:
+                writer.write_batch(batch)
+
