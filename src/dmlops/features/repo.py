@@ -20,11 +20,10 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import pyarrow.parquet as pq
-
 from dmlops.features.config import open_store
 from dmlops.features.errors import FeatureDataError, FeatureStoreError
 from dmlops.platform import storage
+from dmlops.privacy import encryption
 
 CHANGE_NAMES = {"CREATE": "created", "UPDATE": "updated", "UNCHANGED": "unchanged", "DELETE": "kept (not in definitions)"}
 
@@ -85,9 +84,7 @@ def check_sources(objects: list[Any]) -> None:
             continue
         path = view.batch_source.path
         try:
-            filesystem, inner_path = storage.filesystem(path)
-            with filesystem.open(inner_path, "rb") as handle:
-                columns = set(pq.read_schema(handle).names)
+            columns = set(encryption.parquet_file(path).schema_arrow.names)  # decrypted when encrypted
         except (OSError, ValueError) as error:
             raise FeatureDataError(
                 f"feature view {view.name!r}: source {path} cannot be read as Parquet ({error}); "
