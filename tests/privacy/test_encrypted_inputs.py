@@ -154,3 +154,12 @@ def test_the_sandbox_stays_closed_around_a_decrypted_input(encrypted, tmp_path):
     with pytest.raises(DataError, match="Permission Error"):
         derive_columns(str(encrypted), str(tmp_path / "out.parquet"), str(tmp_path / "q.parquet"),
                        columns={"passwd": "(SELECT content FROM read_text('/etc/passwd'))"})
+
+
+def test_erasure_rewrites_an_encrypted_dataset_encrypted(encrypted):
+    from dmlops.privacy.erasure import erase_subject
+
+    receipt = erase_subject(EMAILS[0], "passenger_email", [str(encrypted)])
+    assert (receipt.rows_removed, receipt.remaining) == (40, 0)
+    rows = assert_encrypted_like_input(str(encrypted))
+    assert rows.num_rows == 200 and EMAILS[0] not in rows["passenger_email"].to_pylist()

@@ -87,7 +87,7 @@ def write_encrypted(table: pa.Table, path: str, *, key_id: str, columns: list[st
         writer.write_table(table)
 
 
-def _encrypted_writer(path: str, schema: pa.Schema, mark: dict[str, Any]) -> pq.ParquetWriter:
+def _encrypted_writer(path: str | BinaryIO, schema: pa.Schema, mark: dict[str, Any]) -> pq.ParquetWriter:
     config = pe.EncryptionConfiguration(footer_key=mark["key_id"], column_keys={mark["key_id"]: mark["columns"]},
                                         double_wrapping=False)
     properties = _factory().file_encryption_properties(pe.KmsConnectionConfig(), config)
@@ -169,8 +169,8 @@ def input_marking(paths: Iterable[str]) -> dict[str, Any] | None:
     return None
 
 
-def write_like(data: pa.Table | pa.RecordBatchReader, path: str, mark: dict[str, Any] | None) -> None:
-    """Write ``data`` to the local ``path`` encrypted as ``mark`` (:func:`input_marking`) says: its marked
+def write_like(data: pa.Table | pa.RecordBatchReader, path: str | BinaryIO, mark: dict[str, Any] | None) -> None:
+    """Write ``data`` to the local ``path`` (or an open binary file) encrypted as ``mark`` (:func:`input_marking`) says: its marked
     columns that ``data`` still has (all columns when none is left) under its master key, footer
     encrypted; in plaintext when ``mark`` is None."""
     if mark is None:

@@ -6,7 +6,8 @@ holds the value or its pseudonym (:func:`dmlops.privacy.pseudonymize.pseudonym`,
 configured), or when a JSON text column (the prediction log's ``features``) holds either under that
 column's name. Each store is a Parquet file or a folder of them (datasets of a run's lineage, Feast
 offline sources, prediction logs, quarantine files), local or on an object store
-(:mod:`dmlops.platform.storage`). Every file that holds the subject is rewritten without those rows; the
+(:mod:`dmlops.platform.storage`); an encrypted file is read and rewritten through
+:mod:`dmlops.privacy.encryption`, encrypted as before. Every file that holds the subject is rewritten without those rows; the
 receipt lists, per file, the rows removed, the rows that still match afterwards (0) and the sha256 before
 and after. With a Feast store, the subject's entity rows also leave its online store
 (:func:`dmlops.features.erase.delete_entities`; digests there are of the subject's online values). The receipt holds a digest of the subject's value, never the value.
@@ -27,10 +28,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
 from dmlops.platform import storage
+from dmlops.privacy import encryption
 from dmlops.privacy.pseudonymize import pseudonym, pseudonym_key
 from dmlops.registry.mlflow_registry import dataset_digest, versions_trained_on
 
@@ -160,12 +161,7 @@ def erase_subject(subject: str, column: str, locations: list[str],
         files = _files(location)
         tables, found_in = {}, []
         for fs, path, uri in files:
-            with fs.open(path, "rb") as handle:
-                handle.seek(-4, 2)
-                if handle.read(4) == b"PARE":
-                    raise DataError(f"{uri} is an encrypted Parquet file; erasure rewrites plaintext files only")
-            with fs.open(path, "rb") as handle:
-                tables[path] = pq.ParquetFile(handle).read()
+            tables[path] = encryption.read_table(uri)  # decrypted when encrypted
             if _matches(tables[path], column, values).any():
                 found_in.append((path, uri))
         if found_in:  # before any rewrite: the digests the datasets had when models were registered
@@ -177,10 +173,10 @@ def erase_subject(subject: str, column: str, locations: list[str],
             removed = int(found.sum())
             if removed:
                 kept = table.filter(pa.array(~found))
+                mark = encryption.input_marking([uri])  # an encrypted file is rewritten encrypted the same way
                 with fs.open(path, "wb") as handle:
-                    pq.write_table(kept, handle)
-            with fs.open(path, "rb") as handle:
-                after = pq.read_table(handle)
+                    encryption.write_like(kept, handle, mark)
+            after = encryption.read_table(uri)
             receipt.stores.append(StoreErasure(uri, table.num_rows, removed, int(_matches(after, column, values).sum()),
                                                before, _sha256(fs, path)))
     if feast_store:
