@@ -1,4 +1,5 @@
-"""Row-level transforms of Parquet datasets with DuckDB: derived columns, quarantine, time splits.
+"""Row-level transforms of Parquet datasets with DuckDB (or Spark, ``engine="spark"``): derived columns,
+quarantine, time splits.
 
 Every function accounts for every row: rows in = rows out (+ rows quarantined).
 """
@@ -10,6 +11,7 @@ from datetime import datetime, timezone
 
 import duckdb
 
+from dmlops.data.engines import check_engine
 from dmlops.data.errors import DataError
 from dmlops.data.sandbox import copy_to_parquet, parquet_file, parquet_scan, sandboxed_connection
 
@@ -55,11 +57,18 @@ def derive_columns(
     columns: dict[str, str],
     quarantine_when: str = "",
     quarantine_reason: str = "quarantined by rule",
+    engine: str = "duckdb",
 ) -> TransformResult:
     """Add or replace columns computed by SQL expressions; move rows matching ``quarantine_when``
     (a SQL boolean expression over the input columns) to ``quarantine_path`` with a reason column.
     The expressions run sandboxed: they see the input's columns and cannot touch any other file.
+    ``engine`` runs them: ``duckdb`` (DuckDB SQL) or ``spark`` (Spark SQL).
     """
+    if check_engine(engine) == "spark":
+        from dmlops.data.spark.transform import derive_columns as derive
+
+        return derive(input_path, output_path, quarantine_path, columns=columns,
+                      quarantine_when=quarantine_when, quarantine_reason=quarantine_reason)
     connection = sandboxed_connection(input_path, output_path, quarantine_path)
     source = parquet_scan(input_path)
     existing = set(parquet_file(input_path).schema_arrow.names)
@@ -110,11 +119,14 @@ def split_by_time(
     time_column: str,
     eval_from: str,
     gap: str = "",
+    engine: str = "duckdb",
 ) -> SplitResult:
     """Split by time without leakage: rows before ``eval_from`` (ISO date/time, UTC when no zone) train,
     rows at or after ``eval_from`` + ``gap`` (a DuckDB interval, e.g. ``'1 day'``) evaluate; rows inside the
-    gap or with a null time are quarantined with their reason.
+    gap or with a null time are quarantined with their reason. ``engine``: ``duckdb`` or ``spark`` (whose
+    ``gap`` is a fixed length: weeks down to microseconds).
     """
+    check_engine(engine)
     existing = parquet_file(input_path).schema_arrow
     if time_column not in existing.names:
         raise DataError(
@@ -127,6 +139,11 @@ def split_by_time(
         raise DataError(f"eval_from={eval_from!r} is not an ISO date or date-time (e.g. 2013-11-01)") from None
     if cutoff.tzinfo is None:
         cutoff = cutoff.replace(tzinfo=timezone.utc)
+    if engine == "spark":
+        from dmlops.data.spark.transform import split_by_time as split
+
+        return split(input_path, train_path, eval_path, quarantine_path, time_column=time_column,
+                     cutoff=cutoff, gap=gap)
     connection = sandboxed_connection(input_path, train_path, eval_path, quarantine_path)
     column = _quote_identifier(time_column)
     time_value = f"CAST({column} AS TIMESTAMPTZ)"
