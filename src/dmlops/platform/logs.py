@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
@@ -75,6 +76,7 @@ def _coerce(value: Any, kind: type) -> Any:
     return kind(value)
 
 
+@functools.lru_cache(maxsize=1024)
 def _label_name(key: str) -> str:
     name = key.removeprefix("labels.")
     return "labels." + "".join(char if char.isalnum() or char == "_" else "_" for char in name)
@@ -90,6 +92,9 @@ def typed_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         kind = FIELD_TYPES.get(key)
         if kind is type(value):
             typed[key] = value
+            continue
+        if kind is None and type(value) is str and key.startswith("labels."):
+            typed[_label_name(key)] = value
             continue
         if kind is not None:
             try:
@@ -113,7 +118,7 @@ class EcsJsonFormatter(JsonFormatter):
         fields: dict[str, Any] = {
             "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "log.level": record.levelname.lower(),
-            "message": record.getMessage(),
+            "message": record.message,  # set by JsonFormatter.format: the formatted message, "" for a dict
             **_bound,
             "log.logger": record.name,
             **message_dict,
