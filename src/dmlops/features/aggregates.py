@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from dmlops.data.engines import check_engine
 from dmlops.data.errors import DataError
 from dmlops.data.sandbox import copy_to_parquet, parquet_scan, sandboxed_connection
 from dmlops.features.errors import FeatureDataError
@@ -54,12 +55,20 @@ def running_means(
     period: str = "1 day",
     available_after: str = "0 seconds",
     timestamp_column: str = "event_timestamp",
+    engine: str = "duckdb",
 ) -> AggregateResult:
     """Write ``entity_column``, ``timestamp_column``, ``count_column`` and one column per ``means`` entry
     (name -> SQL expression over the input columns; nulls are left out of the mean) to ``output_path``.
-    ``period`` and ``available_after`` are DuckDB intervals."""
+    ``period`` and ``available_after`` are DuckDB intervals. ``engine="spark"`` computes the same on Spark
+    (Spark SQL means, fixed-length intervals)."""
     if not means:
         raise FeatureDataError("means is empty: give output name -> SQL expression, e.g. {'delay_rate': 'label'}")
+    if check_engine(engine) == "spark":
+        from dmlops.data.spark.features import running_means as compute
+
+        return compute(input_path, output_path, entity_column=entity_column, time_column=time_column,
+                       means=means, count_column=count_column, period=period, available_after=available_after,
+                       timestamp_column=timestamp_column)
     connection = sandboxed_connection(input_path, output_path)  # the mean expressions are user SQL
     try:
         connection.execute(f"CREATE VIEW source AS SELECT * FROM {parquet_scan(input_path)}")

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
 from dmlops.data.spark.session import spark_session
+from dmlops.privacy import encryption
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -43,6 +44,9 @@ def read_parquet(path: str | Path, *, row_index: bool = False) -> DataFrame:
     """The Parquet file at ``path`` as a DataFrame; with ``row_index``, plus ``ROW_INDEX`` (0-based)."""
     if not Path(path).is_file():
         raise DataError(f"dataset {path} is not a file; pass the path of a Parquet file")
+    if encryption.is_encrypted(str(path)):
+        raise DataError(f"dataset {path} is encrypted (Parquet modular encryption); the Spark engine does not "
+                        "decrypt: use engine='duckdb'")
     frame = spark_session().read.parquet(str(path))
     if row_index:
         frame = frame.select("*", frame["_metadata.row_index"].alias(ROW_INDEX))
