@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from dmlops.data.engines import check_engine
 from dmlops.data.sandbox import copy_to_parquet, parquet_file, parquet_scan, sandboxed_connection
 from dmlops.features.asof import AsofUnsupported, asof_feature_rows
 from dmlops.features.config import open_store
@@ -22,6 +23,7 @@ from dmlops.features.errors import FeatureDataError, FeatureStoreError
 ROW_COLUMN = "__dmlops_row"
 EVENT_TIMESTAMP = "event_timestamp"
 ASOF_JOIN = "duckdb asof"
+SPARK_ASOF_JOIN = "spark asof"
 FEAST_JOIN = "feast get_historical_features"
 
 
@@ -97,12 +99,15 @@ def build_training_set(
     features: list[str],
     timestamp_column: str,
     full_feature_names: bool = True,
+    engine: str = "duckdb",
 ) -> TrainingSetReport:
     """Join the point-in-time-correct values of ``features`` (``"view:feature"``) to every row of the
     entity Parquet file at ``entities_path`` as of its ``timestamp_column``, and write ``output_path``.
     Feature columns are named ``view__feature`` (or ``feature`` without ``full_feature_names``).
     The join is DuckDB's ASOF join with Feast's semantics (see ``dmlops.features.asof`` for what it covers),
-    else Feast's own ``get_historical_features``; ``TrainingSetReport.join_method`` says which ran."""
+    else Feast's own ``get_historical_features``; ``TrainingSetReport.join_method`` says which ran.
+    ``engine="spark"`` runs the same ASOF join on Spark (views the ASOF join does not cover are refused)."""
+    check_engine(engine)
     if not features:
         raise FeatureStoreError("features is empty: pass feature references like 'weather:temp'")
     feature_store = open_store(store)
@@ -121,6 +126,10 @@ def build_training_set(
             f"{entities_path}: columns {clashes} would be overwritten by features; rename them or use "
             "full_feature_names=True"
         )
+    if engine == "spark":
+        return _spark_training_set(feature_store, entities_path, output_path, features=features,
+                                   timestamp_column=timestamp_column, full_feature_names=full_feature_names,
+                                   keys=keys, output_names=output_names)
     connection = sandboxed_connection(entities_path, output_path)
     source = parquet_scan(entities_path, row_numbers=True)
     null_times = connection.sql(f"SELECT count(*) FROM {source} WHERE {_quote(timestamp_column)} IS NULL").fetchall()[0][0]
@@ -164,6 +173,27 @@ def build_training_set(
         feature_columns=output_names, null_values=dict(zip(output_names, counts[:len(output_names)])),
         rows_without_values=dict(zip(by_view, counts[len(output_names):])), join_method=join_method,
     )
+    assert report.rows_in == report.rows_out, report
+    return report
+
+
+def _spark_training_set(feature_store: Any, entities_path: str, output_path: str, **arguments: Any) -> TrainingSetReport:
+    from dmlops.data.spark.features import training_set
+
+    try:
+        rows_in, rows_out, null_values, rows_without_values = training_set(
+            feature_store, entities_path, output_path, **arguments)
+    except AsofUnsupported as reason:
+        raise FeatureStoreError(f"engine='spark' joins only what the ASOF join covers: {reason}; "
+                                "use engine='duckdb' (it falls back to Feast)") from None
+    except (FeatureDataError, FeatureStoreError):
+        raise
+    except Exception as error:  # Spark and Feast raise many unrelated types; name the step and the inputs
+        raise FeatureStoreError(
+            f"point-in-time join of {entities_path} with {arguments['features']} failed: {error}") from error
+    report = TrainingSetReport(rows_in=rows_in, rows_out=rows_out, feature_columns=arguments["output_names"],
+                               null_values=null_values, rows_without_values=rows_without_values,
+                               join_method=SPARK_ASOF_JOIN)
     assert report.rows_in == report.rows_out, report
     return report
 
