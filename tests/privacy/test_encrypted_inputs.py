@@ -163,3 +163,21 @@ def test_erasure_rewrites_an_encrypted_dataset_encrypted(encrypted):
     assert (receipt.rows_removed, receipt.remaining) == (40, 0)
     rows = assert_encrypted_like_input(str(encrypted))
     assert rows.num_rows == 200 and EMAILS[0] not in rows["passenger_email"].to_pylist()
+
+
+def test_training_and_the_rollout_replay_read_an_encrypted_dataset(encrypted, tmp_path):
+    from dmlops.serving.rollout import replay_requests
+    from dmlops.training.config import TrainConfig
+    from dmlops.training.worker import train
+
+    labelled = tmp_path / "labelled.parquet"
+    derive_columns(str(encrypted), str(labelled), str(tmp_path / "q.parquet"), columns={"label": "arr_delay > 15"})
+    assert is_encrypted(str(labelled))
+    train(TrainConfig(train_uri=str(labelled), label="label", export_uri=str(tmp_path / "model"), epochs=1,
+                      batch_size=64, hidden_units=[4], numeric_features=["dep_hour", "distance"],
+                      categorical_features=["origin"], seed=0))
+    metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert metadata["train_rows"] == 240 and set(metadata["feature_domain"]) >= {"dep_hour", "origin"}
+    replay = replay_requests(str(labelled), ["dep_hour", "distance", "origin"], count=3, rows_per_request=4,
+                             label="label")
+    assert len(replay.batches) == 3 and len(replay.labels) == 12

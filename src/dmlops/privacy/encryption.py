@@ -148,6 +148,14 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
         raise DataError(f"{uri}: cannot decrypt ({error})") from None
 
 
+def read_schema(uri: str) -> pa.Schema:
+    """The Arrow schema of a Parquet file or directory at ``uri``, decrypting an encrypted file's footer."""
+    if is_encrypted(uri):
+        return parquet_file(uri).schema_arrow
+    filesystem, path = storage.filesystem(uri)
+    return pq.ParquetDataset(path, filesystem=filesystem).schema
+
+
 def marking(schema: pa.Schema) -> dict[str, Any] | None:
     """The encryption marking an encrypted file's schema carries (``{"key_id", "columns"}``), or None."""
     raw = (schema.metadata or {}).get(MARK_KEY)

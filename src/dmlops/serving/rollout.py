@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-import pyarrow.parquet as pq
 import requests
 from scipy.stats import mannwhitneyu
 
 from dmlops.data.errors import DataError
 from dmlops.platform import storage
+from dmlops.privacy import encryption
 from dmlops.serving.answers import answer_value
 from dmlops.serving.features import FeatureContract
 from dmlops.serving.quality import parse_quality_gates
@@ -117,13 +117,13 @@ def replay_requests(eval_uri: str, features: list[str], count: int, rows_per_req
     filesystem, path = storage.filesystem(eval_uri)
     if not filesystem.exists(path):
         raise DataError(f"replay data {eval_uri} does not exist; pass the evaluation dataset")
-    schema = pq.ParquetDataset(path, filesystem=filesystem).schema
+    schema = encryption.read_schema(eval_uri)  # decrypted when encrypted
     missing = [name for name in features if name not in schema.names]
     if missing:
         raise DataError(f"replay data {eval_uri} lacks the model's feature columns {missing}")
     needed = count * rows_per_request
     labelled = bool(label) and label in schema.names
-    table = pq.read_table(path, filesystem=filesystem, columns=[*features, *([label] if labelled else [])])
+    table = encryption.read_table(eval_uri, [*features, *([label] if labelled else [])])
     table = table.slice(0, needed)
     if not table.num_rows:
         raise DataError(f"replay data {eval_uri} has no rows")

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from dmlops.data.errors import DataError
 from dmlops.platform import storage
+from dmlops.privacy import encryption
 
 UNKNOWN_CATEGORY = 0  # index of unseen and null categories; vocabularies start at 1
 TASKS = ("binary", "multiclass", "regression")
@@ -165,7 +165,7 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     if not filesystem.exists(path):
         raise DataError(f"training data {uri} does not exist; pass the URI of a Parquet file or directory")
     try:
-        return pq.read_table(path, filesystem=filesystem, columns=columns)
+        return encryption.read_table(uri, columns)  # decrypted when encrypted
     except (pa.ArrowInvalid, OSError) as error:
         raise DataError(f"{uri}: cannot read as Parquet ({error}); pass a Parquet file or directory") from None
 
@@ -175,7 +175,7 @@ def read_schema(uri: str) -> pa.Schema:
     filesystem, path = storage.filesystem(uri)
     if not filesystem.exists(path):
         raise DataError(f"training data {uri} does not exist; pass the URI of a Parquet file or directory")
-    return pq.ParquetDataset(path, filesystem=filesystem).schema
+    return encryption.read_schema(uri)
 
 
 def _is_categorical(data_type: pa.DataType) -> bool:
