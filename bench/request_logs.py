@@ -80,7 +80,8 @@ def main() -> None:
         for lines in ("on", "off"):
             servers[lines] = start(lines, root / "model", root / f"server-{lines}.log")
         print(f"{args.requests} requests of 1 row per measurement, median of {args.rounds} interleaved rounds")
-        print(f"{'concurrency':>11} {'lines':<6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6} {'CPU ms/req':>10}")
+        print(f"{'concurrency':>11} {'lines':<6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6} "
+              f"{'CPU ms/req':>10}")
         sent = 0
         for concurrency in (1, 8):
             results = measure({name: (process.pid, url, bodies) for name, (process, url) in servers.items()},

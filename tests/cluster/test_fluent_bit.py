@@ -112,9 +112,11 @@ def test_the_daemonset_runs_this_config_with_every_variable_it_names(objects, co
     state = tail["db"][0].rsplit("/", 1)[0]
     assert {mount["mountPath"] for mount in container["volumeMounts"]} >= {"/var/log", state}
     (binding,) = [obj for (kind, _), obj in objects.items() if kind == "ClusterRoleBinding"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "logging"}]
+    account = pod["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "logging"}]
     (role,) = [obj for (kind, _), obj in objects.items() if kind == "ClusterRole"]
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "namespaces"],
+                              "verbs": ["get", "list", "watch"]}]
 
 
 def test_a_cri_line_of_ours_decodes_to_its_ecs_fields(config, parsers):

@@ -4,7 +4,6 @@ suite-wide check that no field changes type (tests/log_copy.py)."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os

@@ -115,8 +115,9 @@ class EcsJsonFormatter(JsonFormatter):
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         extras = {key: value for key, value in record.__dict__.items()
                   if key not in _RECORD_ATTRS and not key.startswith("_")}
+        second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         fields: dict[str, Any] = {
-            "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "@timestamp": f"{second}.{int(record.msecs):03d}Z",
             "log.level": record.levelname.lower(),
             "message": record.message,  # set by JsonFormatter.format: the formatted message, "" for a dict
             **_bound,
