@@ -113,6 +113,7 @@ def feast_training_set(
     training_set: Output[Dataset],
     report: Output[Markdown],
     full_feature_names: bool = True,
+    engine: str = "duckdb",
 ):
     """Join point-in-time-correct feature values (``"view:feature"`` references) to every entity row as of
     its ``timestamp_column``. Entity rows in = rows out; rows with no value inside a view's TTL keep nulls
@@ -130,12 +131,16 @@ def feast_training_set(
         report: A Markdown summary: the join method, rows with no value per view, nulls per feature column.
             Metadata as training_set's, without rows.
         full_feature_names: True names feature columns "view__feature"; False names them "feature".
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
+            in DMLOPS_SPARK_MASTER); the same training set either way. Spark joins Parquet file sources
+            only, where duckdb falls back to Feast's own join.
     """
     from dmlops.features.retrieval import build_training_set
 
     result = build_training_set(
         store, entities.path, training_set.path,
         features=features, timestamp_column=timestamp_column, full_feature_names=full_feature_names,
+        engine=engine,
     )
     training_set.metadata.update({"rows": result.rows_out, **result.metadata()})
     report.metadata.update(result.metadata())
@@ -191,6 +196,7 @@ def running_means(
     output: Output[Dataset],
     period: str = "1 day",
     available_after: str = "0 seconds",
+    engine: str = "duckdb",
 ):
     """Per entity and period: the row count and the means of SQL expressions (name -> expression) over all
     rows up to the period's end, stamped ``event_timestamp`` when known (period end + ``available_after``):
@@ -209,11 +215,14 @@ def running_means(
         period: A DuckDB interval, the length of the time buckets, e.g. "1 day" or "1 hour".
         available_after: A DuckDB interval added to the period's end before a value counts as known,
             e.g. "6 hours" for a late batch job; "0 seconds" means as soon as the period ends.
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
+            in DMLOPS_SPARK_MASTER); the same output either way. With spark, means are Spark SQL and period
+            and available_after fixed lengths (weeks down to microseconds).
     """
     from dmlops.features.aggregates import running_means as compute
 
     result = compute(
         dataset.path, output.path, entity_column=entity_column, time_column=time_column, means=means,
-        count_column=count_column, period=period, available_after=available_after,
+        count_column=count_column, period=period, available_after=available_after, engine=engine,
     )
     output.metadata.update({"rows": result.rows_out, **result.metadata()})

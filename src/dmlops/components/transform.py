@@ -1,4 +1,4 @@
-"""Components that derive columns and split datasets by time (DuckDB over Parquet)."""
+"""Components that derive columns and split datasets by time (DuckDB or Spark over Parquet)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
@@ -14,6 +14,7 @@ def derive_columns(
     quarantine: Output[Dataset],
     quarantine_when: str = "",
     quarantine_reason: str = "quarantined by rule",
+    engine: str = "duckdb",
 ):
     """Add or replace columns from SQL expressions (name -> expression); rows matching the SQL condition
     ``quarantine_when`` go to ``quarantine`` with ``quarantine_reason``. Rows in = rows out + quarantined.
@@ -29,12 +30,15 @@ def derive_columns(
         quarantine_when: A DuckDB SQL boolean expression; rows where it is true go to quarantine (null
             counts as false). "" quarantines nothing.
         quarantine_reason: The text written to the _reason column of the quarantined rows.
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
+            in DMLOPS_SPARK_MASTER); the same outputs either way. The expressions are in the engine's SQL:
+            DuckDB SQL, or Spark SQL (identifiers in backticks).
     """
     from dmlops.data.transform import derive_columns as derive
 
     result = derive(
         dataset.path, output.path, quarantine.path,
-        columns=columns, quarantine_when=quarantine_when, quarantine_reason=quarantine_reason,
+        columns=columns, quarantine_when=quarantine_when, quarantine_reason=quarantine_reason, engine=engine,
     )
     output.metadata.update(result.metadata())
     output.metadata.update({"rows": result.rows_out, "derived_columns": sorted(columns)})
@@ -50,6 +54,7 @@ def split_by_time(
     eval: Output[Dataset],
     quarantine: Output[Dataset],
     gap: str = "",
+    engine: str = "duckdb",
 ):
     """Split a dataset by time without leakage: before ``eval_from`` trains, from ``eval_from`` + ``gap``
     evaluates; null times and rows inside the gap are quarantined with a reason.
@@ -65,12 +70,15 @@ def split_by_time(
             rows and split (rows_in, rows_train, rows_eval, rows_quarantined and both time ranges).
         gap: A DuckDB interval (e.g. "1 day") left out after eval_from so that evaluation rows do not
             overlap what training saw; "" leaves no gap.
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
+            in DMLOPS_SPARK_MASTER); the same outputs either way. With spark, gap is a fixed length (weeks
+            down to microseconds, e.g. "1 day").
     """
     from dmlops.data.transform import split_by_time as split
 
     result = split(
         dataset.path, train.path, eval.path, quarantine.path,
-        time_column=time_column, eval_from=eval_from, gap=gap,
+        time_column=time_column, eval_from=eval_from, gap=gap, engine=engine,
     )
     summary = result.metadata()
     train.metadata.update({"rows": result.rows_train, "time_min": result.train_time_min,

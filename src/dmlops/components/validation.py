@@ -13,6 +13,7 @@ def infer_schema(
     dataset: Input[Dataset],
     schema: Output[Artifact],
     max_categories: int = 50,
+    engine: str = "duckdb",
 ):
     """Infer the schema of a Parquet dataset: types, nullability, numeric ranges, the allowed values of
     string columns and a row-count range, as a JSON document to review and keep in git.
@@ -23,11 +24,13 @@ def infer_schema(
             Metadata: columns (count), types (column -> type) and row_count (the allowed range).
         max_categories: String columns with at most this many distinct values get allowed_values; those
             with more get no allowed-values check.
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
+            in DMLOPS_SPARK_MASTER); the same schema either way.
     """
     from dmlops.data.validation import infer_schema as infer
     from dmlops.data.validation import schema_json
 
-    document = infer(dataset.path, max_categories=max_categories)
+    document = infer(dataset.path, max_categories=max_categories, engine=engine)
     with open(schema.path, "w", encoding="utf-8") as file:
         file.write(schema_json(document))
     schema.metadata.update({
@@ -45,6 +48,7 @@ def validate(
     metrics: Output[Metrics],
     html: Output[HTML],
     fail_on: str = "error",
+    engine: str = "duckdb",
 ):
     """Validate a Parquet dataset against a schema: types, required columns, null fractions, ranges,
     allowed values, uniqueness, row count and SQL expressions, with per-column statistics.
@@ -58,12 +62,15 @@ def validate(
         html: The report as a page: summary, findings and per-column histograms.
         fail_on: Fail the step on findings of this severity: "error", "warn" (errors and warnings) or
             "never" (only write the report).
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
+            in DMLOPS_SPARK_MASTER); the same report either way. The schema's expressions are in the engine's
+            SQL: DuckDB SQL, or Spark SQL (identifiers in backticks).
     """
     import json
 
     from dmlops.data.validation import validate as check
 
-    result = check(dataset.path, schema.path)
+    result = check(dataset.path, schema.path, engine=engine)
     with open(report.path, "w", encoding="utf-8") as file:
         json.dump(result.to_dict(), file, indent=2)
     report.metadata.update({"passed": result.passed, "rows": result.rows, "checks": result.checks,
@@ -87,6 +94,7 @@ def compare(
     psi_threshold: float = 0.2,
     categorical_threshold: float = 0.1,
     categorical_method: str = "jensen-shannon",
+    engine: str = "duckdb",
 ) -> NamedTuple("DriftOutputs", [("drifted", bool)]):
     """Measure drift or training/serving skew of each column of a current dataset against a reference:
     PSI for numeric columns, Jensen-Shannon distance or chi-square p-value for categorical ones.
@@ -106,6 +114,8 @@ def compare(
         categorical_threshold: A categorical column drifts when its Jensen-Shannon distance (0 to 1) is
             above this, or, with chi-square, when its p-value is below it.
         categorical_method: "jensen-shannon" or "chi-square".
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
+            in DMLOPS_SPARK_MASTER); the same report either way.
 
     Returns:
         drifted: True when at least one compared column drifted beyond its threshold.
@@ -117,7 +127,7 @@ def compare(
 
     result = measure(
         reference.path, current.path, columns=list(columns) or None, psi_threshold=psi_threshold,
-        categorical_threshold=categorical_threshold, categorical_method=categorical_method,
+        categorical_threshold=categorical_threshold, categorical_method=categorical_method, engine=engine,
     )
     with open(report.path, "w", encoding="utf-8") as file:
         json.dump(result.to_dict(), file, indent=2)

@@ -20,5 +20,6 @@ A job runs one operation in its own process, as a SparkApplication's driver does
   artifact (``{"output": {...}, "quarantine": {...}}``), its metrics (``"metrics": {name: value}``) and its
   return values (``"outputs": {name: value}``).
 - Exit status 0 on success; on failure a message on stderr and status 1 (a ``validate`` whose findings
-  reach ``fail_on`` fails after writing its report, as the component does).
+  reach ``fail_on`` fails after writing its report and metadata, as the component does); 2 for a wrong
+  command line.
 """
