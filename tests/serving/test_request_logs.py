@@ -1,16 +1,23 @@
 """The predictor's log lines: JSON with ECS fields of one type each, and for every prediction request the
 request id the response carries (``x-request-id``) as ``trace.id``: one line for a 200, one line without a
-traceback for a 400, the error's type, message and stack trace for a 500."""
+traceback for a 400, the error's type, message and stack trace for a 500. The log sink logs a refused event
+under its CloudEvents id."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 import requests
 
 from dmlops.platform import logs
+from dmlops.platform.local import free_ports
 from dmlops.serving.local import start_server, stop_server
+from kubeharness.listening import wait_listening
 from log_copy import json_lines, mistyped_fields
 from serving_models import FailsOnFirstCategory, broken_copy
 
@@ -75,3 +82,29 @@ def test_each_request_logs_its_request_id_as_trace_id(failing_server, eval_rows)
         every = json_lines(log.read())
     assert every and all(line["service.name"] == MODEL for line in every)
     assert {tuple(mistyped_fields(line)) for line in every} == {()}
+
+
+def test_the_log_sink_logs_a_refused_event_under_its_event_id(tmp_path):
+    (port,) = free_ports(1)
+    log = tmp_path / "sink.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "dmlops.serving.log_sink", "--uri", str(tmp_path / "logs"),
+                                    "--host", "127.0.0.1", "--port", str(port)], stdout=output,
+                                   stderr=subprocess.STDOUT, env={**os.environ, logs.FORMAT_ENV: "json"})
+    try:
+        assert wait_listening(process, "127.0.0.1", port, timeout_s=30), log.read_text()
+        headers = {"ce-specversion": "1.0", "ce-id": "event-7", "ce-type": "org.kubeflow.serving.inference.request",
+                   "ce-source": "http://localhost:9081/", "ce-inferenceservicename": "delay",
+                   "content-type": "application/json"}
+        response = requests.post(f"http://127.0.0.1:{port}/", data=b"not json", headers=headers, timeout=10)
+        assert response.status_code == 400
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    lines = json_lines(log.read_text())
+    assert {tuple(mistyped_fields(line)) for line in lines} == {()}
+    assert {line["service.name"] for line in lines} == {"dmlops-log-sink"}
+    (refused,) = [line for line in lines if line.get("trace.id") == "event-7"]
+    assert refused["message"].startswith("400 request event refused: the body is not JSON")
+    assert (refused["log.level"], refused["http.response.status_code"], refused["labels.model_name"],
+            refused["log.logger"]) == ("warning", 400, "delay", "dmlops.serving.log_sink")
