@@ -1,6 +1,6 @@
 """dmlops's log lines (dmlops.platform.logs): one JSON object a line with ECS field names, each field of one
-type in every line; from a component that kfp.local runs, the launcher against a real API server, and the
-suite-wide check that no field changes type (tests/log_copy.py)."""
+type in every line; from a component that kfp.local runs, a training worker, the launcher against a real
+API server, and the suite-wide check that no field changes type (tests/log_copy.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from kfp import local
 
 from dmlops.components import ingest
 from dmlops.platform import logs
+from dmlops.training.config import RunConfig
+from dmlops.training.launch import worker_command
+from dmlops.training.worker import function_entrypoint
 from log_copy import json_lines, mistyped_fields, type_conflicts
 
 
@@ -129,6 +132,24 @@ def test_a_kfp_task_logs_as_its_component_with_the_run_and_task_it_is_given():
         "error.message": "learning rate must be positive"}
     assert mistyped_fields(line) == []
     assert run_python("import dmlops, logging; logging.getLogger().warning('plain')").stderr == "plain\n"
+
+
+def logs_from_user_code(greeting: str):
+    import logging
+
+    logging.getLogger("user.model").info("hello %s", greeting, extra={"epoch": 3})
+
+
+def test_a_training_workers_own_records_are_json_lines(tmp_path):
+    config = RunConfig(export_uri=str(tmp_path / "export"), entrypoint=function_entrypoint(logs_from_user_code),
+                       entrypoint_args={"greeting": "world"})
+    environ = {key: value for key, value in os.environ.items() if key != logs.FORMAT_ENV}
+    run = subprocess.run(worker_command(config), env={**environ, "RANK": "0"}, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    (line,) = [line for line in json_lines(run.stdout) if line["log.logger"] == "user.model"]
+    assert (line["message"], line["service.name"], line["labels.rank"], line["labels.epoch"]) == (
+        "hello world", "dmlops-worker", "0", "3")
 
 
 @pytest.fixture
