@@ -19,6 +19,7 @@ import logging
 
 import kserve
 from fastapi.responses import JSONResponse
+from kserve.constants.constants import KSERVE_LOGLEVEL
 from kserve.errors import InvalidInput
 from kserve.logging import logger
 from kserve.model_server import app
@@ -91,6 +92,7 @@ class ModelServer(kserve.ModelServer):
 
     def __init__(self, *, host: str = "0.0.0.0", **kwargs):
         logs.adopt_library_loggers(*_SERVER_LOGGERS)  # before KServe configures its own handlers for them
+        logging.getLogger("kserve").setLevel(KSERVE_LOGLEVEL)  # as KServe's own configuration would
         super().__init__(**kwargs)
         self.host = host
         for quiet in ("uvicorn.access", "kserve.trace"):  # a line or two per request, said by the predictor's
