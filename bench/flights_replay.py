@@ -17,15 +17,16 @@ through the live endpoint, monitor week by week, and let `dmlops run retrain` re
 3. The replay: September-December in time order through the endpoint over HTTP, one request per batch of
    up to ``rows_per_request`` flights of the same scheduled hour, each with its ``x-request-id``.
    Labels arrive ``LABEL_DELAY``: 1 h after the scheduled departure hour plus a gamma-distributed wait
-   (shape 2, scale 1.5 h: median 3.5 h, 99th percentile 10 h); every label arrives. The server stamps
+   (shape 2, scale 1.5 h: median 3.5 h, 99th percentile 11 h); every label arrives. The server stamps
    the log with the wall-clock time it answered; the replay takes minutes, not months, so the logged rows
    are re-stamped with their request's replayed time (the scheduled hour) into a second log of the same
    layout. Everything else in it is what the server wrote.
-4. The monitor, walked week by week from 2013-09-08 (windows of 7 days ending at midnight in New York,
-   labels as they had arrived by then), with the retrain pipeline's defaults: PSI threshold 0.2 for numeric
+4. The monitor, walked week by week from 2013-09-08 (windows of 7 days ending at 04:00 UTC, midnight in
+   New York until daylight saving ends on November 3; labels as they had arrived by then), with the retrain pipeline's defaults: PSI threshold 0.2 for numeric
    features and the prediction, Jensen-Shannon 0.1 for categorical ones, degraded when the AUC (realized
    from 200 labelled rows, else the confidence-based estimate) is more than 0.05 below the reference's.
-   The first flagged window's end is the detection time.
+   The first flagged window's end is the detection time (or the first degraded one's, with
+   ``--retrain-on degraded``).
 5. `dmlops run retrain` as a subprocess at that moment, on the log and labels as they stood then: it
    joins, monitors, trains on the last ``window_days`` of the training data plus the labelled production
    rows, evaluates the challenger and the champion on the same holdout (the latest labelled production
@@ -33,7 +34,8 @@ through the live endpoint, monitor week by week, and let `dmlops run retrain` re
 
 Prints the joined fraction, estimated vs realized AUC per window, time from the shift to detection,
 AUC of the old and the new champion on the same holdout (and on the rest of the year), and the decision.
-``--every N`` replays every N-th flight only (the test's subsample).
+``--every N`` replays every N-th flight only (the test's subsample); ``--retrain-on degraded`` retrains at
+the first degraded window instead of the first flagged one.
 """
 
 from __future__ import annotations
@@ -75,11 +77,13 @@ class ReplaySettings:
     rows_per_request: int = 100
     epochs: int = 2
     window_days: float = 365.0  # a whole seasonal cycle: the winter months stay in the training window
+    retrain_on: str = "flagged"  # retrain at the first window flagged drifted or degraded, or only "degraded"
     model_name: str = "flights-delay"
     endpoint: str = "flights-replay"
 
 
 def features() -> list[str]:
+    """The model's features, the columns each request sends."""
     return [*SCHEDULE, *CATEGORIES, *(f"weather__{name}" for name in WEATHER)]
 
 
@@ -107,8 +111,8 @@ def prepare(root: Path, every: int, train_every: int = 1) -> tuple[Path, Path]:
         flights = pq.read_table(root / ("jan-aug.parquet" if name == "train" else "sep-dec.parquet"), columns=columns)
         flights = flights.set_column(0, "time_hour", flights["time_hour"].cast(pa.timestamp("us", "UTC")))
         flights = flights.join(weather, ["origin", "time_hour"], join_type="left outer")
-        flights = flights.sort_by([("time_hour", "ascending"), ("carrier", "ascending"), ("sched_dep_time", "ascending"),
-                                   ("dest", "ascending")])
+        order = ("time_hour", "carrier", "sched_dep_time", "dest")
+        flights = flights.sort_by([(column, "ascending") for column in order])
         flights = flights.take(pa.array(np.arange(0, flights.num_rows, keep_every)))
         paths.append(root / f"{name}.parquet")
         pq.write_table(flights.select(["time_hour", *features(), "label"]), paths[-1])
@@ -145,7 +149,8 @@ def label_times(times: np.ndarray, seed: int = 7) -> np.ndarray:
     return times + (wait_s * 1e6).astype("timedelta64[us]")
 
 
-def replay(predict_url: str, traffic_path: Path, rows_per_request: int) -> tuple[pa.Table, dict[str, np.datetime64], float]:
+def replay(predict_url: str, traffic_path: Path,
+           rows_per_request: int) -> tuple[pa.Table, dict[str, np.datetime64], float]:
     """Send the traffic in time order, batches of one scheduled hour; the labels (request_id, row, label,
     label_time), each request's replayed time, and the replay's seconds."""
     table = pq.read_table(traffic_path)
@@ -185,7 +190,8 @@ def restamp(wall_log: Path, replayed_log: Path, request_times: dict[str, np.date
     table = read_log(str(wall_log))
     table = table.filter(pc.is_in(table["request_id"], pa.array(list(request_times))))
     replayed = np.array([request_times[key] for key in table["request_id"].to_pylist()], "datetime64[us]")
-    table = table.set_column(table.column_names.index("time"), "time", pa.array(replayed, LOG_SCHEMA.field("time").type))
+    table = table.set_column(table.column_names.index("time"), "time",
+                             pa.array(replayed, LOG_SCHEMA.field("time").type))
     hours = pc.floor_temporal(table["time"], unit="hour")
     for hour in pc.unique(hours).to_pylist():
         folder = replayed_log / partition(hour)
@@ -206,7 +212,8 @@ def log_as_of(replayed_log: Path, target: Path, moment: datetime) -> None:
 
 def labels_as_of(labels: pa.Table, moment: datetime, path: Path) -> Path:
     """The labels that had arrived by ``moment``."""
-    pq.write_table(labels.filter(pc.less_equal(labels["label_time"], pa.scalar(moment, labels["label_time"].type))), path)
+    arrived = pc.less_equal(labels["label_time"], pa.scalar(moment, labels["label_time"].type))
+    pq.write_table(labels.filter(arrived), path)
     return path
 
 
@@ -258,7 +265,8 @@ def control(root: Path, reference: Path) -> list[str]:
     pq.write_table(last_week.drop_columns(["time_hour", "label"]), root / "august-week.parquet")
     report = compare(reference, root / "august-week.parquet", psi_threshold=PSI_THRESHOLD,
                      categorical_threshold=CATEGORICAL_THRESHOLD)
-    return [f"{c.column} ({c.method} {c.score:.2f})" for c in sorted(report.columns, key=lambda c: -c.score) if c.drifted]
+    drifted = sorted((column for column in report.columns if column.drifted), key=lambda column: -column.score)
+    return [f"{column.column} ({column.method} {column.score:.2f})" for column in drifted]
 
 
 def cbpe_by_month(reference: Path) -> list[dict]:
@@ -271,12 +279,12 @@ def cbpe_by_month(reference: Path) -> list[dict]:
     scores, labels = table["prediction"].to_numpy(float), table["label"].to_numpy(float)
     calibrated = isotonic_calibration(scores, labels)
     months = table["time_hour"].dt.tz_convert("America/New_York").dt.month.to_numpy()
-    figures = [{"month": "all", "estimated_auc": estimated_auc(calibrated(scores)), "realized_auc": roc_auc(scores, labels),
-                "delay_rate": float(labels.mean()), "mean_calibrated": float(calibrated(scores).mean())}]
-    for month in range(1, 9):
-        chosen = months == month
+    figures = []
+    for month in ("all", *range(1, 9)):
+        chosen = np.ones(len(months), bool) if month == "all" else months == month
         figures.append({"month": month, "estimated_auc": estimated_auc(calibrated(scores[chosen])),
-                        "realized_auc": roc_auc(scores[chosen], labels[chosen]), "delay_rate": float(labels[chosen].mean()),
+                        "realized_auc": roc_auc(scores[chosen], labels[chosen]),
+                        "delay_rate": float(labels[chosen].mean()),
                         "mean_calibrated": float(calibrated(scores[chosen]).mean())})
     return figures
 
@@ -324,7 +332,8 @@ def run(root: Path, settings: ReplaySettings) -> dict:
     started = time.perf_counter()
     train_path, traffic_path = prepare(root, settings.every, settings.train_every)
     model_dir, reference = train_champion(root, train_path, settings.epochs)
-    figures["train_rows"], figures["traffic_rows"] = pq.read_metadata(train_path).num_rows, pq.read_metadata(traffic_path).num_rows
+    figures["train_rows"] = pq.read_metadata(train_path).num_rows
+    figures["traffic_rows"] = pq.read_metadata(traffic_path).num_rows
     figures["prepare_train_s"] = time.perf_counter() - started
     version = register(settings.model_name, str(model_dir), datasets={"train": str(train_path)}, registry=registry)
     wall_log = root / "log-wall-clock"
@@ -350,7 +359,8 @@ def run(root: Path, settings: ReplaySettings) -> dict:
         figures["joined"] = final.metrics()
         figures["control_drifted"] = control(root, reference)
         figures["cbpe_by_month"] = cbpe_by_month(reference)
-        flagged = next((window for window in figures["windows"] if window["drifted"] or window["degraded"]), None)
+        flagged = next((window for window in figures["windows"] if window["degraded"] or (
+            window["drifted"] and settings.retrain_on == "flagged")), None)
         figures["first_degraded"] = next((w["end"] for w in figures["windows"] if w["degraded"]), None)
         if flagged is None:
             return figures
@@ -373,9 +383,9 @@ def run(root: Path, settings: ReplaySettings) -> dict:
     rest = rest.filter(pc.greater_equal(rest["time_hour"], pa.scalar(moment, rest["time_hour"].type)))
     pq.write_table(rest, root / "after-detection.parquet")
     truth = rest["label"].to_numpy().astype(float)
-    figures["rest_of_year"] = {"rows": rest.num_rows,
-                               "old_auc": roc_auc(predictions(model_dir, root / "after-detection.parquet"), truth),
-                               "new_auc": roc_auc(predictions(Path(new.source), root / "after-detection.parquet"), truth)}
+    figures["rest_of_year"] = {"rows": rest.num_rows, **{
+        f"{role}_auc": roc_auc(predictions(directory, root / "after-detection.parquet"), truth)
+        for role, directory in (("old", model_dir), ("new", Path(new.source)))}}
     return figures
 
 
@@ -403,7 +413,8 @@ def show(figures: dict) -> None:
               f"{w['estimated_auc']:>7.4f} {w['realized_auc']:>8.4f} {difference:>6.4f} {w['delay_rate']:>6.3f} "
               f"{w['mean_prediction']:>6.3f} {w['prediction_psi'] or float('nan'):>8.3f}  "
               f"{', '.join(w['drifted_features'][:5])}")
-    differences = [abs(w["estimated_auc"] - w["realized_auc"]) for w in figures["windows"] if w["realized_auc"] is not None]
+    differences = [abs(w["estimated_auc"] - w["realized_auc"]) for w in figures["windows"]
+                   if w["realized_auc"] is not None]
     print(f"estimated vs realized AUC: |difference| median {np.median(differences):.4f}, max {max(differences):.4f}, "
           f"{sum(d <= 0.02 for d in differences)} of {len(differences)} windows within the goal of 0.02")
     print("the same estimate on the training data itself, by month (calibration fitted on all of it): " + "; ".join(
@@ -413,9 +424,9 @@ def show(figures: dict) -> None:
         print("the monitor flagged no window: no retraining")
         return
     first = next(w for w in figures["windows"] if w["end"] == figures["detected_at"])
-    print(f"detection: the window ending {figures['detected_at']} ({figures['detection_days']:.0f} days after the shift "
-          f"on 2013-09-01) flagged {'drifted' if first['drifted'] else ''}{' and ' if first['drifted'] and first['degraded'] else ''}"
-          f"{'degraded' if first['degraded'] else ''}; at its end {first['labelled_at_end']} of {first['rows']} rows had "
+    flags = " and ".join(name for name in ("drifted", "degraded") if first[name])
+    print(f"detection ({settings['retrain_on']}): the window ending {figures['detected_at']} "
+          f"({figures['detection_days']:.0f} days after the shift on 2013-09-01) flagged {flags}; at its end {first['labelled_at_end']} of {first['rows']} rows had "
           f"their label ({first['pending_at_end']} still pending: the label delay); first degraded window: "
           f"{figures['first_degraded'] or 'none'}")
     window = figures["retrain_window"]
@@ -428,17 +439,19 @@ def show(figures: dict) -> None:
     print(f"AUC on the {rest['rows']} flights after detection (neither trained on them): old {rest['old_auc']:.4f} "
           f"-> new {rest['new_auc']:.4f}")
     print(f"decision: {figures['decision']} (champion version {figures['champion_version']['before']} -> "
-          f"{figures['champion_version']['after']}); {figures['report_reasons'].strip()}")
+          f"{figures['champion_version']['after']}); {figures['report_reasons'].strip().lstrip('- ')}")
     print(f"command: {figures['command']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, default=1, help="replay every N-th flight of September-December")
+    parser.add_argument("--retrain-on", choices=["flagged", "degraded"], default="flagged",
+                        help="retrain at the first window flagged drifted or degraded, or at the first degraded one")
     parser.add_argument("--json", default="", help="also write the figures to this file")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="dmlops-flights-replay-"))
-    figures = run(root, ReplaySettings(every=args.every))
+    figures = run(root, ReplaySettings(every=args.every, retrain_on=args.retrain_on))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
     show(figures)
