@@ -1,27 +1,28 @@
-"""Signed models on a cluster: the signing key reaches the training job's rank-0 pods from its Secret (never
-as a value in the resource), the verify key reaches every step and the predictor, and a model trained with
-what the operator's pods carry verifies."""
+"""Keys on a cluster: the model-signing key reaches the training job's rank-0 pods from its Secret (never as
+a value in the resource), the verify key every step and the predictor, the Parquet master keys every pod
+that trains; a model trained with what the operator's pods carry verifies."""
 
 import base64
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from crds import assert_valid
 from kubernetes import client
 
 from kubeharness.kubeflow import kubeflow  # noqa: F401 - fixture
 from dmlops.platform import cluster_settings
-from dmlops.privacy import signing
+from dmlops.privacy import encryption, signing
 from dmlops.serving.packaging import inference_service
 from dmlops.training.config import TrainConfig
 from dmlops.training.export import METADATA_FILE, fetch
-from dmlops.training.launch import SIGNING_KEY_MOUNT_PATH, WorkerResources, training_job
+from dmlops.training.launch import PARQUET_KEYS_MOUNT_PATH, SIGNING_KEY_MOUNT_PATH, WorkerResources, training_job
 
 SECRET = "dmlops-model-signing"
+KEYS_SECRET = "dmlops-parquet-keys"
 IMAGE = "ghcr.io/dmlops/torch-horovod:0.1.0"
 KEY_FILE = f"{SIGNING_KEY_MOUNT_PATH}/signing-key.pem"
 
@@ -34,6 +35,7 @@ def key_secret(monkeypatch):
         monkeypatch.delenv(f"{variable}_FILE", raising=False)
     monkeypatch.setenv(signing.SIGNING_SECRET, f"{SECRET}/private.pem")
     monkeypatch.setenv(signing.VERIFY_SECRET, f"{SECRET}/public.pem")
+    monkeypatch.setenv(encryption.KEYS_SECRET, f"{KEYS_SECRET}/keys.json")
 
 
 def config(strategy: str) -> TrainConfig:
@@ -70,6 +72,17 @@ def carries_key(pod_spec: dict) -> bool:
     return mounts == [(SIGNING_KEY_MOUNT_PATH, True)] and env.get("DMLOPS_MODEL_SIGNING_KEY_FILE") == KEY_FILE
 
 
+def carries_parquet_keys(pod_spec: dict) -> bool:
+    """Whether a pod spec mounts the Parquet master key file and names it for the worker."""
+    volumes = [volume["secret"]["items"] for volume in pod_spec.get("volumes") or []
+               if (volume.get("secret") or {}).get("secretName") == KEYS_SECRET]
+    container = pod_spec["containers"][0]
+    env = {entry["name"]: entry.get("value") for entry in container.get("env") or []}
+    return volumes == [[{"key": "keys.json", "path": "keys.json"}]] and PARQUET_KEYS_MOUNT_PATH in [
+        mount["mountPath"] for mount in container.get("volumeMounts") or []] and (
+        env.get(encryption.KEYS_VARIABLE) == f"{PARQUET_KEYS_MOUNT_PATH}/keys.json")
+
+
 def test_rank_zero_pods_get_the_signing_key_from_its_secret(key_secret):
     built = jobs()
     for job in built.values():
@@ -77,18 +90,29 @@ def test_rank_zero_pods_get_the_signing_key_from_its_secret(key_secret):
         assert "PRIVATE KEY" not in json.dumps(job)
     pytorch, tf, mpi, trainer = (templates(built[name]) for name in ("torch-ddp", "tf-multiworker", "horovod-torch",
                                                                      "trainer"))
-    assert carries_key(pytorch["Master"]["spec"]) and not carries_key(pytorch["Worker"]["spec"])
-    assert "volumes" not in pytorch["Worker"]["spec"]
-    assert carries_key(tf["Chief"]["spec"]) and "volumes" not in tf["Worker"]["spec"]
+    assert carries_key(pytorch["Master"]["spec"]) and "model-signing" not in json.dumps(pytorch["Worker"])
+    assert carries_key(tf["Chief"]["spec"]) and "model-signing" not in json.dumps(tf["Worker"])
     # horovodrun starts rank 0 on the first Worker with the Launcher's environment
     assert carries_key(mpi["Worker"]["spec"]) and "volumes" not in mpi["Launcher"]["spec"]
     launcher_env = {entry["name"]: entry.get("value") for entry in mpi["Launcher"]["spec"]["containers"][0]["env"]}
     assert launcher_env["DMLOPS_MODEL_SIGNING_KEY_FILE"] == KEY_FILE
     node = trainer["node"]["spec"]
     assert node["volumes"][0]["secret"]["secretName"] == SECRET
-    assert node["containers"] == [{"name": "node", "volumeMounts": [
-        {"name": "model-signing-key", "mountPath": SIGNING_KEY_MOUNT_PATH, "readOnly": True}]}]
+    assert node["containers"][0]["volumeMounts"][0] == {
+        "name": "model-signing-key", "mountPath": SIGNING_KEY_MOUNT_PATH, "readOnly": True}
+    assert node["containers"][0]["name"] == "node"
     assert {"name": "DMLOPS_MODEL_SIGNING_KEY_FILE", "value": KEY_FILE} in built["trainer"]["spec"]["trainer"]["env"]
+
+
+def test_every_training_pod_gets_the_parquet_keys_from_their_secret(key_secret):
+    built = jobs()
+    pytorch, tf, mpi, trainer = (templates(built[name]) for name in ("torch-ddp", "tf-multiworker", "horovod-torch",
+                                                                     "trainer"))
+    for template in (pytorch["Master"], pytorch["Worker"], tf["Chief"], tf["Worker"], mpi["Worker"]):
+        assert carries_parquet_keys(template["spec"])
+    launcher_env = {entry["name"]: entry.get("value") for entry in mpi["Launcher"]["spec"]["containers"][0]["env"]}
+    assert launcher_env[encryption.KEYS_VARIABLE] == f"{PARQUET_KEYS_MOUNT_PATH}/keys.json"  # forwarded to the ranks
+    assert [volume["secret"]["secretName"] for volume in trainer["node"]["spec"]["volumes"]] == [SECRET, KEYS_SECRET]
 
 
 def test_without_a_signing_secret_no_pod_mounts_a_key(monkeypatch):
@@ -99,7 +123,7 @@ def test_without_a_signing_secret_no_pod_mounts_a_key(monkeypatch):
 
 def test_a_malformed_secret_reference_is_refused(monkeypatch):
     monkeypatch.setenv(signing.SIGNING_SECRET, SECRET)
-    with pytest.raises(signing.ModelIntegrityError, match="<secret name>/<key>"):
+    with pytest.raises(ValueError, match=f"{signing.SIGNING_SECRET}='{SECRET}': expected <secret name>/<key>"):
         jobs()
 
 
@@ -134,7 +158,8 @@ def test_the_model_signing_setting_gives_train_the_private_key_and_every_step_th
         evaluate_step()
         apply_to_current_pipeline()
 
-    settings = ClusterSettings(model_signing={"secret": SECRET, "private_key": "private.pem"})
+    settings = ClusterSettings(model_signing={"secret": SECRET, "private_key": "private.pem"},
+                               parquet_keys={"secret": KEYS_SECRET})
     compiler.Compiler().compile(build_pipeline(pipeline, settings), str(tmp_path / "pipeline.yaml"))
     documents = list(yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text()))
     executors = documents[0]["deploymentSpec"]["executors"]
@@ -150,7 +175,13 @@ def test_the_model_signing_setting_gives_train_the_private_key_and_every_step_th
     assert secrets("train") == {"DMLOPS_MODEL_VERIFY_KEY": "public.pem", "DMLOPS_MODEL_SIGNING_KEY": "private.pem"}
     assert secrets("evaluate-step") == {"DMLOPS_MODEL_VERIFY_KEY": "public.pem"}
     assert env("train")["DMLOPS_MODEL_SIGNING_SECRET"] == f"{SECRET}/private.pem"
-    assert env("evaluate-step") == {"DMLOPS_MODEL_VERIFY_SECRET": f"{SECRET}/public.pem"}
+    assert env("evaluate-step") == {"DMLOPS_MODEL_VERIFY_SECRET": f"{SECRET}/public.pem",
+                                    "DMLOPS_PARQUET_KEYS_FILE": f"{PARQUET_KEYS_MOUNT_PATH}/keys.json",
+                                    "DMLOPS_PARQUET_KEYS_SECRET": f"{KEYS_SECRET}/keys.json"}
+    for step in ("train", "evaluate-step"):
+        assert platform[f"exec-{step}"]["secretAsVolume"] == [{
+            "secretName": KEYS_SECRET, "secretNameParameter": {"runtimeValue": {"constant": KEYS_SECRET}},
+            "mountPath": PARQUET_KEYS_MOUNT_PATH, "optional": False}]
     assert "PRIVATE KEY" not in (tmp_path / "pipeline.yaml").read_text()
     with pytest.raises(ValueError, match="model_signing needs 'secret'"):
         build_pipeline(pipeline, ClusterSettings(model_signing={"private": "x"}))
@@ -203,6 +234,8 @@ def test_operator_pods_carry_the_key_and_a_model_trained_with_it_verifies(key_se
     private, public = signing.generate_key_pair()
     core.create_namespaced_secret(kube_namespace, {"metadata": {"name": SECRET}, "stringData": {
         "private.pem": private, "public.pem": public}})
+    core.create_namespaced_secret(kube_namespace, {"metadata": {"name": KEYS_SECRET}, "stringData": {
+        "keys.json": json.dumps({"datasets": base64.b64encode(os.urandom(32)).decode()})}})
     built = jobs("signed", workers=2)
     for strategy, name, plural in (("torch-ddp", "signed-pytorch", "pytorchjobs"), ("tf-multiworker", "signed-tf", "tfjobs"),
                                    ("horovod-torch", "signed-mpi", "mpijobs")):
@@ -226,20 +259,24 @@ def test_operator_pods_carry_the_key_and_a_model_trained_with_it_verifies(key_se
     # a TrainJob's pods are named by their Job (a random suffix); their host names are stable
     holders = sorted(pod["spec"].get("hostname") if "trainjob" in name else name for name, pod in pods.items()
                      if carries_key(pod["spec"]))
+    assert all(carries_parquet_keys(pod["spec"]) for pod in pods.values())  # every pod reads the data
     assert holders == ["signed-mpi-worker-0", "signed-mpi-worker-1", "signed-pytorch-master-0", "signed-tf-chief-0",
                        "signed-trainjob-node-0-0", "signed-trainjob-node-0-1"]
 
-    # play the kubelet for the PyTorchJob's master: its environment and files, then train as rank 0 does
+    # play the kubelet for the PyTorchJob's master: its environment and files, then train as rank 0 does, on
+    # encrypted data
     master = _as_kubelet_would(pods["signed-pytorch-master-0"], core, kube_namespace, tmp_path / "master")
     assert "PRIVATE KEY" in Path(master["DMLOPS_MODEL_SIGNING_KEY_FILE"]).read_text()
     assert master["RANK"] == "0"
-    monkeypatch.setenv("DMLOPS_MODEL_SIGNING_KEY_FILE", master["DMLOPS_MODEL_SIGNING_KEY_FILE"])
+    for variable in ("DMLOPS_MODEL_SIGNING_KEY_FILE", encryption.KEYS_VARIABLE):
+        monkeypatch.setenv(variable, master[variable])
     from dmlops.training.worker import train
 
     rng = np.random.default_rng(3)
     hour = rng.integers(5, 23, 256)
-    pq.write_table(pa.table({"dep_hour": hour, "distance": rng.uniform(100, 2500, 256),
-                             "label": (hour > 16).astype(np.int64)}), tmp_path / "train.parquet")
+    encryption.write_encrypted(pa.table({"dep_hour": hour, "distance": rng.uniform(100, 2500, 256),
+                                         "label": (hour > 16).astype(np.int64)}), str(tmp_path / "train.parquet"),
+                               key_id="datasets")  # sensitive data, read with the pod's key file
     export = tmp_path / "model"
     train(TrainConfig(train_uri=str(tmp_path / "train.parquet"), label="label", export_uri=str(export), epochs=1,
                       batch_size=64, hidden_units=[4], numeric_features=["dep_hour", "distance"], seed=0))

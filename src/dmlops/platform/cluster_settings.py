@@ -21,6 +21,9 @@ parameters. Settings live in a YAML file a platform team keeps beside the cluste
       secret: dmlops-model-signing
       private_key: private.pem   # given to train and its training job's rank-0 pods only
       public_key: public.pem     # given to every step (evaluate, deploy, ...) and the predictor
+    parquet_keys:          # the master key file of encrypted datasets (dmlops.privacy.encryption)
+      secret: dmlops-parquet-keys
+      key: keys.json             # mounted in every step and every pod of a training job
 
 Pipelines call :func:`apply_to_current_pipeline` as their last statement; :func:`build_pipeline` re-traces a
 pipeline with settings active.
@@ -43,6 +46,9 @@ _active: list["ClusterSettings"] = []
 # The variables dmlops.privacy.signing reads: the keys, and the Secret keys by reference for pods a step starts.
 SIGNING_KEY, SIGNING_SECRET = "DMLOPS_MODEL_SIGNING_KEY", "DMLOPS_MODEL_SIGNING_SECRET"
 VERIFY_KEY, VERIFY_SECRET = "DMLOPS_MODEL_VERIFY_KEY", "DMLOPS_MODEL_VERIFY_SECRET"
+# ... and those dmlops.privacy.encryption reads; where every step finds the master key file.
+KEYS_FILE, KEYS_SECRET = "DMLOPS_PARQUET_KEYS_FILE", "DMLOPS_PARQUET_KEYS_SECRET"
+KEYS_MOUNT_PATH = "/var/run/secrets/dmlops/parquet-keys"
 
 
 @dataclass
@@ -58,6 +64,7 @@ class ClusterSettings:
     retries: int = 0
     istio_sidecar: bool = False
     model_signing: dict[str, str] = field(default_factory=dict)
+    parquet_keys: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ClusterSettings":
@@ -91,6 +98,17 @@ class ClusterSettings:
             task.set_env_variable(ISTIO_SIDECAR_ENV, "true")
         if self.model_signing:
             self._apply_model_signing(task)
+        if self.parquet_keys:
+            self._apply_parquet_keys(task)
+
+    def _apply_parquet_keys(self, task: dsl.PipelineTask) -> None:
+        """The Parquet master key file to every step, as a file, and by reference for the pods it starts."""
+        secret, key = self.parquet_keys.get("secret", ""), self.parquet_keys.get("key", "keys.json")
+        if not secret or set(self.parquet_keys) - {"secret", "key"}:
+            raise ValueError(f"parquet_keys needs 'secret' and takes 'key'; got {sorted(self.parquet_keys)}")
+        kubernetes.use_secret_as_volume(task, secret_name=secret, mount_path=KEYS_MOUNT_PATH)
+        task.set_env_variable(KEYS_FILE, f"{KEYS_MOUNT_PATH}/{key}")
+        task.set_env_variable(KEYS_SECRET, f"{secret}/{key}")
 
     def _apply_model_signing(self, task: dsl.PipelineTask) -> None:
         """The public key to every step (as DMLOPS_MODEL_VERIFY_KEY, and by reference for the predictor

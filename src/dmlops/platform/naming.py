@@ -1,4 +1,5 @@
-"""Deterministic names and labels for the custom resources a pipeline step launches.
+"""Deterministic names and labels for the custom resources a pipeline step launches, and the references to
+Secret keys (``<secret>/<key>``) a step hands to the pods it starts.
 
 A KFP task that is retried runs the same code with the same run id and task name, so it computes the
 same resource name and labels and reattaches to the resource its first attempt created instead of
@@ -8,6 +9,7 @@ creating a second one.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 
 RUN_ID_LABEL = "dmlops.io/run-id"
@@ -70,3 +72,15 @@ def run_labels(run_id: str, task: str) -> dict[str, str]:
 def is_dns1035_label(name: str) -> bool:
     """Whether ``name`` is a DNS-1035 label: lower-case alphanumerics and '-', starts with a letter, ≤ 63."""
     return len(name) <= MAX_NAME_LENGTH and bool(_RFC1035_LABEL.match(name))
+
+
+def secret_reference(variable: str) -> tuple[str, str] | None:
+    """(Secret name, key) from the environment variable ``variable`` holding ``<secret name>/<key>``, the way
+    a step names a Secret key for the pods it starts; None when the variable is unset."""
+    value = os.environ.get(variable, "")
+    if not value:
+        return None
+    secret, _, key = value.partition("/")
+    if not secret or not key or "/" in key:
+        raise ValueError(f"{variable}={value!r}: expected <secret name>/<key>, e.g. dmlops-model-signing/private.pem")
+    return secret, key

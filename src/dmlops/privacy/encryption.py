@@ -32,6 +32,7 @@ from dmlops.data.errors import DataError
 from dmlops.platform import storage
 
 KEYS_VARIABLE = "DMLOPS_PARQUET_KEYS_FILE"
+KEYS_SECRET = "DMLOPS_PARQUET_KEYS_SECRET"  # "<secret>/<key>" of the key file, for the pods a step starts
 MARK_KEY = b"dmlops.encryption"  # schema metadata: {"key_id": ..., "columns": [...]}
 
 

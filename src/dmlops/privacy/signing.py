@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from dmlops.data.errors import DataError
+from dmlops.platform.naming import secret_reference
 
 SIGNING_KEY = "DMLOPS_MODEL_SIGNING_KEY"
 VERIFY_KEY = "DMLOPS_MODEL_VERIFY_KEY"
@@ -56,17 +57,6 @@ def _configured_key(variable: str) -> bytes | None:
         except OSError as error:
             raise ModelIntegrityError(f"{variable}_FILE={path} cannot be read: {error.strerror}") from None
     return None
-
-
-def secret_reference(variable: str) -> tuple[str, str] | None:
-    """(Secret name, key) from ``variable`` holding ``<secret name>/<key>``; None when it is unset."""
-    value = os.environ.get(variable, "")
-    if not value:
-        return None
-    secret, _, key = value.partition("/")
-    if not secret or not key or "/" in key:
-        raise ModelIntegrityError(f"{variable}={value!r}: expected <secret name>/<key>, e.g. dmlops-model-signing/private.pem")
-    return secret, key
 
 
 def verify_key_env() -> dict[str, Any]:

@@ -20,7 +20,9 @@ becomes the variable's ``valueFrom``. ``leader_files`` are keys of Secrets mount
 (:class:`SecretFile`) in the pods of rank 0, the one that exports the model: the PyTorchJob's Master, the
 TFJob's Chief, every MPIJob Worker (horovodrun places rank 0 on the hostfile's first Worker; the Workers
 share one template) with the file's variable also on the Launcher, whose environment horovodrun forwards
-to the ranks, and every TrainJob node (a runtime patch applies to all nodes of a replicated job). Commands and arguments reach the process unchanged: the kubelet's
+to the ranks, and every TrainJob node (a runtime patch applies to all nodes of a replicated job).
+``worker_files`` (e.g. the Parquet master keys every rank reads data with) go to every pod that trains,
+the same way. Commands and arguments reach the process unchanged: the kubelet's
 ``$(VAR)`` expansion is escaped (:func:`kubelet_literal`).
 """
 
@@ -237,17 +239,20 @@ def train_job(
     patched_jobs: Sequence[str] = ("node",),
     placement: Placement | None = None,
     leader_files: Sequence[SecretFile] = (),
+    worker_files: Sequence[SecretFile] = (),
 ) -> Resource:
     """A Trainer v2 TrainJob on ``runtime``; node selector, tolerations, service account, pod labels and
     annotations are runtime patches of the replicated jobs in ``patched_jobs`` (``node``, plus ``launcher``
-    for MPI, placed as :meth:`Placement.launcher`), and so are ``leader_files``, on every ``node`` pod."""
+    for MPI, placed as :meth:`Placement.launcher`), and so are ``leader_files`` and ``worker_files``, on
+    every ``node`` pod."""
     where = placement or Placement()
+    files = [*leader_files, *worker_files]
     _check(name, namespace, image, workers, where)
     trainer: Resource = {"image": image, "command": [kubelet_literal(part) for part in command], "numNodes": workers}
     if args:
         trainer["args"] = [kubelet_literal(part) for part in args]
-    if env or leader_files:
-        trainer["env"] = _env(env) + [{"name": file.env, "value": file.path} for file in leader_files]
+    if env or files:
+        trainer["env"] = _env(env) + [{"name": file.env, "value": file.path} for file in files]
     if where.resources():
         trainer["resourcesPerNode"] = where.resources()
     if procs_per_node is not None:
@@ -264,10 +269,10 @@ def train_job(
             pod_patch["metadata"] = pod.pod_metadata()
         if pod.pod_spec_fields():
             pod_patch["spec"] = pod.pod_spec_fields()
-        if leader_files and job == "node":  # the trainer's container in torch-distributed is "node"
-            pod_patch.setdefault("spec", {})["volumes"] = [file.pod_volume() for file in leader_files]
+        if files and job == "node":  # the trainer's container in torch-distributed is "node"
+            pod_patch.setdefault("spec", {})["volumes"] = [file.pod_volume() for file in files]
             pod_patch["spec"]["containers"] = [{"name": "node",
-                                                "volumeMounts": [file.volume_mount() for file in leader_files]}]
+                                                "volumeMounts": [file.volume_mount() for file in files]}]
         if pod_patch:
             jobs.append({"name": job, "template": {"spec": {"template": pod_patch}}})
     if jobs:
@@ -289,12 +294,13 @@ def _run_policy(backoff_limit: int) -> Resource:
 def _leader_and_workers(
     leader: str, container: str, image: str, command: Sequence[str], args: Sequence[str],
     env: Mapping[str, Any] | None, workers: int, restart_policy: str, where: Placement,
-    leader_files: Sequence[SecretFile] = (),
+    leader_files: Sequence[SecretFile] = (), worker_files: Sequence[SecretFile] = (),
 ) -> Resource:
     """Replica specs of a Training Operator v1 job: one ``leader`` replica (rank 0, with ``leader_files``)
     and ``workers - 1`` Workers, every pod running ``command`` in the container the operator expects
-    (``container``)."""
+    (``container``) with ``worker_files``."""
     template = _pod_template(_container(container, image, command, args, env, where.resources()), where)
+    template = _mount_files(template, worker_files) if worker_files else template
     replicas = {leader: _replica(1, _mount_files(template, leader_files) if leader_files else template,
                                  restart_policy)}
     if workers > 1:
@@ -315,12 +321,13 @@ def pytorch_job(
     backoff_limit: int = 3,
     placement: Placement | None = None,
     leader_files: Sequence[SecretFile] = (),
+    worker_files: Sequence[SecretFile] = (),
 ) -> Resource:
     """A PyTorchJob: rank 0 is the Master, the other ``workers - 1`` are Workers (container ``pytorch``)."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
     replicas = _leader_and_workers("Master", "pytorch", image, command, args, env, workers, restart_policy, where,
-                                   leader_files)
+                                   leader_files, worker_files)
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -342,13 +349,14 @@ def tf_job(
     backoff_limit: int = 3,
     placement: Placement | None = None,
     leader_files: Sequence[SecretFile] = (),
+    worker_files: Sequence[SecretFile] = (),
 ) -> Resource:
     """A TFJob: the Chief (a training worker too, in MultiWorkerMirroredStrategy) plus ``workers - 1``
     Workers (container ``tensorflow``); the operator writes TF_CONFIG into each pod."""
     where = placement or Placement()
     _check(name, namespace, image, workers, where)
     replicas = _leader_and_workers("Chief", "tensorflow", image, command, args, env, workers, restart_policy, where,
-                                   leader_files)
+                                   leader_files, worker_files)
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "TFJob",
@@ -375,6 +383,7 @@ def mpi_job(
     ssh_auth_mount_path: str = SSH_AUTH_MOUNT_PATH,
     placement: Placement | None = None,
     leader_files: Sequence[SecretFile] = (),
+    worker_files: Sequence[SecretFile] = (),
 ) -> Resource:
     """An MPIJob: the Launcher runs ``command`` (e.g. :func:`horovodrun_command` with ``-np workers *
     slots_per_worker``) with ``launcher_cpu``/``launcher_memory`` and no GPU node (:meth:`Placement.launcher`);
@@ -391,12 +400,13 @@ def mpi_job(
     if slots_per_worker < 1:
         raise ValueError(f"job {name}: slots_per_worker must be at least 1; got {slots_per_worker}")
     launcher_placement = where.launcher(launcher_cpu, launcher_memory)
-    launcher_env = {**(env or {}), **{file.env: file.path for file in leader_files}}
+    files = [*leader_files, *worker_files]  # every rank runs on a Worker, with the Launcher's environment
+    launcher_env = {**(env or {}), **{file.env: file.path for file in files}}
     launcher = _container("mpi", image, command, args, launcher_env, launcher_placement.resources())
     worker = _pod_template(_container("mpi", image, (), (), env, where.resources()), where)
     replicas = {
         "Launcher": _replica(1, _pod_template(launcher, launcher_placement), restart_policy),
-        "Worker": _replica(workers, _mount_files(worker, leader_files) if leader_files else worker, None),
+        "Worker": _replica(workers, _mount_files(worker, files) if files else worker, None),
     }
     spec: Resource = {
         "slotsPerWorker": slots_per_worker,

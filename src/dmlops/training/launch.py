@@ -17,10 +17,11 @@ from typing import Any
 from dmlops.platform import storage
 from dmlops.platform.backend import resolve_backend
 from dmlops.platform.local import LocalRunResult, run_workers
-from dmlops.platform.naming import resource_name, run_labels
+from dmlops.platform.naming import resource_name, run_labels, secret_reference
 from dmlops.training.config import TF_STRATEGIES, RunConfig, RunSource
 from dmlops.training.export import METADATA_FILE
-from dmlops.privacy.signing import SIGNING_KEY, SIGNING_SECRET, secret_reference
+from dmlops.privacy.encryption import KEYS_SECRET, KEYS_VARIABLE
+from dmlops.privacy.signing import SIGNING_KEY, SIGNING_SECRET
 from dmlops.training.jobs import (
     Placement, Resource, SecretFile, horovodrun_command, mpi_job, pytorch_job, tf_job, train_job,
 )
@@ -38,6 +39,7 @@ JOB_APIS = ("training-operator", "trainer")
 TRAINER_RUNTIME = "torch-distributed"
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 SIGNING_KEY_MOUNT_PATH = "/var/run/secrets/dmlops/model-signing"  # where rank 0 finds the private key
+PARQUET_KEYS_MOUNT_PATH = "/var/run/secrets/dmlops/parquet-keys"  # where every rank finds the master keys
 
 
 @dataclass
@@ -157,6 +159,16 @@ def signing_key_file() -> SecretFile | None:
                       f"{SIGNING_KEY}_FILE")
 
 
+def parquet_keys_file() -> SecretFile | None:
+    """The Parquet master key file for every pod that trains (each reads encrypted data): the Secret key
+    this step's ``DMLOPS_PARQUET_KEYS_SECRET`` names as a read-only file, its path in
+    ``DMLOPS_PARQUET_KEYS_FILE``; None when no Secret is named."""
+    reference = secret_reference(KEYS_SECRET)
+    if reference is None:
+        return None
+    return SecretFile(reference[0], reference[1], "parquet-keys", PARQUET_KEYS_MOUNT_PATH, "keys.json", KEYS_VARIABLE)
+
+
 def training_job(
     config: RunSource,
     num_workers: int,
@@ -178,7 +190,8 @@ def training_job(
     its training runtime decides, and ``torch-distributed`` restarts a failed pod in place (JobSet's
     OnFailure) up to the Job's default backoffLimit of 6, whatever the exit code. With
     ``DMLOPS_MODEL_SIGNING_SECRET`` set here, the pods of rank 0 get the signing key (:func:`signing_key_file`)
-    and sign the export."""
+    and sign the export; with ``DMLOPS_PARQUET_KEYS_SECRET``, every pod gets the Parquet master keys
+    (:func:`parquet_keys_file`) to read encrypted data."""
     config = as_run(config)
     if job_api not in JOB_APIS:
         raise ValueError(f"unknown job_api {job_api!r}; use 'training-operator' (PyTorchJob, TFJob, MPIJob) "
@@ -196,9 +209,10 @@ def training_job(
                           node_selector=resources.node_selector, tolerations=resources.tolerations,
                           labels=labels or {})
     worker = ["python", "-m", WORKER_MODULE]
-    signing_key = signing_key_file()
+    signing_key, parquet_keys = signing_key_file(), parquet_keys_file()
     common: dict[str, Any] = dict(image=image, env=worker_env(config), workers=num_workers, placement=placement,
-                                  leader_files=[signing_key] if signing_key else [])
+                                  leader_files=[signing_key] if signing_key else [],
+                                  worker_files=[parquet_keys] if parquet_keys else [])
     restarts: dict[str, Any] = dict(restart_policy=restart_policy(config.strategy) if max_restarts else "Never",
                                     backoff_limit=max_restarts)
     kind = LAUNCH_KIND[config.strategy]
