@@ -104,10 +104,10 @@ lock() {
 : > "$work/build-tools.txt"
 lock containers/build-tools.lock none
 sed -n 's/^\([A-Za-z0-9][^ ]*==[^ ]*\).*/\1/p' containers/build-tools.lock > "$work/build-tools.txt"
-lock containers/base/requirements.lock feast,tune,kafka,dvc,privacy,registry
+lock containers/base/requirements.lock feast,kafka,dvc,privacy,registry
 lock containers/torch-horovod/requirements.lock torch,horovod,tune containers/horovod.in
 lock containers/tf-horovod/requirements.lock tf containers/horovod.in
 # tf-horovod builds horovod in an environment of its own that has torch as well (build_horovod.sh needs it).
 lock containers/tf-horovod/horovod-build.lock tf,horovod containers/horovod.in
 lock containers/serve/requirements.lock serve,torch,feast,registry
-lock containers/spark/requirements.lock spark
+lock containers/spark/requirements.lock spark,feast

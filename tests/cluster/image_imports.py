@@ -151,12 +151,12 @@ def requirement_for(import_name: str) -> tuple[str, frozenset[str]] | None:
     (or one of its dependencies); None when nothing in pyproject.toml provides it."""
     core, extras, asked = extras_by_distribution()
     distributions = sorted(distributions_of(import_name) or {canonicalize_name(import_name)})
+    for distribution in distributions:  # a core dependency is in every image, whichever extras also list it
+        if any(distribution in _dependencies(name, frozenset()) for name in core):
+            return distribution, frozenset()
     for distribution in distributions:
         if distribution in extras:
             return distribution, frozenset(extras[distribution])
-    for distribution in distributions:
-        if any(distribution in _dependencies(name, frozenset()) for name in core):
-            return distribution, frozenset()
     for distribution in distributions:
         needed_by = {extra for name, listed_in in extras.items() if distribution in _dependencies(name, asked[name])
                      for extra in listed_in}

@@ -56,6 +56,7 @@ NOT_IN_IMAGE = {
     ("serve", "ai_edge_litert"): "export_edge leaves the TFLite variants out, naming why, where TensorFlow is absent",
     ("serve", "ai_edge_quantizer"): "export_edge leaves the TFLite variants out, naming why, where TensorFlow is absent",
     ("base", "pyspark"): "engine='spark' runs in the spark image, as a SparkApplication (backend kubernetes)",
+    ("serve", "pyspark"): "engine='spark' runs in the spark image, as a SparkApplication (backend kubernetes)",
 }
 # The horovod package is built by scripts/build_horovod.sh, not installed from an extra.
 HOROVOD = "horovod"
