@@ -31,7 +31,7 @@ def test_predictions_are_joined_pending_or_expired_and_labels_counted_once(tmp_p
     assert (counts.predictions, counts.joined, counts.pending, counts.expired) == (100, 50, 40, 10)
     assert (counts.duplicate_predictions, counts.labels, counts.duplicate_labels, counts.unmatched_labels) == (1, 52, 1, 1)
     assert counts.joined + counts.pending + counts.expired == counts.predictions
-    assert counts.labels == counts.joined + counts.duplicate_labels + counts.unmatched_labels
+    assert counts.labels == counts.joined + counts.duplicate_labels + counts.unmatched_labels + counts.later_labels
     assert counts.joined_fraction == pytest.approx(50 / 60)
 
     table = pq.read_table(output)
@@ -55,6 +55,20 @@ def test_labels_of_multi_row_requests_join_by_row(tmp_path):
     assert (counts.joined, counts.pending, counts.unmatched_labels) == (2, 1, 1)
     joined = pq.read_table(tmp_path / "out.parquet").select(["row", "x", "label"]).to_pylist()
     assert joined == [{"row": 0, "x": 0.0, "label": 0}, {"row": 2, "x": 2.0, "label": 0}]
+
+
+def test_a_label_later_than_as_of_had_not_arrived_then(tmp_path, logged):
+    log, labels = logged
+    as_of = START + timedelta(hours=4)  # labels arrive 2 to 6 hours after each prediction
+    late = [label for label in labels if label["label_time"] > as_of]
+    assert late  # the traffic's labels arrive over hours: some after as_of
+    counts = join_labels(str(log), str(write_labels(tmp_path / "labels.parquet", labels)), tmp_path / "out.parquet",
+                         max_label_delay_hours=8, as_of=as_of)
+    assert counts.later_labels == len(late) and counts.labels == len(labels)
+    assert counts.joined == len(labels) - len(late) and counts.unmatched_labels == counts.duplicate_labels == 0
+    joined = set(pq.read_table(tmp_path / "out.parquet")["request_id"].to_pylist())
+    assert joined.isdisjoint(label["request_id"] for label in late)
+    assert counts.joined + counts.pending + counts.expired == counts.predictions
 
 
 def test_labels_without_their_columns_are_refused(tmp_path, logged):

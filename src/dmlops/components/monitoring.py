@@ -34,7 +34,8 @@ def feedback(
             prediction_time, the logged features, prediction, the label, label_time, label_lag_seconds.
             Metadata: rows and the counts.
         metrics: predictions, joined, pending, expired, duplicate_predictions, labels, duplicate_labels,
-            unmatched_labels and joined_fraction (joined among the predictions whose label is due).
+            unmatched_labels, later_labels (label_time after as_of: not arrived yet then) and joined_fraction
+            (joined among the predictions whose label is due).
         max_label_delay_hours: A prediction without a label after this long is expired (its label lost).
         window_start: Only predictions logged at or after this ISO 8601 time (UTC unless it says); empty:
             from the first.
@@ -68,7 +69,7 @@ def feedback(
         figures.push(pushgateway, figures.feedback_registry(counts), model=model or "model", job=figures.FEEDBACK_JOB)
     print(f"{counts.predictions} predictions: {counts.joined} joined, {counts.pending} pending, "
           f"{counts.expired} expired; {counts.labels} labels: {counts.duplicate_labels} duplicate, "
-          f"{counts.unmatched_labels} unmatched")
+          f"{counts.unmatched_labels} unmatched, {counts.later_labels} later than as_of")
     return namedtuple("FeedbackOutputs", ["joined", "pending", "expired"])(counts.joined, counts.pending, counts.expired)
 
 

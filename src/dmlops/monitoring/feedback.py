@@ -11,9 +11,10 @@ Every logged prediction (one per request id and row) is counted exactly once, as
 - **pending**: no label yet, and it is younger than ``max_label_delay_hours`` at ``as_of``;
 - **expired**: no label and older than that: its label is taken to be lost.
 
-Every label row is counted exactly once too: it is the label joined, a **duplicate** (an earlier label
-of a prediction that got a later one: the last ``label_time`` wins), or **unmatched** (no logged
-prediction in the window has its request id and row). A prediction logged twice (a retried write) is
+Every label row is counted exactly once too: it is **later** than ``as_of`` (its ``label_time`` is after
+the moment judged at: it had not arrived then, and is left for a later run), or the label joined, a
+**duplicate** (an earlier label of a prediction that got a later one: the last ``label_time`` wins), or
+**unmatched** (no logged prediction in the window has its request id and row). A prediction logged twice (a retried write) is
 counted once, in ``duplicate_predictions``.
 
 The labelled production set (one row per joined prediction) has the columns, in order:
@@ -55,6 +56,7 @@ class FeedbackCounts:
     labels: int
     duplicate_labels: int
     unmatched_labels: int
+    later_labels: int = 0
 
     @property
     def joined_fraction(self) -> float:
@@ -113,6 +115,9 @@ def join_labels(
     logged["row"] = logged["row"].astype("int64")
     predictions = logged.drop_duplicates(KEY, keep="first")
     labels = read_labels(labels_path, label_name)
+    arrived = labels["label_time"] <= pd.Timestamp(as_of).tz_convert("UTC")
+    later = int((~arrived).sum())
+    labels = labels.loc[arrived]
     latest = labels.sort_values("label_time", kind="stable").drop_duplicates(KEY, keep="last")
     joined = predictions.merge(latest, on=KEY, how="inner", validate="one_to_one")
     unlabelled = predictions.loc[~predictions.set_index(KEY).index.isin(latest.set_index(KEY).index)]
@@ -120,8 +125,8 @@ def join_labels(
     expired = int((age > pd.Timedelta(hours=max_label_delay_hours)).sum())
     counts = FeedbackCounts(
         predictions=len(predictions), joined=len(joined), pending=len(unlabelled) - expired, expired=expired,
-        duplicate_predictions=len(logged) - len(predictions), labels=len(labels),
-        duplicate_labels=len(labels) - len(latest), unmatched_labels=len(latest) - len(joined),
+        duplicate_predictions=len(logged) - len(predictions), labels=len(labels) + later,
+        duplicate_labels=len(labels) - len(latest), unmatched_labels=len(latest) - len(joined), later_labels=later,
     )
     features = _features(joined["features"])
     clashes = sorted(set(features.columns) & {*META_COLUMNS, *TAIL_COLUMNS, label_name})
