@@ -32,6 +32,7 @@ def write_reference(path, rows: int = 3000):
 
 def test_drift_retrains_registers_deploys_and_promotes(tmp_path, monkeypatch):
     from dmlops.registry.mlflow_registry import get_version, served_at
+    from dmlops.serving.log_layout import read_log
 
     records, labels = traffic(600, seed=5, shift=1.5)  # production moved: x is 1.5 higher
     write_log(tmp_path / "log", records)
@@ -81,5 +82,8 @@ def test_drift_retrains_registers_deploys_and_promotes(tmp_path, monkeypatch):
         assert int(new.version) == int(champion.version) + 1
         assert served_at("retrain-delays", between, registry).model_version == champion.version
         assert served_at("retrain-delays", time.time(), registry).model_version == new.version
+        subprocess.run([sys.executable, "-m", "dmlops.cli", "serve", "--stop"], check=True)  # its servers write their logs
+        logged = read_log(str(tmp_path / "log"))
+        assert logged.num_rows > 600  # the deployed versions logged the deploys' requests where the monitor reads
     finally:
         subprocess.run([sys.executable, "-m", "dmlops.cli", "serve", "--stop"], check=False)

@@ -150,6 +150,20 @@ def test_first_deploy_of_a_failing_model_fails_and_leaves_nothing_running(servin
     assert state.stable is None and state.canary is None
 
 
+def test_a_deployed_model_logs_what_it_answers_to_the_prediction_log(serving_dir, model_dir, eval_uri, tmp_path):
+    from dmlops.serving.log_layout import read_log
+
+    result = deploy_local(str(model_dir), "logged-endpoint", eval_uri, POLICY, prediction_log=str(tmp_path / "log"))
+    example = EndpointState.load("logged-endpoint").example
+    response = requests.post(result.predict_url, json=example, headers={"x-request-id": "after-deploy"}, timeout=10)
+    assert response.status_code == 200 and response.headers["x-request-id"] == "after-deploy"
+    stop_endpoints("logged-endpoint")  # the server writes what it holds as it stops
+    logged = read_log(str(tmp_path / "log"))
+    assert "after-deploy" in logged["request_id"].to_pylist()
+    # the smoke test's and the gates' requests were answered by the same server: logged too
+    assert logged.num_rows > len(example["instances"])
+
+
 def test_stop_endpoints_stops_the_servers(first_deploy):
     server = EndpointState.load(ENDPOINT).stable
     assert ENDPOINT in [state.endpoint for state in list_endpoints()]

@@ -41,6 +41,7 @@ def deploy(
     min_replicas: int = 1,
     max_replicas: int = 3,
     feast_config: str = "",
+    prediction_log: str = "",
     timeout_seconds: int = 900,
 ) -> NamedTuple("RolloutOutputs", [("endpoint_url", str), ("predict_url", str), ("stable_revision", str),
                                    ("canary_revision", str), ("decision", str)]):
@@ -122,6 +123,8 @@ def deploy(
         max_replicas: The most predictor pods the autoscaler may run (Kubernetes).
         feast_config: JSON text, or a path to a JSON file, with store, features and entity_keys: the
             model server adds those online features to each request (dmlops runtime only); "" adds none.
+        prediction_log: Where the model server logs every request it answers (hourly Parquet: a folder, gs://
+            or s3:// URI; the feedback and monitor steps read it), dmlops runtime only; "" logs nothing.
         timeout_seconds: Kubernetes: the longest wait for the InferenceService to become ready after each
             change.
 
@@ -167,7 +170,7 @@ def deploy(
         deployment_mode=deployment_mode,
         namespace=namespace, service_account=service_account, cpu=cpu, memory=memory,
         min_replicas=min_replicas, max_replicas=max_replicas, feast_config=feast_config,
-        timeout_s=float(timeout_seconds),
+        prediction_log=prediction_log, timeout_s=float(timeout_seconds),
     )
     if model_uri:
         record_deploy(version, endpoint, result.decision.action, registry=registry,

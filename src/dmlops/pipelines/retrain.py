@@ -5,7 +5,8 @@ feedback joins the labels that arrived to the prediction log; monitor judges the
 training reference. If it drifted or degraded: training_window (the training data's last window_days
 plus the labelled production rows; the latest of those held out) -> train -> evaluate the challenger
 and the champion on the same holdout -> register_model (alias challenger) -> deploy the new version as
-a canary judged on the holdout (alias champion moves to it only when its gates pass).
+a canary judged on the holdout (alias champion moves to it only when its gates pass), its server logging
+to the same prediction log.
 """
 
 from kfp import dsl
@@ -19,7 +20,7 @@ from dmlops.platform.cluster_settings import apply_to_current_pipeline
 
 
 def retrain_steps(reference, labelled, champion, *, model_name, endpoint, registry, label, time_column, window_days, window_end,
-                  exclude_features, epochs, num_workers, strategy, backend) -> None:
+                  exclude_features, epochs, num_workers, strategy, backend, predictions_uri) -> None:
     """Add the retraining branch's steps (see the module docstring) to the pipeline being traced; a plain
     function, not a nested pipeline, so cluster settings reach its steps."""
     window = training_window(reference=reference, labelled=labelled, label=label, time_column=time_column,
@@ -37,7 +38,7 @@ def retrain_steps(reference, labelled, champion, *, model_name, endpoint, regist
                                 train_data=window.outputs["train"], eval_data=holdout, registry=registry,
                                 pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER).set_display_name("register")
     deploy(model_uri=registered.outputs["model_uri"], registry=registry, eval_data=holdout, endpoint=endpoint,
-           backend=backend).set_display_name("deploy (canary), promote champion")
+           backend=backend, prediction_log=predictions_uri).set_display_name("deploy (canary), promote champion")
 
 
 @dsl.pipeline(name="retrain", description="Monitor production; on drift or degradation retrain on a fresh window, "
@@ -102,7 +103,7 @@ def retrain(
     steps = dict(reference=reference.output, champion=champion, labelled=joined.outputs["labelled"], model_name=model_name,
                  endpoint=endpoint, registry=registry, label=label, time_column=time_column, window_days=window_days,
                  window_end=window_end, exclude_features=exclude_features, epochs=epochs, num_workers=num_workers,
-                 strategy=strategy, backend=backend)
+                 strategy=strategy, backend=backend, predictions_uri=predictions_uri)
     with dsl.If(watched.outputs["drifted"] == True, name="drifted"):  # noqa: E712
         retrain_steps(**steps)
     with dsl.Elif(watched.outputs["degraded"] == True, name="degraded"):  # noqa: E712

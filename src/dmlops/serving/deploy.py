@@ -160,6 +160,10 @@ def service_account_headers(service_account_dir: Path = SERVICE_ACCOUNT_DIR) -> 
     return {"Authorization": f"Bearer {token.read_text().strip()}"} if token.is_file() else {}
 
 
+def _prediction_log_args(prediction_log: str) -> tuple[str, ...]:
+    return ("--prediction_log", prediction_log) if prediction_log else ()
+
+
 def _first_deploy_decision(smoke: TrafficStats, reason: str) -> Decision:
     failure = smoke_failed(smoke)
     return Decision(ROLLBACK if failure else FIRST_DEPLOY, [failure or reason], [], smoke)
@@ -173,8 +177,10 @@ def deploy_local(
     *,
     model_format: str = "",
     feast_config: str = "",
+    prediction_log: str = "",
 ) -> RolloutResult:
-    """Roll ``model_uri`` out to the local endpoint ``endpoint`` (the model is served under that name)."""
+    """Roll ``model_uri`` out to the local endpoint ``endpoint`` (the model is served under that name),
+    its server logging every answered request to ``prediction_log`` when given."""
     state = EndpointState.load(endpoint)
     if state.canary is not None:  # left by an interrupted rollout
         stop_server(state.canary)
@@ -185,7 +191,7 @@ def deploy_local(
         label_of(metadata), classes_of(metadata)), policy)
     request = request_format(DMLOPS_RUNTIME, target=target_of(metadata))
     canary = start_server(model_uri, endpoint, log_dir=state_dir() / "logs", model_format=model_format,
-                          feast_config=feast_config)
+                          feast_config=feast_config, extra_args=_prediction_log_args(prediction_log))
     state.canary = canary
     state.example = {"instances": smoke_batches[0][:1]}
     state.save()
@@ -386,6 +392,7 @@ def deploy(
     min_replicas: int = 1,
     max_replicas: int = 3,
     feast_config: str = "",
+    prediction_log: str = "",
     model_dir: str = "",
     timeout_s: float = 900.0,
 ) -> RolloutResult:
@@ -395,14 +402,16 @@ def deploy(
     is served where it is when ``storage_uri`` is empty) and the InferenceService ``endpoint`` is created
     or updated in ``namespace`` (default: the pod's own). ``model_dir`` is a local copy of ``model_uri``
     when the step has one (KFP's launcher downloads input artifacts), read instead of downloading it
-    again. A model on KFP's ``minio://`` store is served as ``s3://`` with the credentials of
+    again. ``prediction_log``: where the model server logs every request it answers (dmlops runtime).
+    A model on KFP's ``minio://`` store is served as ``s3://`` with the credentials of
     :data:`~dmlops.serving.packaging.KFP_ARTIFACT_READER` unless ``service_account`` names another.
     """
     from dmlops.platform.backend import resolve_backend
 
     model_metadata(model_dir or model_uri)  # an unsigned or tampered model is refused before anything starts
     if resolve_backend(backend) == "local":
-        return deploy_local(model_uri, endpoint, eval_uri, policy, model_format=model_format, feast_config=feast_config)
+        return deploy_local(model_uri, endpoint, eval_uri, policy, model_format=model_format, feast_config=feast_config,
+                            prediction_log=prediction_log)
     from dmlops.platform.kubernetes import KubernetesLauncher, current_namespace
 
     if runtime != DMLOPS_RUNTIME and not storage_uri:
@@ -423,6 +432,10 @@ def deploy(
         if runtime != DMLOPS_RUNTIME:
             raise ValueError("feast_config: only the dmlops runtime looks up online features")
         model_args += ["--feast_config", feast_config]
+    if prediction_log:
+        if runtime != DMLOPS_RUNTIME:
+            raise ValueError("prediction_log: only the dmlops runtime logs its predictions (others: KServe's logger)")
+        model_args += _prediction_log_args(prediction_log)
     service = inference_service(
         endpoint, namespace or current_namespace(), storage, model_format=served["format"],
         runtime=served["runtime"], protocol=served["protocol"], deployment_mode=deployment_mode,
