@@ -1,9 +1,9 @@
 """Request log lines benchmark: the dmlops predictor writing its JSON line per prediction request
 (dmlops.platform.logs) against the same predictor with that line off.
 
-Two model servers on 127.0.0.1 serve the same flights model; in one the predictor's logger is raised to
-WARNING, so its requests write no line (uvicorn's access log and KServe's latency lines are off in both, as
-the predictor runs by default). Requests of 1 row at concurrency 1 and 8, rounds interleaved between the
+Two model servers on 127.0.0.1 serve the same flights model; one runs with ``KSERVE_LOGLEVEL=WARNING``, so
+its answered requests write no line (uvicorn's access log and KServe's latency lines are off in both, as the
+predictor runs by default). Requests of 1 row at concurrency 1 and 8, rounds interleaved between the
 peers (bench/prediction_log.py's measure: median req/s, and each server's own CPU time per request, which
 on a machine whose cores other work shares is the steadier figure). Goal: lines on >= 0.95x lines off.
 After the run, the server with lines must have written one per answered request.
@@ -29,24 +29,15 @@ import requests
 from prediction_log import measure
 from serve import CATEGORICAL, MODEL_NAME, NUMERIC, flights_slice
 
-SERVE = """
-import logging, runpy, sys
-if sys.argv[1] == "off":
-    logging.getLogger("dmlops.serving.predictor").setLevel(logging.WARNING)
-sys.argv = ["dmlops.serving", *sys.argv[2:]]
-runpy.run_module("dmlops.serving", run_name="__main__")
-"""
-
-
 def start(lines: str, model_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     from dmlops.platform.local import free_ports
 
     (port,) = free_ports(1)
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVE, lines, "--model_dir", str(model_dir), "--model_name", MODEL_NAME,
+        [sys.executable, "-m", "dmlops.serving", "--model_dir", str(model_dir), "--model_name", MODEL_NAME,
          "--http_port", str(port), "--host", "127.0.0.1", "--enable_grpc", "false"],
         stdout=log_path.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "DMLOPS_LOG_FORMAT": "json"})
+        env={**os.environ, "DMLOPS_LOG_FORMAT": "json", "KSERVE_LOGLEVEL": "INFO" if lines == "on" else "WARNING"})
     url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}"
     for _ in range(600):
         try:

@@ -9,7 +9,8 @@ Every line the server logs (KServe's, uvicorn's, the predictor's) goes through :
 a line per prediction request from the predictor, whose request id is the ``trace.id`` of the lines the
 request causes (its 400 or 500 too). uvicorn's access log and KServe's latency lines (``kserve.trace``) are
 off: the predictor's line carries the status, rows and duration, and health probes and metrics scrapes
-would outnumber it.
+would outnumber it. ``KSERVE_LOGLEVEL`` (default INFO) sets the level of KServe's and the predictor's
+loggers: WARNING keeps a 400's and a 500's lines and drops the line of each answered request.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class ModelServer(kserve.ModelServer):
 
     def __init__(self, *, host: str = "0.0.0.0", **kwargs):
         logs.adopt_library_loggers(*_SERVER_LOGGERS)  # before KServe configures its own handlers for them
-        logging.getLogger("kserve").setLevel(KSERVE_LOGLEVEL)  # as KServe's own configuration would
+        for name in ("kserve", "dmlops.serving"):  # KServe's level setting, for the predictor's lines too
+            logging.getLogger(name).setLevel(KSERVE_LOGLEVEL)
         super().__init__(**kwargs)
         self.host = host
         for quiet in ("uvicorn.access", "kserve.trace"):  # a line or two per request, said by the predictor's
