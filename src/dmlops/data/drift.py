@@ -4,6 +4,8 @@ Numeric columns: Population Stability Index over bins cut at the reference decil
 (strings, booleans): Jensen–Shannon distance (base 2, in [0, 1]) or the chi-square test's p-value over
 the categories seen in either dataset. Nulls count as a bin/category of their own, so a change in the
 null rate is drift too. The reference is read twice (deciles, then bin counts), the current data once.
+An engine measures the deciles and counts (DuckDB here, Spark in :mod:`dmlops.data.spark.drift`);
+:func:`compare` scores them and builds the report for both.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 column's count, nulls, distinct values, min/max/mean/std and quantiles (plus any extra aggregates a
 caller adds, such as validation checks, so they share that scan), then one ``GROUPING SETS`` query
 for the top values of categorical columns and the histograms of numeric and time columns (whose bins
-need the min/max of the first query).
+need the min/max of the first query). The Spark engine (:mod:`dmlops.data.spark.statistics`) measures
+the same values and hands them to :func:`assemble_statistics`, which builds the statistics for both.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # DuckDB's time_bucket origin for periods without months (a Monday): buckets of 7 days start on Mondays.
 BUCKET_ORIGIN_MICROS = int((datetime(2000, 1, 3, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc))
                            .total_seconds()) * 1_000_000
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def running_means(
@@ -91,8 +92,6 @@ def running_means(
         timestamp_max=duckdb_text(time_value(last, stamp)),
     )
 
-
-_MICROSECOND = fixed_interval("1 microsecond", "unit")
 
 
 def _view_matches(rows: DataFrame, join: Any, key_types: dict[str, Any]) -> DataFrame:
