@@ -6,6 +6,7 @@ output into the master pod's log. Data and model live on an S3 server (moto), as
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -112,7 +113,8 @@ def run_pytorch_job(fake, name: str, outcome: list) -> None:
     outcome.append(codes)
 
 
-def test_torch_ddp_runs_as_one_pytorchjob_whose_workers_export_the_model(cluster, s3_data, s3_bucket, capsys, tmp_path):
+def test_torch_ddp_runs_as_one_pytorchjob_whose_workers_export_the_model(cluster, s3_data, s3_bucket, caplog, tmp_path):
+    caplog.set_level(logging.INFO, logger="dmlops.platform.kubernetes")
     config = make_config(s3_data, s3_bucket, "models/ddp")
     outcome = []
     cluster.in_background(run_pytorch_job, cluster, JOB_NAME, outcome)
@@ -133,9 +135,9 @@ def test_torch_ddp_runs_as_one_pytorchjob_whose_workers_export_the_model(cluster
     assert container["image"] == IMAGE and container["command"] == ["python", "-m", "dmlops.training.worker"]
     assert container_env(container)["AWS_ENDPOINT_URL"] == os.environ["AWS_ENDPOINT_URL"]
 
-    # the master's own output, streamed through the pod log API
+    # the master's own output, streamed through the pod log API into the launcher's log lines
     prefix = f"[{JOB_NAME}-master-0] "
-    streamed = [line[len(prefix):] for line in capsys.readouterr().out.splitlines() if line.startswith(prefix)]
+    streamed = [line[len(prefix):] for line in caplog.messages if line.startswith(prefix)]
     assert exported["framework"] == "torch"
     assert {"workers=2", f"auc={exported['metrics']['auc']:.6g}",
             f"exported torch model to {config.export_uri}"} <= set(streamed), streamed
@@ -146,7 +148,8 @@ def test_torch_ddp_runs_as_one_pytorchjob_whose_workers_export_the_model(cluster
     assert json.loads((local / METADATA_FILE).read_text())["files"] == file_digests(local, exclude=METADATA_FILE) == exported["files"]
 
 
-def test_a_retried_step_reattaches_to_its_job_instead_of_creating_a_second(cluster, s3_data, s3_bucket, capsys):
+def test_a_retried_step_reattaches_to_its_job_instead_of_creating_a_second(cluster, s3_data, s3_bucket, caplog):
+    caplog.set_level(logging.INFO, logger="dmlops.platform.kubernetes")
     config = make_config(s3_data, s3_bucket, "models/retried")
     first_attempt = training_job(config, 1, WorkerResources(), IMAGE, NS, JOB_NAME,
                                  labels={"dmlops.io/run-id": RUN_ID, "dmlops.io/task": TASK})
@@ -162,9 +165,8 @@ def test_a_retried_step_reattaches_to_its_job_instead_of_creating_a_second(clust
 
     assert outcome == [[0]]
     assert len(cluster.created) == 1 and len(cluster.list("pytorchjobs", NS)) == 1
-    output = capsys.readouterr().out
-    assert "already created by an earlier attempt of this task; reattaching" in output
-    assert f"[{JOB_NAME}-master-0] auc={exported['metrics']['auc']:.6g}" in output.splitlines()
+    assert any("already created by an earlier attempt of this task; reattaching" in line for line in caplog.messages)
+    assert f"[{JOB_NAME}-master-0] auc={exported['metrics']['auc']:.6g}" in caplog.messages
 
 
 def test_a_failed_job_fails_the_step_with_the_operator_reason(cluster, s3_data, s3_bucket):
