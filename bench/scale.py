@@ -5,7 +5,8 @@ peak memory (the larger of the resident memory of the step's whole process tree,
 sampled every 0.1 s with psutil, and the step process's own high-water mark, VmHWM: ``getrusage``'s
 ``ru_maxrss`` is not used as it keeps the parent's peak across fork and exec). Times leave out imports. pandera runs the same checks as
 ``validate`` on the same Parquet file read into pandas, where it fits under the memory cap; Great
-Expectations the same way when ``--gx-python`` names a Python that has it (a throwaway venv).
+Expectations the same way in this Python when it has it, else in the one ``--gx-python`` names (a throwaway
+venv).
 
 The data: copy k (k = 0 .. N-1) of the shipped year with flight numbers + 10,000 k and everything else as
 shipped (same dates, carriers, airports and planes), so distributions and feature joins are those of x1;
@@ -255,7 +256,8 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "dmlops-bench-scale"))
     parser.add_argument("--memory-cap-gb", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds one step may run")
-    parser.add_argument("--gx-python", default="", help="a Python with great_expectations, pandas and pyarrow")
+    parser.add_argument("--gx-python", default=sys.executable if importlib.util.find_spec("great_expectations") else "",
+                        help="a Python with great_expectations, pandas and pyarrow (default: this one, if it has)")
     parser.add_argument("--delete-data", action="store_true", help="remove the generated data at the end")
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes.split(",")]
