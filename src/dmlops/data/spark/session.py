@@ -3,13 +3,16 @@
 ``local[*]`` (embedded, every core of this machine) unless ``DMLOPS_SPARK_MASTER`` names another master
 (a SparkApplication's driver is given its master by spark-submit, which this respects). The session reads
 and writes times in UTC, writes Parquet timestamps as microseconds (not Spark's legacy INT96), logs
-errors only and starts no web UI.
+errors only (an embedded session from its start: its JVM gets a log4j2 configuration at ERROR) and starts
+no web UI.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dmlops.data.errors import DataError
@@ -30,6 +33,24 @@ _CONFIG = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
 }
+
+
+# log4j2 configuration of an embedded session's JVM: errors only, to stderr.
+_QUIET_LOG4J2 = """rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
+"""
+
+
+def _quiet_log_configuration() -> str:
+    path = Path(tempfile.gettempdir()) / "dmlops-spark-log4j2.properties"
+    if not path.exists() or path.read_text() != _QUIET_LOG4J2:
+        path.write_text(_QUIET_LOG4J2)
+    return str(path)
 
 
 def spark_available() -> str:
@@ -61,6 +82,8 @@ def spark_session() -> SparkSession:
         builder = builder.config(key, value)
     if master.startswith("local"):
         builder = builder.config("spark.sql.shuffle.partitions", str(LOCAL_SHUFFLE_PARTITIONS))
+        builder = builder.config("spark.driver.extraJavaOptions",
+                                 f"-Dlog4j2.configurationFile={_quiet_log_configuration()}")
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
