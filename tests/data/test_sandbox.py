@@ -75,6 +75,15 @@ def test_feature_means_cannot_read_another_file(dataset, secret_file, tmp_path):
                       count_column="n", means={"leak": f"length((SELECT content FROM read_text('{secret_file}')))"})
 
 
+def test_a_retried_step_overwrites_its_outputs_inside_the_sandbox(dataset, tmp_path):
+    output = str(tmp_path / "means.parquet")
+    for attempt in range(2):  # the second attempt finds the first one's output
+        running_means(dataset, output, entity_column="id", time_column="at", count_column="n", means={"m": "delay"})
+        derive_columns(dataset, *outputs(tmp_path), columns={"late": f"delay > {attempt}"})
+    assert pq.read_table(str(tmp_path / "out.parquet"))["late"].to_pylist() == [False, True]
+    assert not list(tmp_path.glob("tmp_*"))
+
+
 def test_the_sandbox_cannot_be_reopened(tmp_path):
     connection = sandboxed_connection()
     for statement in ("SET enable_external_access = true", f"SET allowed_paths = ['{tmp_path}']",

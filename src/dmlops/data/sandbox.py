@@ -89,7 +89,10 @@ def copy_to_parquet(connection: duckdb.DuckDBPyConnection, query: str, path: str
     mark = encryption.input_marking([os.fspath(source) for source in inputs])
     try:
         if mark is None:
-            connection.execute(f"COPY ({query}) TO {_literal(os.path.abspath(os.fspath(path)))} (FORMAT parquet)")
+            # USE_TMP_FILE false: over an existing file (a retried step) DuckDB would write a tmp_ file beside
+            # it first, a path the sandbox does not allow
+            connection.execute(f"COPY ({query}) TO {_literal(os.path.abspath(os.fspath(path)))} "
+                               "(FORMAT parquet, USE_TMP_FILE false)")
         else:
             encryption.write_like(connection.sql(query).fetch_record_batch(), os.fspath(path), mark)
     except duckdb.Error as error:
