@@ -114,6 +114,9 @@ def feast_training_set(
     report: Output[Markdown],
     full_feature_names: bool = True,
     engine: str = "duckdb",
+    backend: str = "auto",
+    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
     """Join point-in-time-correct feature values (``"view:feature"`` references) to every entity row as of
     its ``timestamp_column``. Entity rows in = rows out; rows with no value inside a view's TTL keep nulls
@@ -131,10 +134,24 @@ def feast_training_set(
         report: A Markdown summary: the join method, rows with no value per view, nulls per feature column.
             Metadata as training_set's, without rows.
         full_feature_names: True names feature columns "view__feature"; False names them "feature".
-        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
-            in DMLOPS_SPARK_MASTER); the same training set either way. Spark joins Parquet file sources
-            only, where duckdb falls back to Feast's own join.
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: a SparkApplication on Kubernetes, see
+            backend; else embedded local[*], or the master in DMLOPS_SPARK_MASTER); the same training set either
+            way. Spark joins Parquet file sources only, where duckdb falls back to Feast's own join.
+        backend: Where engine "spark" runs: "kubernetes" as a SparkApplication of the Spark Operator that
+            reads and writes the artifacts at their URIs, "local" in this step, "auto" kubernetes inside a
+            Kubernetes pod, else local. Unused by duckdb.
+        run_id: engine "spark" on kubernetes: the pipeline run's id; with task_name it names the
+            SparkApplication so a retried step reattaches.
+        task_name: engine "spark" on kubernetes: the task's name in the pipeline.
     """
+    from dmlops.data.spark_application import spark_component
+
+    if spark_component("feast_training_set", {"entities": entities}, {"training_set": training_set, "report": report},
+                       {"store": store, "features": features, "timestamp_column": timestamp_column,
+                        "full_feature_names": full_feature_names},
+                       engine=engine, backend=backend, run_id=run_id, task_name=task_name) is not None:
+        return
+
     from dmlops.features.retrieval import build_training_set
 
     result = build_training_set(
@@ -197,6 +214,9 @@ def running_means(
     period: str = "1 day",
     available_after: str = "0 seconds",
     engine: str = "duckdb",
+    backend: str = "auto",
+    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
     """Per entity and period: the row count and the means of SQL expressions (name -> expression) over all
     rows up to the period's end, stamped ``event_timestamp`` when known (period end + ``available_after``):
@@ -215,10 +235,25 @@ def running_means(
         period: A DuckDB interval, the length of the time buckets, e.g. "1 day" or "1 hour".
         available_after: A DuckDB interval added to the period's end before a value counts as known,
             e.g. "6 hours" for a late batch job; "0 seconds" means as soon as the period ends.
-        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
-            in DMLOPS_SPARK_MASTER); the same output either way. With spark, means are Spark SQL and period
-            and available_after fixed lengths (weeks down to microseconds).
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: a SparkApplication on Kubernetes, see
+            backend; else embedded local[*], or the master in DMLOPS_SPARK_MASTER); the same output either way.
+            With spark, means are Spark SQL and period and available_after fixed lengths (weeks down to
+            microseconds).
+        backend: Where engine "spark" runs: "kubernetes" as a SparkApplication of the Spark Operator that
+            reads and writes the artifacts at their URIs, "local" in this step, "auto" kubernetes inside a
+            Kubernetes pod, else local. Unused by duckdb.
+        run_id: engine "spark" on kubernetes: the pipeline run's id; with task_name it names the
+            SparkApplication so a retried step reattaches.
+        task_name: engine "spark" on kubernetes: the task's name in the pipeline.
     """
+    from dmlops.data.spark_application import spark_component
+
+    if spark_component("running_means", {"dataset": dataset}, {"output": output},
+                       {"entity_column": entity_column, "time_column": time_column, "means": means,
+                        "count_column": count_column, "period": period, "available_after": available_after},
+                       engine=engine, backend=backend, run_id=run_id, task_name=task_name) is not None:
+        return
+
     from dmlops.features.aggregates import running_means as compute
 
     result = compute(

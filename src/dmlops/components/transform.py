@@ -15,6 +15,9 @@ def derive_columns(
     quarantine_when: str = "",
     quarantine_reason: str = "quarantined by rule",
     engine: str = "duckdb",
+    backend: str = "auto",
+    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
     """Add or replace columns from SQL expressions (name -> expression); rows matching the SQL condition
     ``quarantine_when`` go to ``quarantine`` with ``quarantine_reason``. Rows in = rows out + quarantined.
@@ -30,10 +33,23 @@ def derive_columns(
         quarantine_when: A DuckDB SQL boolean expression; rows where it is true go to quarantine (null
             counts as false). "" quarantines nothing.
         quarantine_reason: The text written to the _reason column of the quarantined rows.
-        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
-            in DMLOPS_SPARK_MASTER); the same outputs either way. The expressions are in the engine's SQL:
-            DuckDB SQL, or Spark SQL (identifiers in backticks).
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: a SparkApplication on Kubernetes, see
+            backend; else embedded local[*], or the master in DMLOPS_SPARK_MASTER); the same outputs either way.
+            The expressions are in the engine's SQL: DuckDB SQL, or Spark SQL (identifiers in backticks).
+        backend: Where engine "spark" runs: "kubernetes" as a SparkApplication of the Spark Operator that
+            reads and writes the artifacts at their URIs, "local" in this step, "auto" kubernetes inside a
+            Kubernetes pod, else local. Unused by duckdb.
+        run_id: engine "spark" on kubernetes: the pipeline run's id; with task_name it names the
+            SparkApplication so a retried step reattaches.
+        task_name: engine "spark" on kubernetes: the task's name in the pipeline.
     """
+    from dmlops.data.spark_application import spark_component
+
+    if spark_component("derive_columns", {"dataset": dataset}, {"output": output, "quarantine": quarantine},
+                       {"columns": columns, "quarantine_when": quarantine_when, "quarantine_reason": quarantine_reason},
+                       engine=engine, backend=backend, run_id=run_id, task_name=task_name) is not None:
+        return
+
     from dmlops.data.transform import derive_columns as derive
 
     result = derive(
@@ -55,6 +71,9 @@ def split_by_time(
     quarantine: Output[Dataset],
     gap: str = "",
     engine: str = "duckdb",
+    backend: str = "auto",
+    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
     """Split a dataset by time without leakage: before ``eval_from`` trains, from ``eval_from`` + ``gap``
     evaluates; null times and rows inside the gap are quarantined with a reason.
@@ -70,10 +89,23 @@ def split_by_time(
             rows and split (rows_in, rows_train, rows_eval, rows_quarantined and both time ranges).
         gap: A DuckDB interval (e.g. "1 day") left out after eval_from so that evaluation rows do not
             overlap what training saw; "" leaves no gap.
-        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
-            in DMLOPS_SPARK_MASTER); the same outputs either way. With spark, gap is a fixed length (weeks
-            down to microseconds, e.g. "1 day").
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: a SparkApplication on Kubernetes, see
+            backend; else embedded local[*], or the master in DMLOPS_SPARK_MASTER); the same outputs either way.
+            With spark, gap is a fixed length (weeks down to microseconds, e.g. "1 day").
+        backend: Where engine "spark" runs: "kubernetes" as a SparkApplication of the Spark Operator that
+            reads and writes the artifacts at their URIs, "local" in this step, "auto" kubernetes inside a
+            Kubernetes pod, else local. Unused by duckdb.
+        run_id: engine "spark" on kubernetes: the pipeline run's id; with task_name it names the
+            SparkApplication so a retried step reattaches.
+        task_name: engine "spark" on kubernetes: the task's name in the pipeline.
     """
+    from dmlops.data.spark_application import spark_component
+
+    if spark_component("split_by_time", {"dataset": dataset}, {"train": train, "eval": eval, "quarantine": quarantine},
+                       {"time_column": time_column, "eval_from": eval_from, "gap": gap},
+                       engine=engine, backend=backend, run_id=run_id, task_name=task_name) is not None:
+        return
+
     from dmlops.data.transform import split_by_time as split
 
     result = split(

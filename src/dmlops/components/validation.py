@@ -14,6 +14,9 @@ def infer_schema(
     schema: Output[Artifact],
     max_categories: int = 50,
     engine: str = "duckdb",
+    backend: str = "auto",
+    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
     """Infer the schema of a Parquet dataset: types, nullability, numeric ranges, the allowed values of
     string columns and a row-count range, as a JSON document to review and keep in git.
@@ -24,9 +27,21 @@ def infer_schema(
             Metadata: columns (count), types (column -> type) and row_count (the allowed range).
         max_categories: String columns with at most this many distinct values get allowed_values; those
             with more get no allowed-values check.
-        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
-            in DMLOPS_SPARK_MASTER); the same schema either way.
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: a SparkApplication on Kubernetes, see
+            backend; else embedded local[*], or the master in DMLOPS_SPARK_MASTER); the same schema either way.
+        backend: Where engine "spark" runs: "kubernetes" as a SparkApplication of the Spark Operator that
+            reads and writes the artifacts at their URIs, "local" in this step, "auto" kubernetes inside a
+            Kubernetes pod, else local. Unused by duckdb.
+        run_id: engine "spark" on kubernetes: the pipeline run's id; with task_name it names the
+            SparkApplication so a retried step reattaches.
+        task_name: engine "spark" on kubernetes: the task's name in the pipeline.
     """
+    from dmlops.data.spark_application import spark_component
+
+    if spark_component("infer_schema", {"dataset": dataset}, {"schema": schema}, {"max_categories": max_categories},
+                       engine=engine, backend=backend, run_id=run_id, task_name=task_name) is not None:
+        return
+
     from dmlops.data.validation import infer_schema as infer
     from dmlops.data.validation import schema_json
 
@@ -49,6 +64,9 @@ def validate(
     html: Output[HTML],
     fail_on: str = "error",
     engine: str = "duckdb",
+    backend: str = "auto",
+    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ):
     """Validate a Parquet dataset against a schema: types, required columns, null fractions, ranges,
     allowed values, uniqueness, row count and SQL expressions, with per-column statistics.
@@ -62,10 +80,23 @@ def validate(
         html: The report as a page: summary, findings and per-column histograms.
         fail_on: Fail the step on findings of this severity: "error", "warn" (errors and warnings) or
             "never" (only write the report).
-        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
-            in DMLOPS_SPARK_MASTER); the same report either way. The schema's expressions are in the engine's
-            SQL: DuckDB SQL, or Spark SQL (identifiers in backticks).
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: a SparkApplication on Kubernetes, see
+            backend; else embedded local[*], or the master in DMLOPS_SPARK_MASTER); the same report either way.
+            The schema's expressions are in the engine's SQL: DuckDB SQL, or Spark SQL (identifiers in backticks).
+        backend: Where engine "spark" runs: "kubernetes" as a SparkApplication of the Spark Operator that
+            reads and writes the artifacts at their URIs, "local" in this step, "auto" kubernetes inside a
+            Kubernetes pod, else local. Unused by duckdb.
+        run_id: engine "spark" on kubernetes: the pipeline run's id; with task_name it names the
+            SparkApplication so a retried step reattaches.
+        task_name: engine "spark" on kubernetes: the task's name in the pipeline.
     """
+    from dmlops.data.spark_application import spark_component
+
+    if spark_component("validate", {"dataset": dataset, "schema": schema}, {"report": report, "html": html},
+                       {"fail_on": fail_on}, metrics=metrics,
+                       engine=engine, backend=backend, run_id=run_id, task_name=task_name) is not None:
+        return
+
     import json
 
     from dmlops.data.validation import validate as check
@@ -95,6 +126,9 @@ def compare(
     categorical_threshold: float = 0.1,
     categorical_method: str = "jensen-shannon",
     engine: str = "duckdb",
+    backend: str = "auto",
+    run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    task_name: str = dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
 ) -> NamedTuple("DriftOutputs", [("drifted", bool)]):
     """Measure drift or training/serving skew of each column of a current dataset against a reference:
     PSI for numeric columns, Jensen-Shannon distance or chi-square p-value for categorical ones.
@@ -114,14 +148,29 @@ def compare(
         categorical_threshold: A categorical column drifts when its Jensen-Shannon distance (0 to 1) is
             above this, or, with chi-square, when its p-value is below it.
         categorical_method: "jensen-shannon" or "chi-square".
-        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: embedded local[*], or the master
-            in DMLOPS_SPARK_MASTER); the same report either way.
+        engine: "duckdb" (in this step's process) or "spark" (Apache Spark: a SparkApplication on Kubernetes, see
+            backend; else embedded local[*], or the master in DMLOPS_SPARK_MASTER); the same report either way.
+        backend: Where engine "spark" runs: "kubernetes" as a SparkApplication of the Spark Operator that
+            reads and writes the artifacts at their URIs, "local" in this step, "auto" kubernetes inside a
+            Kubernetes pod, else local. Unused by duckdb.
+        run_id: engine "spark" on kubernetes: the pipeline run's id; with task_name it names the
+            SparkApplication so a retried step reattaches.
+        task_name: engine "spark" on kubernetes: the task's name in the pipeline.
 
     Returns:
         drifted: True when at least one compared column drifted beyond its threshold.
     """
     import json
     from collections import namedtuple
+
+    from dmlops.data.spark_application import spark_component
+
+    ran = spark_component("compare", {"reference": reference, "current": current}, {"report": report, "html": html},
+                          {"columns": columns, "psi_threshold": psi_threshold,
+                           "categorical_threshold": categorical_threshold, "categorical_method": categorical_method},
+                          metrics=metrics, engine=engine, backend=backend, run_id=run_id, task_name=task_name)
+    if ran is not None:
+        return namedtuple("DriftOutputs", ["drifted"])(ran["drifted"])
 
     from dmlops.data.drift import compare as measure
 

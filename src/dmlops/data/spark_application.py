@@ -2,7 +2,7 @@
 
 A job is one data operation run by the engine's entry point, ``python -m dmlops.data.spark <operation>
 <arguments.json>`` (``operation`` a data component's name such as ``validate``; the JSON file holds the
-component's inputs, artifacts as URIs). :func:`run_spark_job` is the one call the components make:
+component's inputs, artifacts as URIs). :func:`run_spark_job` runs it:
 
 - ``backend="local"``: the entry point runs in this process (Spark embedded, ``local[*]``);
 - ``backend="kubernetes"``: a ``SparkApplication`` (sparkoperator.k8s.io/v1beta2) built by
@@ -17,6 +17,10 @@ with KFP's store settings and credentials in their environment (:func:`dmlops.pl
 and a local path is refused (it exists only in the step's pod). A component passes its output artifacts'
 URIs and names their local paths in ``outputs``: after the job each is copied to its path, which KFP uploads
 to the same URI after the component's body (as the training step does with its export).
+
+A data component with ``engine="spark"`` calls :func:`spark_component`: on Kubernetes it runs the
+component's job as a SparkApplication and applies the job's metadata document to the component's
+artifacts; elsewhere the component runs Spark embedded in its own process.
 """
 
 from __future__ import annotations
@@ -220,6 +224,43 @@ def run_spark_job(
     for key, local_path in (outputs or {}).items():
         download(arguments[key], local_path)
     return {"backend": "kubernetes", "operation": operation, **result.to_dict()}
+
+
+def spark_component(
+    operation: str,
+    inputs: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+    parameters: Mapping[str, Any],
+    *,
+    engine: str,
+    backend: str,
+    run_id: str,
+    task_name: str,
+    metrics: Any = None,
+) -> dict[str, Any] | None:
+    """Run a data component's ``operation`` as a SparkApplication when ``engine`` is "spark" and ``backend``
+    resolves to "kubernetes"; else return None (the component runs in its own process).
+
+    ``inputs`` and ``outputs`` map the entry point's artifact names to the component's KFP artifacts, which
+    the job reads and writes at their URIs; ``parameters`` are its other arguments. The job's metadata
+    document goes beside the first output; after the job each output's local path holds what was written
+    at its URI, each output gets its metadata from the document, ``metrics`` (a KFP Metrics artifact) its
+    ``"metrics"``, and the document's ``"outputs"`` (the component's returned values) are returned."""
+    if resolve_backend(backend) != "kubernetes" or engine != "spark":
+        return None
+    first = next(iter(outputs.values()))
+    metadata_uri = f"{first.uri.rstrip('/')}-spark-metadata.json"
+    arguments = {**{name: artifact.uri for name, artifact in {**inputs, **outputs}.items()}, **parameters,
+                 "metadata": metadata_uri}
+    run_spark_job(operation, arguments, "kubernetes", run_id=run_id, task_name=task_name,
+                  outputs={name: artifact.path for name, artifact in outputs.items()})
+    filesystem, path = storage.filesystem(metadata_uri)
+    document = json.loads(filesystem.cat_file(path))
+    for name, artifact in outputs.items():
+        artifact.metadata.update(document.get(name) or {})
+    for name, value in (document.get("metrics") or {}).items():
+        metrics.log_metric(name, value)
+    return dict(document.get("outputs") or {})
 
 
 def download(uri: str, local_path: str) -> None:
