@@ -167,12 +167,17 @@ def run_driver(pod: dict) -> subprocess.CompletedProcess:
                            arguments], env=env, capture_output=True, text=True, timeout=240)
 
 
-@pytest.mark.envtest
-def test_validate_with_spark_on_kubernetes_runs_one_spark_application_and_applies_its_report(
-        cluster, inputs, tmp_path):
+@pytest.fixture
+def spark_driver_runtime() -> None:
+    """What the driver process needs here: pyspark and a Java runtime; skips without them."""
     pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'dmlops[spark]'")
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
         pytest.skip("no Java runtime (Debian: apt-get install default-jre-headless)")
+
+
+@pytest.mark.envtest
+def test_validate_with_spark_on_kubernetes_runs_one_spark_application_and_applies_its_report(
+        spark_driver_runtime, cluster, inputs, tmp_path):
     kubeflow, namespace = cluster
     outputs = validate_outputs(tmp_path / "out")
     outcome: dict = {}
