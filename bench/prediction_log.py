@@ -16,17 +16,15 @@ must hold every row that was answered, with none dropped.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
 import requests
 
-from serve import CATEGORICAL, MODEL_NAME, NUMERIC, flights_slice, load
+from serve import MODEL_NAME, flights_model, load
 
 FLUSH_WAIT_S = 11.0  # the log's writer flushes every 10 s: what it writes for the rounds is written by then
 
@@ -61,18 +59,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from dmlops.serving.features import FeatureContract
     from dmlops.serving.local import start_server, stop_server
     from dmlops.serving.log_layout import read_log
-    from dmlops.training.config import TrainConfig
-    from dmlops.training.worker import train
 
     root = Path(tempfile.mkdtemp(prefix="dmlops-bench-log-"))
-    data = flights_slice(root, 20_000)
-    train(TrainConfig(train_uri=str(data), label="label", export_uri=str(root / "model"), epochs=1, batch_size=1024,
-                      numeric_features=NUMERIC, categorical_features=CATEGORICAL))
-    contract = FeatureContract.from_metadata(json.loads((root / "model" / "metadata.json").read_text()))
-    rows = pq.read_table(data).select(list(contract.features)).to_pylist()
+    _, rows = flights_model(root)
     shapes = {1: [{"instances": [row]} for row in rows[:args.requests]],
               100: [{"instances": rows[i:i + 100]} for i in range(0, 100 * (args.requests // 10), 100)]}
 

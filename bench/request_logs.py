@@ -23,11 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import requests
 
 from prediction_log import measure
-from serve import CATEGORICAL, MODEL_NAME, NUMERIC, flights_slice
+from serve import MODEL_NAME, flights_model
 
 def start(lines: str, model_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     from dmlops.platform.local import free_ports
@@ -54,16 +53,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from dmlops.serving.features import FeatureContract
-    from dmlops.training.config import TrainConfig
-    from dmlops.training.worker import train
 
     root = Path(tempfile.mkdtemp(prefix="dmlops-bench-request-logs-"))
-    data = flights_slice(root, 20_000)
-    train(TrainConfig(train_uri=str(data), label="label", export_uri=str(root / "model"), epochs=1, batch_size=1024,
-                      numeric_features=NUMERIC, categorical_features=CATEGORICAL))
-    contract = FeatureContract.from_metadata(json.loads((root / "model" / "metadata.json").read_text()))
-    rows = pq.read_table(data).select(list(contract.features)).to_pylist()
+    _, rows = flights_model(root)
     bodies = [{"instances": [row]} for row in rows[:args.requests]]
 
     servers = {}

@@ -25,6 +25,7 @@ import time
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +51,20 @@ def flights_slice(root: Path, rows: int) -> Path:
     path = root / "flights.parquet"
     pq.write_table(table, path)
     return path
+
+
+def flights_model(root: Path) -> tuple[Any, list[dict]]:
+    """A flights model trained for one epoch on 20,000 flights at ``root/model``: its feature contract and
+    the flights' rows of its features, in order."""
+    from dmlops.serving.features import FeatureContract
+    from dmlops.training.config import TrainConfig
+    from dmlops.training.worker import train
+
+    data = flights_slice(root, 20_000)
+    train(TrainConfig(train_uri=str(data), label="label", export_uri=str(root / "model"), epochs=1, batch_size=1024,
+                      numeric_features=NUMERIC, categorical_features=CATEGORICAL))
+    contract = FeatureContract.from_metadata(json.loads((root / "model" / "metadata.json").read_text()))
+    return contract, pq.read_table(data).select(list(contract.features)).to_pylist()
 
 
 class BareModel:
@@ -182,18 +197,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from dmlops.serving.features import FeatureContract
     from dmlops.serving.local import start_server, stop_server
-    from dmlops.training.config import TrainConfig
-    from dmlops.training.worker import train
 
     root = Path(tempfile.mkdtemp(prefix="dmlops-bench-serve-"))
-    data = flights_slice(root, 20_000)
-    train(TrainConfig(train_uri=str(data), label="label", export_uri=str(root / "model"), epochs=1, batch_size=1024,
-                      numeric_features=NUMERIC, categorical_features=CATEGORICAL))
-    contract = FeatureContract.from_metadata(json.loads((root / "model" / "metadata.json").read_text()))
-    table = pq.read_table(data)
-    rows = table.select(list(contract.features)).slice(0, args.requests).to_pylist()
+    contract, rows = flights_model(root)
+    rows = rows[:args.requests]
     dmlops_bodies = [{"instances": [row]} for row in rows]
     numeric, categorical = contract.encode(rows)
     bare_bodies = [{"instances": [{"numeric": n.tolist(), "categorical": c.tolist()}]} for n, c in zip(numeric, categorical)]
