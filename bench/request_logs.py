@@ -14,7 +14,6 @@ After the run, the server with lines must have written one per answered request.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
